@@ -1,0 +1,67 @@
+# ftso: every command a developer or CI needs. `make test` installs what it needs from scratch.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CLUSTER := e2e/cluster
+KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
+PYTEST_ARGS ?=
+
+.PHONY: help venv lint fmt crd unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
+
+help:
+	@echo "make demo         start the local cluster, the operator and a sample service"
+	@echo "make test         unit and end-to-end tests (builds and starts the local control plane)"
+	@echo "make lint         ruff and mypy --strict"
+	@echo "make cluster-up   start the local control plane; cluster-down stops it"
+	@echo "make crd          regenerate crds/ from operator/ftso/api/crd.py"
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(BIN)/ruff check operator tests e2e bench examples
+	$(BIN)/ruff format --check operator tests e2e bench examples
+	$(BIN)/mypy
+
+fmt: venv
+	$(BIN)/ruff check --fix operator tests e2e bench examples
+	$(BIN)/ruff format operator tests e2e bench examples
+
+crd: venv
+	$(BIN)/ftso crd > crds/ftso.dev_faulttolerantservices.yaml
+
+unit: venv
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+
+e2e: venv cluster-up
+	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/pytest e2e $(PYTEST_ARGS)
+
+test: lint unit e2e
+
+cluster-up:
+	@$(CLUSTER)/up.sh
+
+cluster-down:
+	@$(CLUSTER)/down.sh
+
+kubeconfig:
+	@echo $(KUBECONFIG_PATH)
+
+demo: venv cluster-up
+	@hack/demo.sh
+
+demo-down:
+	@hack/demo.sh stop
+
+bench: venv cluster-up
+	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/python bench/scale.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,14 @@
+# Pinned versions and cache locations of the local control plane; sourced by the cluster scripts.
+K8S_VERSION=v1.36.3
+ETCD_VERSION=v3.6.16
+KWOK_VERSION=v0.8.0
+HELM_VERSION=v3.19.5
+
+FTSO_CACHE=${FTSO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ftso}
+FTSO_BIN=$FTSO_CACHE/bin
+FTSO_LOGS=$FTSO_CACHE/logs
+FTSO_CLUSTER_NAME=${FTSO_CLUSTER_NAME:-ftso}
+# kwokctl keeps its clusters under this workdir; the kubeconfig path is stable across runs.
+KWOK_WORKDIR=$FTSO_CACHE/kwok
+FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig
+export KWOK_WORKDIR

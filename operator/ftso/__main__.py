@@ -1,0 +1,5 @@
+import sys
+
+from ftso.cli import main
+
+sys.exit(main())

@@ -1,0 +1,425 @@
+"""The one source of the FaultTolerantService CRD: `build_crd()` renders it, `crds/` holds its YAML.
+
+The schema's defaults come from `ftso.api.spec`, so the operator and the API server agree on them. CEL
+rules carry messages meant for a person reading `kubectl apply` output.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from ftso import names
+from ftso.api import spec as defaults
+
+Schema = dict[str, Any]
+
+
+def _rule(rule: str, message: str) -> dict[str, str]:
+    return {"rule": rule, "message": message}
+
+
+def _obj(properties: dict[str, Schema], *, required: list[str] | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties}
+    if required:
+        schema["required"] = required
+    schema.update(extra)
+    return schema
+
+
+def _str(description: str = "", **extra: Any) -> Schema:
+    schema: Schema = {"type": "string", **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _int(description: str = "", **extra: Any) -> Schema:
+    schema: Schema = {"type": "integer", **extra}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def _positive(field: str, description: str, default: int | None = None) -> Schema:
+    schema = _int(
+        description,
+        **{"x-kubernetes-validations": [_rule("self > 0", f"{field} must be a positive number")]},
+    )
+    if default is not None:
+        schema["default"] = default
+    return schema
+
+
+def _string_map(description: str) -> Schema:
+    return {"type": "object", "description": description, "additionalProperties": {"type": "string"}}
+
+
+def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
+    field = f"health.{kind}Probe"
+    return _obj(
+        {
+            "periodSeconds": _positive(
+                f"{field}.periodSeconds", "How often to probe.", default.period_seconds
+            ),
+            "timeoutSeconds": _positive(
+                f"{field}.timeoutSeconds", "When a probe times out.", default.timeout_seconds
+            ),
+            "failureThreshold": _positive(
+                f"{field}.failureThreshold",
+                "Consecutive failures before the probe counts as failed.",
+                default.failure_threshold,
+            ),
+            "initialDelaySeconds": _int(
+                "Delay before the first probe.",
+                default=default.initial_delay_seconds,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 0", f"{field}.initialDelaySeconds must be 0 or more")
+                    ]
+                },
+            ),
+        },
+        description=f"Settings of the default {kind} probe, given to containers that have none.",
+    )
+
+
+def _container() -> Schema:
+    port = _obj(
+        {
+            "name": _str("Port name, referable from service.ports[].targetPort."),
+            "containerPort": _int(
+                "",
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 1 && self <= 65535", "containerPort must be between 1 and 65535")
+                    ]
+                },
+            ),
+            "protocol": _str("", enum=["TCP", "UDP", "SCTP"]),
+        },
+        required=["containerPort"],
+        **{"x-kubernetes-preserve-unknown-fields": True},
+    )
+    return _obj(
+        {
+            "name": _str("Container name, unique in the pod."),
+            "image": _str("Container image."),
+            "ports": {"type": "array", "maxItems": 64, "items": port},
+        },
+        required=["name", "image"],
+        **{"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+def _template() -> Schema:
+    pod_spec_extras: Schema = {
+        "x-kubernetes-preserve-unknown-fields": True,
+        "x-kubernetes-validations": [
+            _rule(
+                "has(self.containers) && size(self.containers) > 0",
+                "template.spec.containers must list at least one container",
+            )
+        ],
+    }
+    pod_spec = _obj(
+        {
+            "containers": {
+                "type": "array",
+                "maxItems": 32,
+                "items": _container(),
+                "x-kubernetes-validations": [
+                    _rule(
+                        "self.all(c, self.filter(d, d.name == c.name).size() == 1)",
+                        "template.spec.containers must have unique names",
+                    )
+                ],
+            },
+        },
+        description="A pod spec as in a Deployment's template; fields beyond containers are kept as given.",
+        **pod_spec_extras,
+    )
+    return _obj(
+        {
+            "metadata": _obj(
+                {
+                    "labels": _string_map("Labels given to every pod."),
+                    "annotations": _string_map("Annotations given to every pod."),
+                }
+            ),
+            "spec": pod_spec,
+        },
+        required=["spec"],
+        description="The pod template, as in a Deployment.",
+    )
+
+
+def _service() -> Schema:
+    port = _obj(
+        {
+            "name": _str(
+                "Port name (a DNS label).",
+                maxLength=63,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule(
+                            "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
+                            "service port names must be lowercase letters, digits and '-'",
+                        )
+                    ]
+                },
+            ),
+            "port": _int(
+                "Port the Services expose.",
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 1 && self <= 65535", "service ports must be between 1 and 65535")
+                    ]
+                },
+            ),
+            "targetPort": {
+                "x-kubernetes-int-or-string": True,
+                "description": "Container port number or name; defaults to port.",
+            },
+            "protocol": _str("", enum=["TCP", "UDP", "SCTP"], default="TCP"),
+        },
+        required=["port"],
+    )
+    return _obj(
+        {
+            "type": _str(
+                "Type of the three Services.",
+                enum=list(defaults.SERVICE_TYPES),
+                default=defaults.DEFAULT_SERVICE_TYPE,
+            ),
+            "ports": {
+                "type": "array",
+                "maxItems": 32,
+                "items": port,
+                "description": "Ports of the Services; by default every container port.",
+                "x-kubernetes-validations": [
+                    _rule(
+                        "self.all(p, !has(p.name) || self.filter(q, has(q.name) && q.name == p.name).size() == 1)",
+                        "service.ports must have unique names",
+                    ),
+                    _rule(
+                        "self.size() <= 1 || self.all(p, has(p.name))",
+                        "service.ports need a name each when there is more than one",
+                    ),
+                ],
+            },
+        },
+        description="The Services <name>, <name>-primary and <name>-replicas.",
+    )
+
+
+def build_spec_schema() -> Schema:
+    return _obj(
+        {
+            "replicas": _int(
+                "Number of pods.",
+                default=defaults.DEFAULT_REPLICAS,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 0", "replicas must be 0 or more"),
+                        _rule("self <= 1000", "replicas must be at most 1000"),
+                    ]
+                },
+            ),
+            "mode": _str(
+                "PrimaryReplica: one primary, the rest replicas. ActiveActive: peers, every healthy pod serves.",
+                enum=list(defaults.MODES),
+                default=defaults.DEFAULT_MODE,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule(
+                            "self == oldSelf", "mode is immutable; create a new FaultTolerantService instead"
+                        )
+                    ]
+                },
+            ),
+            "template": _template(),
+            "health": _obj(
+                {
+                    "readinessProbe": _probe_settings("readiness", defaults.DEFAULT_READINESS),
+                    "livenessProbe": _probe_settings("liveness", defaults.DEFAULT_LIVENESS),
+                    "startupProbe": _probe_settings("startup", defaults.DEFAULT_STARTUP),
+                    "unreadyTimeoutSeconds": _positive(
+                        "health.unreadyTimeoutSeconds",
+                        "How long a started pod may stay unready before it counts as failed and is replaced.",
+                        defaults.DEFAULT_UNREADY_TIMEOUT_SECONDS,
+                    ),
+                },
+                description="Probe defaults and the operator's health judgement.",
+            ),
+            "service": _service(),
+            "disruption": _obj(
+                {
+                    "maxUnavailable": {
+                        "x-kubernetes-int-or-string": True,
+                        "default": defaults.DEFAULT_MAX_UNAVAILABLE,
+                        "description": "Pods that may be down at once for voluntary disruption and rollouts.",
+                        "x-kubernetes-validations": [
+                            _rule(
+                                "type(self) == int ? self >= 1 : self.matches('^[0-9]{1,3}%$')",
+                                "disruption.maxUnavailable must be a count of at least 1 or a percentage "
+                                "such as 25%",
+                            )
+                        ],
+                    }
+                },
+            ),
+            "spread": _obj(
+                {
+                    "topologyKeys": {
+                        "type": "array",
+                        "maxItems": 8,
+                        "items": _str(maxLength=317, minLength=1),
+                        "x-kubernetes-list-type": "set",
+                        "description": "Node label keys to spread pods over.",
+                        "default": list(defaults.DEFAULT_TOPOLOGY_KEYS),
+                    },
+                    "whenUnsatisfiable": _str(
+                        "ScheduleAnyway spreads when it can; DoNotSchedule leaves a pod pending instead.",
+                        enum=list(defaults.WHEN_UNSATISFIABLE),
+                        default=defaults.DEFAULT_WHEN_UNSATISFIABLE,
+                    ),
+                },
+            ),
+            "paused": {
+                "type": "boolean",
+                "default": False,
+                "description": "Stops every decision and action; status is still reported.",
+            },
+        },
+        required=["template"],
+    )
+
+
+def _condition() -> Schema:
+    return _obj(
+        {
+            "type": _str(maxLength=316),
+            "status": _str(enum=["True", "False", "Unknown"]),
+            "observedGeneration": _int(format="int64", minimum=0),
+            "lastTransitionTime": _str(format="date-time"),
+            "reason": _str(maxLength=1024),
+            "message": _str(maxLength=32768),
+        },
+        required=["type", "status", "lastTransitionTime", "reason", "message"],
+    )
+
+
+def build_status_schema() -> Schema:
+    pod = _obj(
+        {
+            "name": _str(),
+            "node": _str(),
+            "zone": _str(),
+            "role": _str(),
+            "health": _str("Healthy, Starting, Degraded, Failed, Lost or Terminating."),
+            "serving": {"type": "boolean"},
+            "since": _str("When the pod entered its current health.", format="date-time"),
+            "reason": _str(),
+            "updated": {"type": "boolean", "description": "Runs the current template."},
+        },
+        required=["name", "health"],
+    )
+    return _obj(
+        {
+            "observedGeneration": _int(format="int64"),
+            "phase": _str("Pending, Ready, Degraded, Updating, Unavailable, Paused or Invalid."),
+            "replicas": _int("Pods that exist and are not terminating."),
+            "readyReplicas": _int("Pods Ready in Kubernetes' sense."),
+            "servingReplicas": _int("Pods the operator judges healthy and routes traffic to."),
+            "updatedReplicas": _int("Pods running the current template."),
+            "selector": _str("Label selector of the pods, for the scale subresource."),
+            "primary": _str("Name of the primary pod (PrimaryReplica mode)."),
+            "term": _int("Fencing token: increases with every promotion, never decreases.", format="int64"),
+            "pods": {"type": "array", "items": pod, "x-kubernetes-list-type": "atomic"},
+            "conditions": {
+                "type": "array",
+                "items": _condition(),
+                "x-kubernetes-list-type": "map",
+                "x-kubernetes-list-map-keys": ["type"],
+            },
+        }
+    )
+
+
+def build_crd() -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": names.CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "ftso", "app.kubernetes.io/part-of": "ftso"},
+        },
+        "spec": {
+            "group": names.GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": names.KIND,
+                "listKind": f"{names.KIND}List",
+                "plural": names.PLURAL,
+                "singular": names.SINGULAR,
+                "shortNames": [names.SHORT_NAME],
+                "categories": ["all", "ftso"],
+            },
+            "versions": [
+                {
+                    "name": names.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
+                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "Serving", "type": "integer", "jsonPath": ".status.servingReplicas"},
+                        {"name": "Primary", "type": "string", "jsonPath": ".status.primary"},
+                        {"name": "Term", "type": "integer", "jsonPath": ".status.term", "priority": 1},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": _obj(
+                            {
+                                "apiVersion": _str(),
+                                "kind": _str(),
+                                "metadata": {"type": "object"},
+                                "spec": build_spec_schema(),
+                                "status": build_status_schema(),
+                            },
+                            required=["spec"],
+                            description="FaultTolerantService keeps N replicas of a service healthy, "
+                            "fails over between them and routes traffic by role.",
+                            **{
+                                "x-kubernetes-validations": [
+                                    _rule(
+                                        f"self.metadata.name.size() <= {defaults.MAX_NAME_LENGTH}",
+                                        f"metadata.name must be at most {defaults.MAX_NAME_LENGTH} "
+                                        "characters: pods are named <name>-<ordinal> and Services "
+                                        "<name>-replicas",
+                                    )
+                                ]
+                            },
+                        )
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    header = "# Generated by `ftso crd` from operator/ftso/api/crd.py; do not edit (make crd).\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

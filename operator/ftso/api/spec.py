@@ -1,0 +1,203 @@
+"""The typed view of a FaultTolerantService spec, with the defaults the CRD schema also declares.
+
+Parsing never raises on shapes the API server already validated; what only the operator can judge
+is reported by `operator_judged_problems` so the controller can set `InvalidSpec` instead of acting.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftso import names
+
+DEFAULT_REPLICAS = 3
+DEFAULT_MODE = names.MODE_PRIMARY_REPLICA
+MODES = (names.MODE_PRIMARY_REPLICA, names.MODE_ACTIVE_ACTIVE)
+SERVICE_TYPES = ("ClusterIP", "NodePort", "LoadBalancer")
+DEFAULT_SERVICE_TYPE = "ClusterIP"
+DEFAULT_MAX_UNAVAILABLE: int | str = 1
+DEFAULT_TOPOLOGY_KEYS = ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+WHEN_UNSATISFIABLE = ("ScheduleAnyway", "DoNotSchedule")
+DEFAULT_WHEN_UNSATISFIABLE = "ScheduleAnyway"
+# A pod may stay unready this long before it counts as failed and is replaced: long enough to ride out
+# a slow start or a short freeze, short enough that a stuck pod does not linger.
+DEFAULT_UNREADY_TIMEOUT_SECONDS = 30
+MAX_NAME_LENGTH = 52  # "<name>-replicas" and "<name>-<ordinal>" must stay valid DNS labels (63).
+
+
+@dataclass(frozen=True)
+class ProbeSettings:
+    period_seconds: int
+    timeout_seconds: int
+    failure_threshold: int
+    initial_delay_seconds: int = 0
+
+
+DEFAULT_READINESS = ProbeSettings(period_seconds=5, timeout_seconds=1, failure_threshold=3)
+DEFAULT_LIVENESS = ProbeSettings(period_seconds=10, timeout_seconds=1, failure_threshold=3)
+DEFAULT_STARTUP = ProbeSettings(period_seconds=2, timeout_seconds=1, failure_threshold=30)
+
+
+@dataclass(frozen=True)
+class HealthSpec:
+    readiness: ProbeSettings = DEFAULT_READINESS
+    liveness: ProbeSettings = DEFAULT_LIVENESS
+    startup: ProbeSettings = DEFAULT_STARTUP
+    unready_timeout_seconds: int = DEFAULT_UNREADY_TIMEOUT_SECONDS
+
+
+@dataclass(frozen=True)
+class ServicePort:
+    name: str
+    port: int
+    target_port: int | str
+    protocol: str = "TCP"
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    type: str = DEFAULT_SERVICE_TYPE
+    ports: tuple[ServicePort, ...] = ()
+
+
+@dataclass(frozen=True)
+class SpreadSpec:
+    topology_keys: tuple[str, ...] = DEFAULT_TOPOLOGY_KEYS
+    when_unsatisfiable: str = DEFAULT_WHEN_UNSATISFIABLE
+
+
+@dataclass(frozen=True)
+class FtsSpec:
+    replicas: int = DEFAULT_REPLICAS
+    mode: str = DEFAULT_MODE
+    template: Mapping[str, Any] = field(default_factory=dict)
+    health: HealthSpec = HealthSpec()
+    service: ServiceSpec = ServiceSpec()
+    max_unavailable: int | str = DEFAULT_MAX_UNAVAILABLE
+    spread: SpreadSpec = SpreadSpec()
+    paused: bool = False
+
+    @property
+    def primary_replica(self) -> bool:
+        return self.mode == names.MODE_PRIMARY_REPLICA
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _probe(raw: Any, default: ProbeSettings) -> ProbeSettings:
+    if not isinstance(raw, Mapping):
+        return default
+    return ProbeSettings(
+        period_seconds=_int(raw, "periodSeconds", default.period_seconds),
+        timeout_seconds=_int(raw, "timeoutSeconds", default.timeout_seconds),
+        failure_threshold=_int(raw, "failureThreshold", default.failure_threshold),
+        initial_delay_seconds=_int(raw, "initialDelaySeconds", default.initial_delay_seconds),
+    )
+
+
+def container_ports(template: Mapping[str, Any]) -> list[tuple[str, int, str]]:
+    """(name, containerPort, protocol) of every container port in the pod template, in order."""
+    found: list[tuple[str, int, str]] = []
+    for container in template.get("spec", {}).get("containers", []) or []:
+        for port in container.get("ports", []) or []:
+            number = port.get("containerPort")
+            if isinstance(number, int):
+                name = port.get("name") or f"{container.get('name', 'c')}-{number}"
+                found.append((name, number, port.get("protocol", "TCP")))
+    return found
+
+
+def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
+    raw = raw if isinstance(raw, Mapping) else {}
+    ports: list[ServicePort] = []
+    for entry in raw.get("ports", []) or []:
+        port = entry.get("port")
+        if not isinstance(port, int):
+            continue
+        ports.append(
+            ServicePort(
+                name=str(entry.get("name") or f"port-{port}"),
+                port=port,
+                target_port=entry.get("targetPort", port),
+                protocol=str(entry.get("protocol", "TCP")),
+            )
+        )
+    if not ports:
+        # With no ports given, the Services expose every container port under its own number.
+        ports = [
+            ServicePort(name=name, port=number, target_port=number, protocol=protocol)
+            for name, number, protocol in container_ports(template)
+        ]
+    return ServiceSpec(type=str(raw.get("type", DEFAULT_SERVICE_TYPE)), ports=tuple(ports))
+
+
+def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
+    template = raw.get("template") or {}
+    health_raw = raw.get("health") or {}
+    spread_raw = raw.get("spread") or {}
+    disruption_raw = raw.get("disruption") or {}
+    keys = spread_raw.get("topologyKeys")
+    max_unavailable = disruption_raw.get("maxUnavailable", DEFAULT_MAX_UNAVAILABLE)
+    return FtsSpec(
+        replicas=_int(raw, "replicas", DEFAULT_REPLICAS),
+        mode=str(raw.get("mode", DEFAULT_MODE)),
+        template=template,
+        health=HealthSpec(
+            readiness=_probe(health_raw.get("readinessProbe"), DEFAULT_READINESS),
+            liveness=_probe(health_raw.get("livenessProbe"), DEFAULT_LIVENESS),
+            startup=_probe(health_raw.get("startupProbe"), DEFAULT_STARTUP),
+            unready_timeout_seconds=_int(
+                health_raw, "unreadyTimeoutSeconds", DEFAULT_UNREADY_TIMEOUT_SECONDS
+            ),
+        ),
+        service=_service(raw.get("service"), template),
+        max_unavailable=max_unavailable if isinstance(max_unavailable, int | str) else 1,
+        spread=SpreadSpec(
+            topology_keys=tuple(keys) if isinstance(keys, list) else DEFAULT_TOPOLOGY_KEYS,
+            when_unsatisfiable=str(spread_raw.get("whenUnsatisfiable", DEFAULT_WHEN_UNSATISFIABLE)),
+        ),
+        paused=bool(raw.get("paused", False)),
+    )
+
+
+_PERCENT = re.compile(r"^(\d{1,3})%$")
+
+
+def resolve_max_unavailable(value: int | str, replicas: int) -> int:
+    """An absolute count from an int or a percentage (rounded down, as Deployments do), at least 1."""
+    if isinstance(value, int):
+        return max(1, value)
+    match = _PERCENT.match(value)
+    if not match:
+        return 1
+    return max(1, replicas * int(match.group(1)) // 100)
+
+
+def operator_judged_problems(spec: FtsSpec) -> list[str]:
+    """Problems the CRD schema cannot express; each is a sentence a person understands."""
+    problems: list[str] = []
+    template_labels = (spec.template.get("metadata") or {}).get("labels") or {}
+    reserved = sorted(k for k in template_labels if str(k).startswith(names.PREFIX))
+    if reserved:
+        problems.append(
+            f"template.metadata.labels uses {', '.join(reserved)}: the ftso.dev/ prefix is reserved "
+            "for the operator"
+        )
+    named_ports = {name for name, _, _ in container_ports(spec.template)}
+    for port in spec.service.ports:
+        if isinstance(port.target_port, str) and port.target_port not in named_ports:
+            problems.append(
+                f"service port {port.name!r} targets the named port {port.target_port!r}, "
+                "which no container declares"
+            )
+    if isinstance(spec.max_unavailable, str) and not _PERCENT.match(spec.max_unavailable):
+        problems.append(
+            f"disruption.maxUnavailable {spec.max_unavailable!r} is neither a count nor a percentage"
+        )
+    return problems

@@ -1,0 +1,229 @@
+"""Pure builders of the objects a FaultTolerantService owns: pods, Services, the PodDisruptionBudget."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ftso import names
+from ftso.api.spec import FtsSpec, ProbeSettings
+
+ROLE_VOLUME = "ftso-role"
+ROLE_MOUNT_PATH = "/etc/ftso"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The FaultTolerantService that owns what is built."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    def reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": names.API_VERSION,
+            "kind": names.KIND,
+            "name": self.name,
+            "uid": self.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": {
+                names.LABEL_SERVICE: self.name,
+                "app.kubernetes.io/managed-by": "ftso",
+                **(labels or {}),
+            },
+            "ownerReferences": [self.reference()],
+        }
+
+
+def template_hash(spec: FtsSpec) -> str:
+    """Changes exactly when the pods the spec asks for change, which is what a rollout follows."""
+    material = {
+        "template": spec.template,
+        "health": [spec.health.readiness, spec.health.liveness, spec.health.startup],
+        "spread": [spec.spread.topology_keys, spec.spread.when_unsatisfiable],
+    }
+    encoded = json.dumps(material, sort_keys=True, default=lambda o: o.__dict__).encode()
+    return hashlib.sha256(encoded).hexdigest()[:10]
+
+
+def _probe(settings: ProbeSettings, port: int) -> dict[str, Any]:
+    return {
+        "tcpSocket": {"port": port},
+        "periodSeconds": settings.period_seconds,
+        "timeoutSeconds": settings.timeout_seconds,
+        "failureThreshold": settings.failure_threshold,
+        "initialDelaySeconds": settings.initial_delay_seconds,
+    }
+
+
+def _with_default_probes(container: dict[str, Any], spec: FtsSpec) -> dict[str, Any]:
+    ports = [
+        p.get("containerPort") for p in container.get("ports") or [] if p.get("protocol", "TCP") == "TCP"
+    ]
+    port = next((p for p in ports if isinstance(p, int)), None)
+    if port is None:
+        return container  # Nothing to probe without a TCP port; the workload's own probes rule.
+    container.setdefault("readinessProbe", _probe(spec.health.readiness, port))
+    container.setdefault("livenessProbe", _probe(spec.health.liveness, port))
+    container.setdefault("startupProbe", _probe(spec.health.startup, port))
+    return container
+
+
+def _spread_constraints(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
+    return [
+        {
+            "maxSkew": 1,
+            "topologyKey": key,
+            "whenUnsatisfiable": spec.spread.when_unsatisfiable,
+            "labelSelector": {"matchLabels": {names.LABEL_SERVICE: owner.name}},
+        }
+        for key in spec.spread.topology_keys
+    ]
+
+
+def _role_volume() -> dict[str, Any]:
+    # The workload reads its role and fencing term from files that the kubelet keeps current.
+    return {
+        "name": ROLE_VOLUME,
+        "downwardAPI": {
+            "items": [
+                {"path": "role", "fieldRef": {"fieldPath": f"metadata.labels['{names.LABEL_ROLE}']"}},
+                {
+                    "path": "term",
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_TERM}']"},
+                },
+            ]
+        },
+    }
+
+
+def build_pod(
+    spec: FtsSpec,
+    owner: Owner,
+    ordinal: int,
+    *,
+    role: str,
+    term: int,
+    avoid_nodes: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    template = copy.deepcopy(dict(spec.template))
+    template_meta = template.get("metadata") or {}
+    pod_spec: dict[str, Any] = template.get("spec") or {}
+    name = names.pod_name(owner.name, ordinal)
+
+    pod_spec["containers"] = [_with_default_probes(dict(c), spec) for c in pod_spec.get("containers", [])]
+    for container in pod_spec["containers"]:
+        mounts = container.setdefault("volumeMounts", [])
+        if not any(m.get("name") == ROLE_VOLUME for m in mounts):
+            mounts.append({"name": ROLE_VOLUME, "mountPath": ROLE_MOUNT_PATH, "readOnly": True})
+    volumes = pod_spec.setdefault("volumes", [])
+    if not any(v.get("name") == ROLE_VOLUME for v in volumes):
+        volumes.append(_role_volume())
+    if spec.spread.topology_keys and "topologySpreadConstraints" not in pod_spec:
+        pod_spec["topologySpreadConstraints"] = _spread_constraints(spec, owner)
+    pod_spec.setdefault("hostname", name)
+    if avoid_nodes:
+        # A replacement must not land back on a node we judged lost but Kubernetes has not tainted yet.
+        affinity = pod_spec.setdefault("affinity", {})
+        node_affinity = affinity.setdefault("nodeAffinity", {})
+        required = node_affinity.setdefault(
+            "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]}
+        )
+        for term_ in required.setdefault("nodeSelectorTerms", [{}]):
+            term_.setdefault("matchFields", []).append(
+                {"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid_nodes)}
+            )
+
+    metadata = owner.metadata(
+        name,
+        {
+            **(template_meta.get("labels") or {}),
+            names.LABEL_SERVICE: owner.name,
+            names.LABEL_ROLE: role,
+            names.LABEL_SERVING: "false",
+            names.LABEL_ORDINAL: str(ordinal),
+        },
+    )
+    metadata["annotations"] = {
+        **(template_meta.get("annotations") or {}),
+        names.ANNOTATION_TERM: str(term),
+        names.ANNOTATION_TEMPLATE_HASH: template_hash(spec),
+    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
+
+
+def service_selectors(spec: FtsSpec, owner: Owner) -> dict[str, dict[str, str]]:
+    """Service name -> selector. Every Service routes only to pods the operator marked serving."""
+    all_name, primary_name, replicas_name = names.service_names(owner.name)
+    serving = {names.LABEL_SERVICE: owner.name, names.LABEL_SERVING: "true"}
+    selectors = {
+        all_name: serving,
+        replicas_name: {**serving, names.LABEL_ROLE: names.ROLE_REPLICA},
+    }
+    if spec.primary_replica:
+        selectors[primary_name] = {**serving, names.LABEL_ROLE: names.ROLE_PRIMARY}
+    return selectors
+
+
+def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
+    if not spec.service.ports:
+        return []  # A Service needs a port; a portless workload (a worker) gets none.
+    ports = [
+        {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol}
+        for p in spec.service.ports
+    ]
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": owner.metadata(name),
+            "spec": {"type": spec.service.type, "selector": selector, "ports": ports},
+        }
+        for name, selector in service_selectors(spec, owner).items()
+    ]
+
+
+def build_pdb(spec: FtsSpec, owner: Owner) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": owner.metadata(owner.name),
+        "spec": {
+            "maxUnavailable": spec.max_unavailable,
+            "selector": {"matchLabels": {names.LABEL_SERVICE: owner.name}},
+        },
+    }
+
+
+def drifted(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
+    """Whether an owned object differs from what we would apply, on the fields we own."""
+    if observed is None:
+        return True
+    desired_labels = desired["metadata"].get("labels") or {}
+    observed_labels = (observed.get("metadata") or {}).get("labels") or {}
+    if any(observed_labels.get(k) != v for k, v in desired_labels.items()):
+        return True
+    observed_spec = observed.get("spec") or {}
+    for key, value in desired["spec"].items():
+        if key == "ports":
+            mine = [
+                {k: p.get(k) for k in ("name", "port", "targetPort", "protocol")}
+                for p in observed_spec.get(key) or []
+            ]
+            if mine != value:
+                return True
+        elif observed_spec.get(key) != value:
+            return True
+    return False

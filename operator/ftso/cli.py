@@ -1,0 +1,144 @@
+"""`ftso` and `kubectl ftso`: run the operator, print the CRD, inspect resources."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ftso import names
+from ftso.settings import OperatorSettings
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from ftso import handlers  # noqa: F401  (registers the handlers)
+
+    settings = OperatorSettings(
+        namespaces=tuple(args.namespace or ()),
+        kubeconfig=args.kubeconfig,
+        context=args.context,
+        workers=args.workers,
+        resync_seconds=args.resync_seconds,
+        liveness_endpoint=args.liveness or None,
+        peering_name=args.peering,
+        priority=args.priority,
+        verbose=args.verbose,
+    )
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.FULL)
+    kopf.run(
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint,
+        standalone=settings.peering_name is None,
+        peering_name=settings.peering_name,
+        priority=settings.priority,
+        memo=kopf.Memo(settings=settings),
+    )
+    return 0
+
+
+def _crd(_: argparse.Namespace) -> int:
+    from ftso.api.crd import render_crd_yaml
+
+    sys.stdout.write(render_crd_yaml())
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    )
+
+
+def _status(args: argparse.Namespace) -> int:
+    from ftso.client import ApiError, KubeClient
+
+    async def fetch() -> dict[str, Any]:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            return await client.get(names.KIND, args.namespace_, args.name)
+        finally:
+            await client.close()
+
+    try:
+        body = asyncio.run(fetch())
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1 if error.not_found else 2
+    spec = body.get("spec") or {}
+    status = body.get("status") or {}
+    conditions = {c["type"]: c for c in status.get("conditions") or []}
+    print(f"{names.KIND} {args.namespace_}/{args.name}")
+    print(f"  mode: {spec.get('mode')}   phase: {status.get('phase', '-')}   term: {status.get('term', 0)}")
+    print(
+        f"  replicas: {spec.get('replicas')} desired, {status.get('readyReplicas', 0)} ready, "
+        f"{status.get('servingReplicas', 0)} serving   primary: {status.get('primary') or '-'}"
+    )
+    for type_ in ("Ready", "Available", "Progressing", "Degraded", "InvalidSpec", "PrimaryUnavailable"):
+        c = conditions.get(type_)
+        if c:
+            print(f"  {type_}={c['status']} ({c.get('reason', '')}) {c.get('message', '')}".rstrip())
+    rows = [["POD", "ROLE", "HEALTH", "SERVING", "NODE", "ZONE", "SINCE", "REASON"]]
+    for pod in status.get("pods") or []:
+        rows.append(
+            [
+                pod["name"],
+                pod.get("role", ""),
+                pod["health"],
+                "yes" if pod.get("serving") else "no",
+                pod.get("node") or "-",
+                pod.get("zone") or "-",
+                pod.get("since", ""),
+                pod.get("reason") or "",
+            ]
+        )
+    print(_table(rows))
+    return 0 if conditions.get("Ready", {}).get("status") == "True" else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ftso", description="Fault-Tolerant Service Operator")
+    parser.add_argument(
+        "--kubeconfig", help="path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
+    )
+    parser.add_argument("--context", help="kubeconfig context")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator")
+    run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
+    run.add_argument("--workers", type=int, default=16, help="reconciles running in parallel (default 16)")
+    run.add_argument("--resync-seconds", type=float, default=60.0, help="periodic resync interval")
+    run.add_argument(
+        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)"
+    )
+    run.add_argument("--peering", help="kopf peering name: run several operators, one active")
+    run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    run.add_argument("--verbose", "-v", action="store_true")
+    run.add_argument("--debug", action="store_true")
+    run.set_defaults(func=_run)
+
+    crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
+    crd.set_defaults(func=_crd)
+
+    status = commands.add_parser(
+        "status", help="show a resource's pods, roles and health (exit 0 when Ready)"
+    )
+    status.add_argument("name")
+    status.add_argument("--namespace", "-n", dest="namespace_", default="default")
+    status.set_defaults(func=_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""The only module that talks to the Kubernetes API (watches aside, which kopf owns).
+
+A small async REST client over aiohttp that sends and receives plain dicts; credentials come from
+the kubeconfig or the in-cluster service account, loaded by the `kubernetes` package. Transient
+failures (connection errors, 429, 5xx) are retried with exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from ftso import names
+
+logger = logging.getLogger(__name__)
+
+JSON = "application/json"
+MERGE_PATCH = "application/merge-patch+json"
+APPLY_PATCH = "application/apply-patch+yaml"
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def transient(self) -> bool:
+        return self.status == 429 or self.status >= 500
+
+
+@dataclass
+class Credentials:
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    token: str = ""
+    token_file: str = ""
+    _token_read_at: float = field(default=0.0, repr=False)
+
+    def authorization(self) -> str:
+        # Service account tokens are rotated on disk by the kubelet: reread them once a minute.
+        if self.token_file and time.monotonic() - self._token_read_at > 60:
+            with open(self.token_file, encoding="utf-8") as handle:
+                self.token = handle.read().strip()
+            self._token_read_at = time.monotonic()
+        return f"Bearer {self.token}" if self.token else ""
+
+
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
+    configuration = k8s_client.Configuration()
+    token_file = ""
+    try:
+        k8s_config.load_incluster_config(client_configuration=configuration)
+        token_file = SERVICE_ACCOUNT_TOKEN
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config(
+            config_file=kubeconfig, context=context, client_configuration=configuration
+        )
+    ssl_context: ssl.SSLContext | bool = False
+    if configuration.host.startswith("https"):
+        if configuration.verify_ssl:
+            context_ = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
+        else:
+            context_ = ssl.create_default_context()
+            context_.check_hostname = False
+            context_.verify_mode = ssl.CERT_NONE
+        if configuration.cert_file:
+            context_.load_cert_chain(configuration.cert_file, configuration.key_file)
+        ssl_context = context_
+    token = ""
+    api_key = configuration.api_key or {}
+    for key in ("authorization", "BearerToken"):
+        if api_key.get(key):
+            token = str(api_key[key]).removeprefix("Bearer ").strip()
+    return Credentials(
+        server=configuration.host.rstrip("/"), ssl_context=ssl_context, token=token, token_file=token_file
+    )
+
+
+def _path(
+    group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None
+) -> str:
+    path = f"/api/{version}" if not group else f"/apis/{group}/{version}"
+    if namespace is not None:
+        path += f"/namespaces/{quote(namespace)}"
+    path += f"/{plural}"
+    if name is not None:
+        path += f"/{quote(name)}"
+    return path
+
+
+KIND_PATHS: Mapping[str, tuple[str, str, str]] = {
+    "Pod": ("", "v1", "pods"),
+    "Service": ("", "v1", "services"),
+    "Event": ("", "v1", "events"),
+    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
+    names.KIND: (names.GROUP, names.VERSION, names.PLURAL),
+}
+
+
+class KubeClient:
+    """Plain-dict requests with retries; counts requests per verb for the benchmarks and metrics."""
+
+    def __init__(self, credentials: Credentials, *, attempts: int = 5, timeout: float = 30.0) -> None:
+        self.credentials = credentials
+        self.attempts = attempts
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+        self.requests: Counter[str] = Counter()
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
+        return cls(load_credentials(kubeconfig, context))
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=self.credentials.ssl_context, limit=64)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout)
+        return self._session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+    ) -> dict[str, Any]:
+        headers = {"Accept": JSON, "User-Agent": "ftso-operator"}
+        authorization = self.credentials.authorization()
+        if authorization:
+            headers["Authorization"] = authorization
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        delay = 0.05
+        for attempt in range(1, self.attempts + 1):
+            self.requests[method] += 1
+            try:
+                async with self._session_now().request(
+                    method, self.credentials.server + path, data=data, params=params, headers=headers
+                ) as response:
+                    text = await response.text()
+                    if response.status < 400:
+                        return json.loads(text) if text else {}
+                    error = _error(response.status, text)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                error = ApiError(0, "ConnectionError", str(exc) or type(exc).__name__)
+            if not (error.transient or error.status == 0) or attempt == self.attempts:
+                raise error
+            logger.debug("retrying %s %s after %s", method, path, error)
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    # Typed helpers over `request`, one per operation the operator performs.
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        return await self.request("GET", _path(*KIND_PATHS[kind], namespace, name))
+
+    async def list(self, kind: str, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("GET", _path(*KIND_PATHS[kind], namespace), params=params)
+        return list(result.get("items") or [])
+
+    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        namespace = body["metadata"].get("namespace")
+        return await self.request(
+            "POST",
+            _path(*KIND_PATHS[body["kind"]], namespace),
+            body=body,
+            params={"fieldManager": names.FIELD_MANAGER},
+        )
+
+    async def delete(
+        self, kind: str, namespace: str, name: str, *, uid: str = "", grace_seconds: int | None = None
+    ) -> None:
+        options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        if grace_seconds is not None:
+            options["gracePeriodSeconds"] = grace_seconds
+        await self.request("DELETE", _path(*KIND_PATHS[kind], namespace, name), body=options)
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        path = _path(*KIND_PATHS[kind], namespace, name) + (f"/{subresource}" if subresource else "")
+        return await self.request(
+            "PATCH", path, body=patch, content_type=MERGE_PATCH, params={"fieldManager": names.FIELD_MANAGER}
+        )
+
+    async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply: we own exactly the fields we send, and take them back if someone moved them."""
+        metadata = body["metadata"]
+        path = _path(*KIND_PATHS[body["kind"]], metadata.get("namespace"), metadata["name"])
+        return await self.request(
+            "PATCH",
+            path,
+            body=body,
+            content_type=APPLY_PATCH,
+            params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+        )
+
+
+def _error(status: int, text: str) -> ApiError:
+    try:
+        payload = json.loads(text)
+    except ValueError:
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    return ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or text[:300]))

@@ -1,0 +1,168 @@
+"""Observe -> decide -> act for one FaultTolerantService: the glue between the store, the pure
+`reconcile.decide` and the API client. It holds no decisions of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from ftso import names
+from ftso.client import ApiError, KubeClient
+from ftso.model import format_time, node_view, pod_view
+from ftso.reconcile import EventSpec, FtsView, Observed, Plan, decide
+from ftso.store import Key, Store
+
+logger = logging.getLogger(__name__)
+
+
+class StaleStatus(Exception):
+    """Someone wrote the resource since we read it; the reconcile runs again on fresh state."""
+
+
+def observe(store: Store, key: Key, now: datetime) -> Observed | None:
+    body = store.resources.get(key)
+    if body is None:
+        return None
+    metadata = body.get("metadata") or {}
+    if metadata.get("deletionTimestamp"):
+        return None  # Owned objects go with it through the garbage collector.
+    uid = metadata.get("uid", "")
+    owned = [
+        p
+        for p in store.pods.get(key, {}).values()
+        if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
+    ]
+    nodes = {name: node_view(node, store.leases.get(name)) for name, node in store.nodes.items()}
+    return Observed(
+        fts=FtsView(
+            name=key[1],
+            namespace=key[0],
+            uid=uid,
+            generation=int(metadata.get("generation") or 0),
+            spec=body.get("spec") or {},
+            status=body.get("status") or {},
+        ),
+        pods=tuple(pod_view(p, key[1]) for p in owned),
+        nodes=nodes,
+        services=dict(store.services.get(key, {})),
+        pdb=store.pdbs.get(key),
+        now=now,
+    )
+
+
+class Controller:
+    def __init__(
+        self, client: KubeClient, store: Store, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.client = client
+        self.store = store
+        self.clock = clock
+        self.instance = socket.gethostname()
+        self.on_plan: Callable[[Key, Plan], Awaitable[None]] | None = None
+
+    async def reconcile(self, key: Key) -> float | None:
+        observed = observe(self.store, key, self.clock())
+        if observed is None:
+            return None
+        plan = decide(observed)
+        await self.execute(key, observed, plan)
+        if self.on_plan is not None:
+            await self.on_plan(key, plan)
+        return plan.requeue_after
+
+    async def execute(self, key: Key, observed: Observed, plan: Plan) -> None:
+        namespace = key[0]
+        if plan.write_status:
+            await self._write_status(key, plan.status)
+        for patch in plan.patches:  # in order: demotions before promotions
+            await self._ignore_missing(
+                self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
+            )
+        await asyncio.gather(
+            *(
+                self._ignore_missing(
+                    self.client.delete(
+                        "Pod", namespace, d.name, uid=d.uid, grace_seconds=0 if d.force else None
+                    )
+                )
+                for d in plan.deletes
+            )
+        )
+        await asyncio.gather(*(self._create_pod(pod) for pod in plan.creates))
+        for obj in plan.applies:
+            await self.client.apply(obj)
+        for event in plan.events:
+            await self._post_event(observed, event)
+
+    async def _write_status(self, key: Key, status: dict[str, Any]) -> None:
+        body = self.store.resources[key]
+        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": status}
+        try:
+            updated = await self.client.merge_patch(names.KIND, key[0], key[1], patch, subresource="status")
+        except ApiError as error:
+            if error.conflict:
+                raise StaleStatus(str(error)) from error
+            if error.not_found:
+                return
+            raise
+        self.store.put_resource(updated)
+
+    async def _patch_pod(
+        self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]
+    ) -> None:
+        updated = await self.client.merge_patch(
+            "Pod", namespace, name, {"metadata": {"labels": labels, "annotations": annotations}}
+        )
+        self.store.put_pod(updated)
+
+    async def _create_pod(self, pod: dict[str, Any]) -> None:
+        try:
+            created = await self.client.create(pod)
+        except ApiError as error:
+            if error.conflict:  # already exists: our view was behind; the watch will catch up
+                return
+            raise
+        self.store.put_pod(created)
+
+    @staticmethod
+    async def _ignore_missing(call: Awaitable[Any]) -> None:
+        try:
+            await call
+        except ApiError as error:
+            if not (error.not_found or error.conflict):
+                raise
+
+    async def _post_event(self, observed: Observed, event: EventSpec) -> None:
+        fts = observed.fts
+        now = format_time(self.clock())
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{fts.name}.", "namespace": fts.namespace},
+            "involvedObject": {
+                "apiVersion": names.API_VERSION,
+                "kind": names.KIND,
+                "name": fts.name,
+                "namespace": fts.namespace,
+                "uid": fts.uid,
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": names.COMPONENT},
+            "reportingComponent": "ftso.dev/operator",
+            "reportingInstance": self.instance,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            await self.client.create(body)
+        except ApiError as error:
+            logger.warning(
+                "could not post event %s for %s/%s: %s", event.reason, fts.namespace, fts.name, error
+            )

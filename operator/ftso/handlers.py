@@ -1,0 +1,139 @@
+"""The kopf layer, kept thin: every watch event updates the store and queues the owning resource's
+reconcile; startup wires the pieces together. Nothing here decides anything."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+
+from ftso import names
+from ftso.client import KubeClient
+from ftso.controller import Controller
+from ftso.settings import OperatorSettings
+from ftso.store import Key, Store
+from ftso.workqueue import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+
+class Runtime:
+    """What the handlers share, kept in kopf's memo."""
+
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.store = Store()
+        self.client = KubeClient.from_environment(settings.kubeconfig, settings.context)
+        self.controller = Controller(self.client, self.store)
+        self.queue: WorkQueue[Key] = WorkQueue(self.controller.reconcile, workers=settings.workers)
+        self.resync_task: asyncio.Task[None] | None = None
+
+    async def resync_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            for key in list(self.store.resources):
+                self.queue.add(key)
+
+
+def _runtime(memo: Any) -> Runtime:
+    runtime: Runtime = memo.runtime
+    return runtime
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    ours: OperatorSettings = memo.settings
+    settings.persistence.finalizer = f"{names.PREFIX}finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=names.GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    # Only objects we own are streamed to us, not every pod in the cluster.
+    for plural in ("pods", "services", "poddisruptionbudgets"):
+        settings.watching.label_selectors[plural] = names.LABEL_SERVICE
+    if ours.peering_name:
+        settings.peering.name = ours.peering_name
+        settings.peering.priority = ours.priority
+        settings.peering.mandatory = True
+    else:
+        settings.peering.standalone = True
+    runtime = Runtime(ours)
+    memo.runtime = runtime
+    runtime.queue.start()
+    runtime.resync_task = asyncio.create_task(runtime.resync_forever())
+
+
+@kopf.on.cleanup()
+async def shutdown(memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    if runtime.resync_task is not None:
+        runtime.resync_task.cancel()
+    await runtime.queue.stop()
+    await runtime.client.close()
+
+
+@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    body: dict[str, Any] = dict(event["object"])
+    if event["type"] == "DELETED":
+        runtime.store.drop_resource((body["metadata"]["namespace"], body["metadata"]["name"]))
+        return
+    runtime.queue.add(runtime.store.put_resource(body))
+
+
+def _owned_event(event: kopf.RawEvent, memo: Any, put: str, drop: str) -> None:
+    runtime = _runtime(memo)
+    store = runtime.store
+    key = (
+        getattr(store, drop)(event["object"])
+        if event["type"] == "DELETED"
+        else getattr(store, put)(event["object"])
+    )
+    if key is not None:
+        runtime.queue.add(key)
+
+
+@kopf.on.event("", "v1", "pods", labels={names.LABEL_SERVICE: kopf.PRESENT})
+def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    _owned_event(event, memo, "put_pod", "drop_pod")
+
+
+@kopf.on.event("", "v1", "services", labels={names.LABEL_SERVICE: kopf.PRESENT})
+def service_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    _owned_event(event, memo, "put_service", "drop_service")
+
+
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={names.LABEL_SERVICE: kopf.PRESENT})
+def pdb_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    _owned_event(event, memo, "put_pdb", "drop_pdb")
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    runtime = _runtime(memo)
+    body: dict[str, Any] = dict(event["object"])
+    name = body["metadata"]["name"]
+    previous = runtime.store.nodes.get(name)
+    if event["type"] == "DELETED":
+        keys = runtime.store.drop_node(name)
+    else:
+        if previous is not None and _ready(previous) == _ready(body):
+            runtime.store.put_node(body)
+            return  # a heartbeat that changes nothing we judge by
+        keys = runtime.store.put_node(body)
+    for key in keys:
+        runtime.queue.add(key)
+
+
+def _ready(node: dict[str, Any]) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or []
+    )

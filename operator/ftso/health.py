@@ -1,0 +1,75 @@
+"""The operator's own judgement of each pod's health, a pure function of the pod, its node and the time."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ftso.api.spec import HealthSpec
+from ftso.model import NodeView, PodView
+
+
+class Health(StrEnum):
+    HEALTHY = "Healthy"
+    STARTING = "Starting"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    LOST = "Lost"
+    TERMINATING = "Terminating"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    health: Health
+    reason: str = ""
+    # When a Starting or Degraded pod will count as Failed unless it turns Ready: the next look is due then.
+    deadline: datetime | None = None
+
+    @property
+    def gone(self) -> bool:
+        """The pod cannot serve again and must be replaced."""
+        return self.health in (Health.FAILED, Health.LOST, Health.TERMINATING)
+
+
+def startup_budget(health: HealthSpec) -> timedelta:
+    probe = health.startup
+    return timedelta(
+        seconds=probe.initial_delay_seconds
+        + probe.period_seconds * probe.failure_threshold
+        + health.unready_timeout_seconds
+    )
+
+
+def judge_pod(pod: PodView, nodes: Mapping[str, NodeView], health: HealthSpec, now: datetime) -> Verdict:
+    if pod.deleting:
+        return Verdict(Health.TERMINATING, "pod is being deleted")
+    if pod.node_name:
+        node = nodes.get(pod.node_name)
+        if node is None:
+            return Verdict(Health.LOST, f"node {pod.node_name} is gone")
+        if not node.ready:
+            return Verdict(Health.LOST, f"node {pod.node_name} is NotReady")
+    if pod.phase in ("Failed", "Succeeded"):
+        return Verdict(Health.FAILED, f"pod phase is {pod.phase}")
+    if pod.container_failure:
+        return Verdict(Health.FAILED, pod.container_failure)
+    if pod.phase == "Running" and pod.ready:
+        return Verdict(Health.HEALTHY)
+    if pod.phase != "Running":
+        return Verdict(Health.STARTING, "pod is " + ("not scheduled" if not pod.node_name else pod.phase))
+    never_ready = pod.ready_changed_at is None or (
+        pod.started_at is not None and pod.ready_changed_at <= pod.started_at
+    )
+    if never_ready:
+        since = pod.started_at or pod.created_at or now
+        deadline = since + startup_budget(health)
+        if now >= deadline:
+            return Verdict(Health.FAILED, "pod never became Ready")
+        return Verdict(Health.STARTING, "pod is not Ready yet", deadline)
+    assert pod.ready_changed_at is not None
+    deadline = pod.ready_changed_at + timedelta(seconds=health.unready_timeout_seconds)
+    if now >= deadline:
+        return Verdict(Health.FAILED, f"pod not Ready for over {health.unready_timeout_seconds}s")
+    return Verdict(Health.DEGRADED, "pod is not Ready", deadline)

@@ -1,0 +1,381 @@
+"""The pure heart of the operator: observed state in, a plan of actions and the new status out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from ftso import conditions as cond
+from ftso import names
+from ftso.api.spec import FtsSpec, operator_judged_problems, parse_spec, resolve_max_unavailable
+from ftso.builders import Owner, build_pdb, build_pod, build_services, drifted, template_hash
+from ftso.health import Health, Verdict, judge_pod
+from ftso.model import NodeView, PodView, format_time
+from ftso.roles import RoleDecision, decide_primary
+
+
+@dataclass(frozen=True)
+class FtsView:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    spec: Mapping[str, Any]
+    status: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Observed:
+    fts: FtsView
+    pods: tuple[PodView, ...]
+    nodes: Mapping[str, NodeView]
+    services: Mapping[str, Mapping[str, Any]]
+    pdb: Mapping[str, Any] | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class PodDelete:
+    name: str
+    uid: str
+    force: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class PodPatch:
+    name: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    status: dict[str, Any]
+    write_status: bool = False
+    # A new term is written with the resource's resourceVersion as precondition: two writers cannot both win.
+    guard_status: bool = False
+    patches: list[PodPatch] = field(default_factory=list)
+    deletes: list[PodDelete] = field(default_factory=list)
+    creates: list[dict[str, Any]] = field(default_factory=list)
+    applies: list[dict[str, Any]] = field(default_factory=list)
+    events: list[EventSpec] = field(default_factory=list)
+    requeue_after: float | None = None
+
+    @property
+    def acts(self) -> bool:
+        return bool(self.patches or self.deletes or self.creates or self.applies)
+
+
+def _canonical(status: Mapping[str, Any]) -> str:
+    return json.dumps(status, sort_keys=True, default=str)
+
+
+def desired_role(pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str) -> str:
+    if not spec.primary_replica:
+        return names.ROLE_REPLICA
+    if pod.name == primary:
+        return names.ROLE_PRIMARY
+    if pod.role in (names.ROLE_PRIMARY, names.ROLE_FENCED) and verdict.gone:
+        return names.ROLE_FENCED  # a failed former primary: out of every Service until it is gone
+    return names.ROLE_REPLICA
+
+
+def _pod_patches(
+    pods: tuple[PodView, ...], roles: Mapping[str, str], serving: Mapping[str, bool], term: int
+) -> list[PodPatch]:
+    demotions: list[PodPatch] = []
+    others: list[PodPatch] = []
+    for pod in pods:
+        labels = {
+            names.LABEL_ROLE: roles[pod.name],
+            names.LABEL_SERVING: "true" if serving[pod.name] else "false",
+        }
+        annotations = {names.ANNOTATION_TERM: str(term)}
+        if all(pod.labels.get(k) == v for k, v in labels.items()) and all(
+            pod.annotations.get(k) == v for k, v in annotations.items()
+        ):
+            continue
+        patch = PodPatch(pod.name, labels, annotations)
+        # Whoever stops serving or stops being primary moves first, so two primaries never serve at once.
+        if pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY or not serving[pod.name]:
+            demotions.append(patch)
+        else:
+            others.append(patch)
+    return demotions + others
+
+
+def _status_pods(
+    pods: tuple[PodView, ...],
+    verdicts: Mapping[str, Verdict],
+    roles: Mapping[str, str],
+    serving: Mapping[str, bool],
+    nodes: Mapping[str, NodeView],
+    desired_hash: str,
+    previous: list[Mapping[str, Any]],
+    now: str,
+) -> list[dict[str, Any]]:
+    before = {p.get("name"): p for p in previous}
+    entries: list[dict[str, Any]] = []
+    for pod in sorted(pods, key=lambda p: (p.ordinal, p.name)):
+        verdict = verdicts[pod.name]
+        old = before.get(pod.name) or {}
+        node = nodes.get(pod.node_name)
+        entry: dict[str, Any] = {
+            "name": pod.name,
+            "node": pod.node_name,
+            "zone": node.zone if node else "",
+            "role": roles[pod.name],
+            "health": verdict.health.value,
+            "serving": serving[pod.name],
+            "since": old.get("since", now) if old.get("health") == verdict.health.value else now,
+            "reason": verdict.reason,
+            "updated": pod.template_hash == desired_hash,
+        }
+        entries.append(entry)
+    return entries
+
+
+def decide(observed: Observed) -> Plan:
+    fts = observed.fts
+    spec = parse_spec(fts.spec)
+    owner = Owner(fts.name, fts.namespace, fts.uid)
+    now = format_time(observed.now)
+    previous = fts.status
+    term = int(previous.get("term") or 0)
+    primary = str(previous.get("primary") or "")
+    pods = observed.pods
+    by_name = {p.name: p for p in pods}
+    verdicts = {p.name: judge_pod(p, observed.nodes, spec.health, observed.now) for p in pods}
+    desired_hash = template_hash(spec)
+    updated = {p.name: p.template_hash == desired_hash for p in pods}
+    problems = operator_judged_problems(spec)
+    events: list[EventSpec] = []
+    acting = not spec.paused and not problems
+
+    in_range = [p for p in pods if 0 <= p.ordinal < spec.replicas and not p.deleting]
+    healthy_in_range = [p for p in in_range if verdicts[p.name].health == Health.HEALTHY]
+    outdated = [p for p in in_range if not updated[p.name]]
+    budget = resolve_max_unavailable(spec.max_unavailable, spec.replicas)
+    all_present = len(in_range) == spec.replicas
+    rollout_ready = (
+        all_present
+        and bool(outdated)
+        and spec.replicas - len(healthy_in_range) < budget
+        and all(verdicts[p.name].health == Health.HEALTHY for p in in_range)
+    )
+    rollout_wants_primary = rollout_ready and all(p.name == primary for p in outdated) and spec.replicas > 1
+
+    decision = RoleDecision(primary, term)
+    if acting and spec.primary_replica:
+        decision = decide_primary(
+            primary=primary,
+            term=term,
+            pods=by_name,
+            verdicts=verdicts,
+            replicas=spec.replicas,
+            updated=updated,
+            rollout_wants_primary=rollout_wants_primary,
+        )
+        if decision.reason == "Elected":
+            events.append(
+                EventSpec(
+                    "Normal", "BecamePrimary", f"{decision.primary} became primary (term {decision.term})"
+                )
+            )
+        elif decision.reason == "Lost":
+            events.append(
+                EventSpec(
+                    "Warning",
+                    "PrimaryUnavailable",
+                    f"primary {decision.previous} is gone and no healthy replica can take over",
+                )
+            )
+        elif decision.reason:
+            events.append(
+                EventSpec(
+                    "Normal",
+                    "BecamePrimary",
+                    f"{decision.primary} became primary in place of {decision.previous} (term {decision.term}, "
+                    f"reason {decision.reason})",
+                )
+            )
+    primary, term = decision.primary, decision.term
+
+    roles = {p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary) for p in pods}
+    if not acting:
+        roles = {p.name: p.role or roles[p.name] for p in pods}  # paused or invalid: labels stay as they are
+    serving = {
+        p.name: verdicts[p.name].health == Health.HEALTHY and roles[p.name] != names.ROLE_FENCED for p in pods
+    }
+    if not acting:
+        serving = {p.name: serving[p.name] and p.labels.get(names.LABEL_SERVING) == "true" for p in pods}
+
+    plan = Plan(status={})
+    progress_reason = ""
+    if acting:
+        plan.patches = _pod_patches(pods, roles, serving, term)
+        for pod in sorted(pods, key=lambda p: -p.ordinal):
+            verdict = verdicts[pod.name]
+            if pod.deleting:
+                continue
+            if verdict.health == Health.LOST:
+                plan.deletes.append(PodDelete(pod.name, pod.uid, True, verdict.reason))
+                events.append(EventSpec("Warning", "PodLost", f"replacing {pod.name}: {verdict.reason}"))
+                progress_reason = progress_reason or "Replacing"
+            elif verdict.health == Health.FAILED:
+                plan.deletes.append(PodDelete(pod.name, pod.uid, False, verdict.reason))
+                events.append(EventSpec("Warning", "PodFailed", f"replacing {pod.name}: {verdict.reason}"))
+                progress_reason = progress_reason or "Replacing"
+            elif not 0 <= pod.ordinal < spec.replicas and pod.name != primary:
+                plan.deletes.append(PodDelete(pod.name, pod.uid, False, "scaled down"))
+                events.append(
+                    EventSpec("Normal", "ScaledDown", f"deleted {pod.name}: replicas is {spec.replicas}")
+                )
+                progress_reason = progress_reason or "Scaling"
+        avoid = tuple(sorted(n.name for n in observed.nodes.values() if not n.ready))
+        for ordinal in range(spec.replicas):
+            name = names.pod_name(fts.name, ordinal)
+            if name in by_name:
+                continue
+            plan.creates.append(
+                build_pod(spec, owner, ordinal, role=names.ROLE_REPLICA, term=term, avoid_nodes=avoid)
+            )
+            events.append(EventSpec("Normal", "Created", f"created pod {name}"))
+            progress_reason = progress_reason or "Creating"
+        if rollout_ready and not plan.deletes and not plan.creates and decision.reason != "RollingUpdate":
+            victims = sorted((p for p in outdated if p.name != primary), key=lambda p: -p.ordinal)
+            victim = victims[0] if victims else (outdated[0] if spec.replicas == 1 else None)
+            if victim is not None:
+                plan.deletes.append(PodDelete(victim.name, victim.uid, False, "rolling update"))
+                events.append(
+                    EventSpec("Normal", "Rolled", f"replacing {victim.name} to apply the new template")
+                )
+        if outdated:
+            progress_reason = progress_reason or "RollingUpdate"
+        for desired in [*build_services(spec, owner), build_pdb(spec, owner)]:
+            observed_obj = (
+                observed.pdb
+                if desired["kind"] == "PodDisruptionBudget"
+                else observed.services.get(desired["metadata"]["name"])
+            )
+            if drifted(desired, observed_obj):
+                plan.applies.append(desired)
+
+    active = [p for p in pods if not p.deleting]
+    if not progress_reason and (len(in_range) != spec.replicas or len(active) != len(in_range)):
+        progress_reason = "Scaling"
+    if not progress_reason and any(verdicts[p.name].health == Health.STARTING for p in active):
+        progress_reason = "Starting"
+    serving_count = sum(1 for p in active if serving[p.name])
+    primary_serving = not spec.primary_replica or (bool(primary) and serving.get(primary, False))
+    unhealthy = [
+        p.name for p in active if verdicts[p.name].health in (Health.FAILED, Health.LOST, Health.DEGRADED)
+    ]
+    all_good = (
+        all_present
+        and not outdated
+        and len(active) == spec.replicas
+        and all(serving[p.name] or roles[p.name] == names.ROLE_FENCED for p in in_range)
+        and serving_count == spec.replicas
+    )
+    ready = all_good and primary_serving
+    available = serving_count > 0 and primary_serving
+    summary = f"{serving_count}/{spec.replicas} replicas serving"
+
+    condition_list = [
+        cond.Condition(cond.READY, ready, "AllReplicasReady" if ready else "NotAllReplicasReady", summary),
+        cond.Condition(
+            cond.AVAILABLE,
+            available,
+            "Serving" if available else ("PrimaryNotServing" if serving_count else "NoServingPods"),
+            summary,
+        ),
+        cond.Condition(
+            cond.PROGRESSING,
+            bool(progress_reason) and acting,
+            "Paused" if spec.paused else (progress_reason or "Stable") if acting else "InvalidSpec",
+            "" if not progress_reason else f"{progress_reason}: {summary}",
+        ),
+        cond.Condition(
+            cond.DEGRADED,
+            bool(unhealthy),
+            "PodsUnhealthy" if unhealthy else "AllHealthy",
+            ", ".join(f"{n}: {verdicts[n].health.value} ({verdicts[n].reason})" for n in unhealthy),
+        ),
+        cond.Condition(
+            cond.INVALID_SPEC,
+            bool(problems),
+            "OperatorValidationFailed" if problems else "SpecValid",
+            "; ".join(problems),
+        ),
+    ]
+    if spec.primary_replica:
+        condition_list.append(
+            cond.Condition(
+                cond.PRIMARY_UNAVAILABLE,
+                not primary,
+                "NoHealthyReplica" if not primary else "PrimaryElected",
+                "" if primary else "no healthy pod can be primary",
+            )
+        )
+
+    if problems:
+        phase = "Invalid"
+        if not cond.is_true(previous.get("conditions") or [], cond.INVALID_SPEC):
+            events.append(EventSpec("Warning", "InvalidSpec", "; ".join(problems)))
+    elif spec.paused:
+        phase = "Paused"
+    elif ready:
+        phase = "Ready"
+    elif available:
+        phase = "Updating" if outdated else "Degraded"
+    else:
+        phase = (
+            "Pending" if all(verdicts[p.name].health == Health.STARTING for p in active) else "Unavailable"
+        )
+
+    status: dict[str, Any] = {
+        "observedGeneration": fts.generation,
+        "phase": phase,
+        "replicas": len(active),
+        "readyReplicas": sum(1 for p in active if p.ready),
+        "servingReplicas": serving_count,
+        "updatedReplicas": sum(1 for p in active if updated[p.name]),
+        "selector": f"{names.LABEL_SERVICE}={fts.name}",
+        "primary": primary,
+        "term": term,
+        "pods": _status_pods(
+            pods,
+            verdicts,
+            roles,
+            serving,
+            observed.nodes,
+            desired_hash,
+            list(previous.get("pods") or []),
+            now,
+        ),
+        "conditions": cond.merge_conditions(
+            previous.get("conditions") or [], condition_list, generation=fts.generation, now=now
+        ),
+    }
+    plan.status = status
+    plan.events = events
+    plan.write_status = _canonical(status) != _canonical({k: previous.get(k) for k in status})
+    plan.guard_status = term != int(previous.get("term") or 0) or primary != str(
+        previous.get("primary") or ""
+    )
+    deadlines = [v.deadline for v in verdicts.values() if v.deadline is not None]
+    if deadlines:
+        plan.requeue_after = max(0.1, (min(deadlines) - observed.now).total_seconds() + 0.1)
+    return plan

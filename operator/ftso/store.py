@@ -1,0 +1,130 @@
+"""The operator's view of the cluster, fed by kopf's watch events: no reconcile reads from the API."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+from ftso import names
+
+Key = tuple[str, str]  # (namespace, name) of a FaultTolerantService
+Body = dict[str, Any]
+
+
+def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
+    return body.get("metadata") or {}
+
+
+def owner_key(body: Mapping[str, Any]) -> Key | None:
+    """The FaultTolerantService that owns an object, by its ftso.dev/service label."""
+    metadata = _meta(body)
+    owner = (metadata.get("labels") or {}).get(names.LABEL_SERVICE)
+    if not owner or not metadata.get("namespace"):
+        return None
+    return (metadata["namespace"], owner)
+
+
+def _newer(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
+    """Our own write responses and watch events race; keep whichever the API server produced last."""
+    if old is None:
+        return True
+    try:
+        return int(_meta(new).get("resourceVersion") or 0) >= int(_meta(old).get("resourceVersion") or 0)
+    except ValueError:
+        return True
+
+
+class Store:
+    def __init__(self) -> None:
+        self.resources: dict[Key, Body] = {}
+        self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self.services: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self.pdbs: dict[Key, Body] = {}
+        self.nodes: dict[str, Body] = {}
+        self.leases: dict[str, Body] = {}
+        self._pods_by_node: dict[str, set[tuple[Key, str]]] = defaultdict(set)
+
+    # Resources
+
+    def put_resource(self, body: Body) -> Key:
+        key = (_meta(body)["namespace"], _meta(body)["name"])
+        if _newer(self.resources.get(key), body):
+            self.resources[key] = body
+        return key
+
+    def drop_resource(self, key: Key) -> None:
+        self.resources.pop(key, None)
+
+    # Owned objects
+
+    def put_pod(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is None:
+            return None
+        name = _meta(body)["name"]
+        old = self.pods[key].get(name)
+        if not _newer(old, body):
+            return key
+        if old is not None:
+            self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
+        self.pods[key][name] = body
+        self._pods_by_node[(body.get("spec") or {}).get("nodeName") or ""].add((key, name))
+        return key
+
+    def drop_pod(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is None:
+            return None
+        name = _meta(body)["name"]
+        old = self.pods[key].get(name)
+        # A delete event for an older incarnation must not drop a pod recreated under the same name.
+        if old is not None and _meta(old).get("uid") == _meta(body).get("uid"):
+            del self.pods[key][name]
+            self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
+        if not self.pods[key]:
+            del self.pods[key]
+        return key
+
+    def put_service(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is not None and _newer(self.services[key].get(_meta(body)["name"]), body):
+            self.services[key][_meta(body)["name"]] = body
+        return key
+
+    def drop_service(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is not None:
+            self.services[key].pop(_meta(body)["name"], None)
+            if not self.services[key]:
+                del self.services[key]
+        return key
+
+    def put_pdb(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is not None and _meta(body)["name"] == key[1] and _newer(self.pdbs.get(key), body):
+            self.pdbs[key] = body
+        return key
+
+    def drop_pdb(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is not None:
+            self.pdbs.pop(key, None)
+        return key
+
+    # Nodes and their heartbeats
+
+    def put_node(self, body: Body) -> set[Key]:
+        self.nodes[_meta(body)["name"]] = body
+        return self.keys_on_node(_meta(body)["name"])
+
+    def drop_node(self, name: str) -> set[Key]:
+        self.nodes.pop(name, None)
+        return self.keys_on_node(name)
+
+    def put_lease(self, body: Body) -> set[Key]:
+        self.leases[_meta(body)["name"]] = body
+        return self.keys_on_node(_meta(body)["name"])
+
+    def keys_on_node(self, node: str) -> set[Key]:
+        return {key for key, _ in self._pods_by_node.get(node, set())}
