@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ftso import names
-from ftso.builders import Owner, build_pod
 from ftso.api.spec import parse_spec
+from ftso.builders import Owner, build_pod
 from ftso.model import format_time
 from ftso.reconcile import FtsView, Observed
 
@@ -20,7 +20,11 @@ def raw_spec(**overrides: Any) -> dict[str, Any]:
         "replicas": 3,
         "template": {
             "metadata": {"labels": {"app": "demo"}},
-            "spec": {"containers": [{"name": "app", "image": "demo:1", "ports": [{"name": "http", "containerPort": 8080}]}]},
+            "spec": {
+                "containers": [
+                    {"name": "app", "image": "demo:1", "ports": [{"name": "http", "containerPort": 8080}]}
+                ]
+            },
         },
     }
     spec.update(overrides)
@@ -65,12 +69,19 @@ def pod(
     status: dict[str, Any] = {
         "phase": phase,
         "startTime": format_time(started),
-        "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                        "lastTransitionTime": format_time(ready_changed)}],
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True" if ready else "False",
+                "lastTransitionTime": format_time(ready_changed),
+            }
+        ],
         "containerStatuses": [{"name": "app", "state": {"running": {}}}],
     }
     if terminated:
-        status["containerStatuses"] = [{"name": "app", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}]
+        status["containerStatuses"] = [
+            {"name": "app", "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+        ]
     body["status"] = status
     return body
 
@@ -87,7 +98,11 @@ def observed(
 ) -> Observed:
     from ftso.model import node_view, pod_view
 
-    node_bodies = nodes if nodes is not None else [node("node-0"), node("node-1", zone="zone-b"), node("node-2", zone="zone-c")]
+    node_bodies = (
+        nodes
+        if nodes is not None
+        else [node("node-0"), node("node-1", zone="zone-b"), node("node-2", zone="zone-c")]
+    )
     return Observed(
         fts=FtsView("demo", "ns", UID, 1, spec or raw_spec(), status or {}),
         pods=tuple(pod_view(p, "demo") for p in pods),

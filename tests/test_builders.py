@@ -27,7 +27,12 @@ def test_pod_name_labels_annotations_and_owner() -> None:
 def test_default_probes_only_where_missing() -> None:
     spec = raw_spec()
     spec["template"]["spec"]["containers"].append(
-        {"name": "side", "image": "side:1", "ports": [{"containerPort": 9000}], "readinessProbe": {"exec": {"command": ["true"]}}}
+        {
+            "name": "side",
+            "image": "side:1",
+            "ports": [{"containerPort": 9000}],
+            "readinessProbe": {"exec": {"command": ["true"]}},
+        }
     )
     app, side = build_pod(parse_spec(spec), OWNER, 0, role="replica", term=1)["spec"]["containers"]
     assert app["readinessProbe"]["tcpSocket"] == {"port": 8080}
@@ -53,8 +58,12 @@ def test_spread_and_role_volume() -> None:
 
 
 def test_avoided_nodes_become_node_affinity() -> None:
-    pod_spec = build_pod(parse_spec(raw_spec()), OWNER, 0, role="replica", term=1, avoid_nodes=("n2", "n1"))["spec"]
-    terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    pod_spec = build_pod(parse_spec(raw_spec()), OWNER, 0, role="replica", term=1, avoid_nodes=("n2", "n1"))[
+        "spec"
+    ]
+    terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
     assert terms[0]["matchFields"] == [{"key": "metadata.name", "operator": "NotIn", "values": ["n1", "n2"]}]
 
 
@@ -71,7 +80,9 @@ def test_services_follow_roles() -> None:
     assert services["demo"]["spec"]["selector"] == {names.LABEL_SERVICE: "demo", names.LABEL_SERVING: "true"}
     assert services["demo-primary"]["spec"]["selector"][names.LABEL_ROLE] == "primary"
     assert services["demo-replicas"]["spec"]["selector"][names.LABEL_ROLE] == "replica"
-    assert services["demo"]["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}]
+    assert services["demo"]["spec"]["ports"] == [
+        {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
+    ]
 
 
 def test_active_active_has_no_primary_service() -> None:
@@ -80,7 +91,9 @@ def test_active_active_has_no_primary_service() -> None:
 
 
 def test_explicit_service_ports_and_type() -> None:
-    spec = raw_spec(service={"type": "NodePort", "ports": [{"name": "web", "port": 80, "targetPort": "http"}]})
+    spec = raw_spec(
+        service={"type": "NodePort", "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}
+    )
     service = build_services(parse_spec(spec), OWNER)[0]
     assert service["spec"]["type"] == "NodePort"
     assert service["spec"]["ports"] == [{"name": "web", "port": 80, "targetPort": "http", "protocol": "TCP"}]
@@ -88,15 +101,21 @@ def test_explicit_service_ports_and_type() -> None:
 
 def test_pdb() -> None:
     pdb = build_pdb(parse_spec(raw_spec(disruption={"maxUnavailable": "50%"})), OWNER)
-    assert pdb["spec"] == {"maxUnavailable": "50%", "selector": {"matchLabels": {names.LABEL_SERVICE: "demo"}}}
+    assert pdb["spec"] == {
+        "maxUnavailable": "50%",
+        "selector": {"matchLabels": {names.LABEL_SERVICE: "demo"}},
+    }
 
 
 def test_drift_detection() -> None:
     desired = build_services(parse_spec(raw_spec()), OWNER)[0]
     observed = {
         "metadata": {**desired["metadata"], "resourceVersion": "5"},
-        "spec": {**desired["spec"], "clusterIP": "10.0.0.1",
-                 "ports": [{**desired["spec"]["ports"][0], "nodePort": None}]},
+        "spec": {
+            **desired["spec"],
+            "clusterIP": "10.0.0.1",
+            "ports": [{**desired["spec"]["ports"][0], "nodePort": None}],
+        },
     }
     assert not drifted(desired, observed)
     observed["spec"]["selector"] = {"other": "x"}

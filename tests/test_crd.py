@@ -13,7 +13,9 @@ CRD_FILE = ROOT / "crds" / "ftso.dev_faulttolerantservices.yaml"
 
 
 def test_crd_file_matches_the_code() -> None:
-    assert CRD_FILE.read_text() == render_crd_yaml(), "crds/ drifted from operator/ftso/api/crd.py: run `make crd`"
+    assert CRD_FILE.read_text() == render_crd_yaml(), (
+        "crds/ drifted from operator/ftso/api/crd.py: run `make crd`"
+    )
 
 
 def test_names_are_the_fixed_ones() -> None:
@@ -65,7 +67,16 @@ def test_schema_is_structural() -> None:
 
 def test_status_carries_the_fixed_fields() -> None:
     status = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
-    for field in ("observedGeneration", "phase", "replicas", "readyReplicas", "servingReplicas", "primary", "term", "conditions"):
+    for field in (
+        "observedGeneration",
+        "phase",
+        "replicas",
+        "readyReplicas",
+        "servingReplicas",
+        "primary",
+        "term",
+        "conditions",
+    ):
         assert field in status["properties"]
 
 

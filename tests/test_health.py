@@ -36,7 +36,10 @@ def test_judge_pod(kwargs: dict[str, object], health: Health) -> None:
 
 def test_degraded_pod_has_a_deadline_at_the_unready_timeout() -> None:
     verdict = judge_pod(
-        pod_view(pod(0, ready=False, ready_changed=NOW - timedelta(seconds=10)), "demo"), NODES, HealthSpec(), NOW
+        pod_view(pod(0, ready=False, ready_changed=NOW - timedelta(seconds=10)), "demo"),
+        NODES,
+        HealthSpec(),
+        NOW,
     )
     assert verdict.deadline == NOW + timedelta(seconds=20)
 

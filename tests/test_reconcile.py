@@ -32,7 +32,12 @@ def _names(plan: Plan) -> dict[str, list[str]]:
 def test_new_resource_creates_every_pod_and_the_services() -> None:
     plan = decide(observed([]))
     assert _names(plan)["creates"] == ["demo-0", "demo-1", "demo-2"]
-    assert sorted(a["metadata"]["name"] for a in plan.applies) == ["demo", "demo", "demo-primary", "demo-replicas"]
+    assert sorted(a["metadata"]["name"] for a in plan.applies) == [
+        "demo",
+        "demo",
+        "demo-primary",
+        "demo-replicas",
+    ]
     assert plan.status["phase"] == "Pending"
     assert plan.status["primary"] == ""
     assert plan.write_status
@@ -92,7 +97,9 @@ def test_replacement_avoids_notready_nodes() -> None:
     nodes = [node("node-0"), node("node-1", ready=False), node("node-2")]
     plan = decide(observed([pods[0], pods[2]], status=status, nodes=nodes))
     affinity = plan.creates[0]["spec"]["affinity"]["nodeAffinity"]
-    values = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchFields"][0]["values"]
+    values = affinity["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0][
+        "matchFields"
+    ][0]["values"]
     assert values == ["node-1"]
 
 
@@ -166,7 +173,11 @@ def test_rollout_replaces_one_replica_at_a_time_primary_last() -> None:
     done = [pods[0], pod(1, spec=new, node_name="node-1"), pod(2, spec=new, node_name="node-2")]
     plan = decide(observed(done, spec=new, status=status))
     assert plan.status["primary"] == "demo-1" and plan.deletes == []
-    after = [pod(0, role="replica", term=2), pod(1, spec=new, role="primary", term=2), pod(2, spec=new, term=2)]
+    after = [
+        pod(0, role="replica", term=2),
+        pod(1, spec=new, role="primary", term=2),
+        pod(2, spec=new, term=2),
+    ]
     plan = decide(observed(after, spec=new, status={**plan.status}))
     assert _names(plan)["deletes"] == ["demo-0"]
 

@@ -22,7 +22,10 @@ def test_defaults_match_the_crd() -> None:
     assert parsed.mode == schema["mode"]["default"]
     assert parsed.max_unavailable == schema["disruption"]["properties"]["maxUnavailable"]["default"]
     assert list(parsed.spread.topology_keys) == schema["spread"]["properties"]["topologyKeys"]["default"]
-    assert parsed.health.unready_timeout_seconds == schema["health"]["properties"]["unreadyTimeoutSeconds"]["default"]
+    assert (
+        parsed.health.unready_timeout_seconds
+        == schema["health"]["properties"]["unreadyTimeoutSeconds"]["default"]
+    )
 
 
 @pytest.mark.parametrize(

@@ -57,6 +57,8 @@ options:
   kubeAdmission: true
   kubeVersion: $K8S_VERSION
   nodeLeaseDurationSeconds: 40
+  # A real kubelet renews its 40 s lease every 10 s; kwokctl stretches heartbeats 5x unless told not to.
+  heartbeatFactor: 1
   disableQPSLimits: true
   etcdBinary: $FTSO_BIN/etcd
   kubeApiserverBinary: $FTSO_BIN/kube-apiserver
@@ -65,15 +67,15 @@ options:
   kubectlBinary: $FTSO_BIN/kubectl
   kwokControllerBinary: $FTSO_BIN/kwok
 componentsPatches:
-# Only nodes annotated kwok.x-k8s.io/node=fake are kept alive, so a test can stop one node's heartbeat
-# by removing that annotation.
-- name: kwok-controller
+# Kubernetes' own defaults for noticing a lost node (kwokctl stretches them for its slow heartbeats), so the
+# baselines our failover is compared against are the real ones.
+- name: kube-controller-manager
   extraArgs:
-  - key: manage-all-nodes
-    value: "false"
+  - key: node-monitor-grace-period
+    value: 50s
     override: true
-  - key: manage-nodes-with-annotation-selector
-    value: kwok.x-k8s.io/node=fake
+  - key: node-monitor-period
+    value: 5s
     override: true
 EOF
   # kwok's own default stages (nodes and pods become Ready, Jobs complete, deletions finish) plus the
@@ -107,6 +109,10 @@ metadata:
     kubernetes.io/arch: amd64
     topology.kubernetes.io/zone: ${zones[$((i % 3))]}
     topology.kubernetes.io/region: local
+spec:
+  # kwok hands out pod IPs from the node's range; distinct ranges keep every pod IP unique.
+  podCIDR: 10.244.$i.0/24
+  podCIDRs: [10.244.$i.0/24]
 status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
   capacity: {cpu: "32", memory: 256Gi, pods: "110"}

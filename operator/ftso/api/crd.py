@@ -88,7 +88,7 @@ def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
 def _container() -> Schema:
     port = _obj(
         {
-            "name": _str("Port name, referable from service.ports[].targetPort."),
+            "name": _str("Port name, referable from service.ports[].targetPort.", maxLength=15),
             "containerPort": _int(
                 "",
                 **{
@@ -104,8 +104,8 @@ def _container() -> Schema:
     )
     return _obj(
         {
-            "name": _str("Container name, unique in the pod."),
-            "image": _str("Container image."),
+            "name": _str("Container name, unique in the pod.", maxLength=63),
+            "image": _str("Container image.", maxLength=1024),
             "ports": {"type": "array", "maxItems": 64, "items": port},
         },
         required=["name", "image"],
@@ -127,7 +127,7 @@ def _template() -> Schema:
         {
             "containers": {
                 "type": "array",
-                "maxItems": 32,
+                "maxItems": 16,
                 "items": _container(),
                 "x-kubernetes-validations": [
                     _rule(
@@ -160,7 +160,7 @@ def _service() -> Schema:
         {
             "name": _str(
                 "Port name (a DNS label).",
-                maxLength=63,
+                maxLength=15,
                 **{
                     "x-kubernetes-validations": [
                         _rule(
@@ -195,7 +195,7 @@ def _service() -> Schema:
             ),
             "ports": {
                 "type": "array",
-                "maxItems": 32,
+                "maxItems": 16,
                 "items": port,
                 "description": "Ports of the Services; by default every container port.",
                 "x-kubernetes-validations": [

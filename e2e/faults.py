@@ -1,0 +1,57 @@
+"""Fault injection on the kwok cluster, through the chaos stages `e2e/cluster/up.sh` installs."""
+
+from __future__ import annotations
+
+from e2e.kube import Kube
+
+POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
+NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
+HEARTBEAT_THIEF = "ftso-e2e-heartbeat-stopper"
+
+
+def fail_container(kube: Kube, namespace: str, pod: str) -> None:
+    """kwok terminates the pod's containers (exit 1) and sets its phase to Failed."""
+    kube.patch(
+        f"/api/v1/namespaces/{namespace}/pods/{pod}", {"metadata": {"labels": {POD_FAIL_LABEL: "true"}}}
+    )
+
+
+def make_node_not_ready(kube: Kube, node: str) -> None:
+    kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NODE_NOT_READY_LABEL: "true"}}})
+
+
+def make_node_ready(kube: Kube, node: str) -> None:
+    kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}})
+
+
+def _lease_path(node: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
+
+
+def stop_heartbeat(kube: Kube, node: str) -> None:
+    """The node's Lease stops being renewed, as when its kubelet dies: we take the Lease for an hour, and
+    kwok, like a kubelet, does not renew a Lease another holder holds."""
+    kube.patch(_lease_path(node), {"spec": {"holderIdentity": HEARTBEAT_THIEF, "leaseDurationSeconds": 3600}})
+
+
+def resume_heartbeat(kube: Kube, node: str) -> None:
+    """Hand the Lease back expired, so kwok takes it over at its next renewal."""
+    kube.patch(
+        _lease_path(node),
+        {"spec": {"leaseDurationSeconds": 40, "renewTime": "2000-01-01T00:00:00.000000Z"}},
+    )
+
+
+def force_delete_pod(kube: Kube, namespace: str, pod: str) -> None:
+    kube.delete(f"/api/v1/namespaces/{namespace}/pods/{pod}", grace=0)
+
+
+def heal_all_nodes(kube: Kube) -> None:
+    for node in kube.items("/api/v1/nodes", "type=kwok"):
+        name = node["metadata"]["name"]
+        labels = node["metadata"].get("labels") or {}
+        if NODE_NOT_READY_LABEL in labels:
+            make_node_ready(kube, name)
+        lease = kube.get(_lease_path(name)) or {}
+        if (lease.get("spec") or {}).get("holderIdentity") == HEARTBEAT_THIEF:
+            resume_heartbeat(kube, name)

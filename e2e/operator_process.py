@@ -1,0 +1,70 @@
+"""The operator under test, run as the real `ftso run` process against the local cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+
+class OperatorProcess:
+    def __init__(
+        self, kubeconfig: str, log_path: Path, namespaces: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespaces = namespaces
+        self.extra = extra
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        args = [
+            sys.executable,
+            "-m",
+            "ftso",
+            "--kubeconfig",
+            self.kubeconfig,
+            "run",
+            "--liveness",
+            "",
+            *self.extra,
+        ]
+        for namespace in self.namespaces:
+            args += ["--namespace", namespace]
+        log = open(self.log_path, "ab")  # noqa: SIM115  (the child process owns it)
+        self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+        log.close()
+        return self
+
+    def kill(self) -> None:
+        """As a crash would: no cleanup."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self.process = None
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
