@@ -58,6 +58,10 @@ class Credentials:
     ssl_context: ssl.SSLContext | bool
     token: str = ""
     token_file: str = ""
+    ca_path: str | None = None
+    certificate_path: str | None = None
+    private_key_path: str | None = None
+    insecure: bool = False
     _token_read_at: float = field(default=0.0, repr=False)
 
     def authorization(self) -> str:
@@ -99,7 +103,14 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
         if api_key.get(key):
             token = str(api_key[key]).removeprefix("Bearer ").strip()
     return Credentials(
-        server=configuration.host.rstrip("/"), ssl_context=ssl_context, token=token, token_file=token_file
+        server=configuration.host.rstrip("/"),
+        ssl_context=ssl_context,
+        token=token,
+        token_file=token_file,
+        ca_path=configuration.ssl_ca_cert or None,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+        insecure=not configuration.verify_ssl,
     )
 
 

@@ -51,6 +51,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
+    if not ours.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
@@ -67,6 +69,21 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.runtime = runtime
     runtime.queue.start()
     runtime.resync_task = asyncio.create_task(runtime.resync_forever())
+
+
+@kopf.on.login()
+def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the same credentials as our client, from the same kubeconfig or service account."""
+    credentials = _runtime(memo).client.credentials
+    return kopf.ConnectionInfo(
+        server=credentials.server,
+        ca_path=credentials.ca_path,
+        insecure=credentials.insecure,
+        certificate_path=credentials.certificate_path,
+        private_key_path=credentials.private_key_path,
+        token=credentials.authorization().removeprefix("Bearer ") or None,
+        scheme="Bearer" if credentials.token or credentials.token_file else None,
+    )
 
 
 @kopf.on.cleanup()
