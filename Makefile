@@ -61,7 +61,7 @@ demo-down:
 	@hack/demo.sh stop
 
 bench: venv cluster-up
-	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/python bench/scale.py
+	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/python -m bench.scale $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

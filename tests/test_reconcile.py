@@ -32,7 +32,8 @@ def _names(plan: Plan) -> dict[str, list[str]]:
 def test_new_resource_creates_every_pod_and_the_services() -> None:
     plan = decide(observed([]))
     assert _names(plan)["creates"] == ["demo-0", "demo-1", "demo-2"]
-    assert sorted(a["metadata"]["name"] for a in plan.applies) == [
+    assert plan.applies == []
+    assert sorted(a["metadata"]["name"] for a in plan.owned_creates) == [
         "demo",
         "demo",
         "demo-primary",
@@ -64,6 +65,24 @@ def test_steady_state_writes_nothing() -> None:
     assert not plan2.write_status
     assert status["phase"] == "Ready"
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
+
+
+def test_a_changed_service_is_applied_back() -> None:
+    pods, status = _steady()
+    from ftso.api.spec import parse_spec
+    from ftso.builders import Owner, build_pdb, build_services
+
+    owner = Owner("demo", "ns", "uid-demo")
+    services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), owner)}
+    services["demo-primary"] = {
+        **services["demo-primary"],
+        "spec": {**services["demo-primary"]["spec"], "selector": {}},
+    }
+    plan = decide(
+        observed(pods, status=status, services=services, pdb=build_pdb(parse_spec(raw_spec()), owner))
+    )
+    assert [a["metadata"]["name"] for a in plan.applies] == ["demo-primary"]
+    assert plan.owned_creates == []
 
 
 def test_deleted_replica_is_recreated() -> None:

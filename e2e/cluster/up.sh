@@ -67,6 +67,11 @@ options:
   kubectlBinary: $FTSO_BIN/kubectl
   kwokControllerBinary: $FTSO_BIN/kwok
 componentsPatches:
+# Room for thousands of Services (the scale benchmark makes three per resource); the default is a /24.
+- name: kube-apiserver
+  extraArgs:
+  - key: service-cluster-ip-range
+    value: 10.96.0.0/16
 # Kubernetes' own defaults for noticing a lost node (kwokctl stretches them for its slow heartbeats), so the
 # baselines our failover is compared against are the real ones.
 - name: kube-controller-manager
@@ -111,11 +116,11 @@ metadata:
     topology.kubernetes.io/region: local
 spec:
   # kwok hands out pod IPs from the node's range; distinct ranges keep every pod IP unique.
-  podCIDR: 10.244.$i.0/24
-  podCIDRs: [10.244.$i.0/24]
+  podCIDR: 10.$((100 + i)).0.0/16
+  podCIDRs: [10.$((100 + i)).0.0/16]
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "1000", memory: 4Ti, pods: "20000"}
+  capacity: {cpu: "1000", memory: 4Ti, pods: "20000"}
 ---
 EOF
 done | kubectl apply -f - >>"$log" 2>&1 || fail "could not create the kwok nodes"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import asyncio
 import sys
 from collections.abc import Sequence
@@ -24,11 +25,14 @@ def _run(args: argparse.Namespace) -> int:
         workers=args.workers,
         resync_seconds=args.resync_seconds,
         liveness_endpoint=args.liveness or None,
+        metrics_port=args.metrics_port or None,
         peering_name=args.peering,
         priority=args.priority,
         verbose=args.verbose,
     )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.FULL)
+    if args.log_writes:
+        logging.getLogger("ftso.client").setLevel(logging.DEBUG)
     kopf.run(
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
@@ -116,10 +120,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)"
     )
+    run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     run.add_argument("--peering", help="kopf peering name: run several operators, one active")
     run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--debug", action="store_true")
+    run.add_argument("--log-writes", action="store_true", help="log every write the operator sends to the API")
     run.set_defaults(func=_run)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")

@@ -185,6 +185,8 @@ class KubeClient:
                     method, self.credentials.server + path, data=data, params=params, headers=headers
                 ) as response:
                     text = await response.text()
+                    if method != "GET":
+                        logger.debug("%s %s -> %d", method, path, response.status)
                     if response.status < 400:
                         return json.loads(text) if text else {}
                     error = _error(response.status, text)

@@ -92,9 +92,11 @@ class Controller:
                 for d in plan.deletes
             )
         )
-        await asyncio.gather(*(self._create_pod(pod) for pod in plan.creates))
+        await asyncio.gather(
+            *(self._create(pod) for pod in plan.creates), *(self._create(obj) for obj in plan.owned_creates)
+        )
         for obj in plan.applies:
-            await self.client.apply(obj)
+            self._remember(await self.client.apply(obj))
         for event in plan.events:
             await self._post_event(observed, event)
 
@@ -119,14 +121,24 @@ class Controller:
         )
         self.store.put_pod(updated)
 
-    async def _create_pod(self, pod: dict[str, Any]) -> None:
+    async def _create(self, body: dict[str, Any]) -> None:
         try:
-            created = await self.client.create(pod)
+            created = await self.client.create(body)
         except ApiError as error:
             if error.conflict:  # already exists: our view was behind; the watch will catch up
                 return
             raise
-        self.store.put_pod(created)
+        self._remember(created)
+
+    def _remember(self, obj: dict[str, Any]) -> None:
+        """Our own writes are in the view at once, so the next reconcile does not repeat them."""
+        kind = obj.get("kind")
+        if kind == "Pod":
+            self.store.put_pod(obj)
+        elif kind == "Service":
+            self.store.put_service(obj)
+        elif kind == "PodDisruptionBudget":
+            self.store.put_pdb(obj)
 
     @staticmethod
     async def _ignore_missing(call: Awaitable[Any]) -> None:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import kopf
 
-from ftso import names
+from ftso import metrics, names
 from ftso.client import KubeClient
 from ftso.controller import Controller
+from ftso.reconcile import Plan
 from ftso.settings import OperatorSettings
 from ftso.store import Key, Store
 from ftso.workqueue import WorkQueue
@@ -27,8 +29,26 @@ class Runtime:
         self.store = Store()
         self.client = KubeClient.from_environment(settings.kubeconfig, settings.context)
         self.controller = Controller(self.client, self.store)
-        self.queue: WorkQueue[Key] = WorkQueue(self.controller.reconcile, workers=settings.workers)
+        self.controller.on_plan = self._observe_plan
+        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
         self.resync_task: asyncio.Task[None] | None = None
+
+    async def reconcile(self, key: Key) -> float | None:
+        started = time.perf_counter()
+        metrics.RECONCILES.inc()
+        try:
+            return await self.controller.reconcile(key)
+        except Exception:
+            metrics.RECONCILE_ERRORS.inc()
+            raise
+        finally:
+            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+
+    @staticmethod
+    async def _observe_plan(key: Key, plan: Plan) -> None:
+        metrics.observe_plan(key, plan)
+        if plan.promotion:
+            metrics.PROMOTIONS.labels(reason=plan.promotion).inc()
 
     async def resync_forever(self) -> None:
         while True:
@@ -67,6 +87,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         settings.peering.standalone = True
     runtime = Runtime(ours)
     memo.runtime = runtime
+    if ours.metrics_port:
+        metrics.serve(ours.metrics_port, runtime.client)
     runtime.queue.start()
     runtime.resync_task = asyncio.create_task(runtime.resync_forever())
 
@@ -100,7 +122,9 @@ def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
     body: dict[str, Any] = dict(event["object"])
     if event["type"] == "DELETED":
-        runtime.store.drop_resource((body["metadata"]["namespace"], body["metadata"]["name"]))
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        runtime.store.drop_resource(key)
+        metrics.forget(key)
         return
     runtime.queue.add(runtime.store.put_resource(body))
 

@@ -68,13 +68,15 @@ class Plan:
     patches: list[PodPatch] = field(default_factory=list)
     deletes: list[PodDelete] = field(default_factory=list)
     creates: list[dict[str, Any]] = field(default_factory=list)
-    applies: list[dict[str, Any]] = field(default_factory=list)
+    owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
+    applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
     events: list[EventSpec] = field(default_factory=list)
     requeue_after: float | None = None
+    promotion: str = ""  # why a new primary was chosen, when one was
 
     @property
     def acts(self) -> bool:
-        return bool(self.patches or self.deletes or self.creates or self.applies)
+        return bool(self.patches or self.deletes or self.creates or self.owned_creates or self.applies)
 
 
 def _canonical(status: Mapping[str, Any]) -> str:
@@ -251,8 +253,10 @@ def decide(observed: Observed) -> Plan:
             plan.creates.append(
                 build_pod(spec, owner, ordinal, role=names.ROLE_REPLICA, term=term, avoid_nodes=avoid)
             )
-            events.append(EventSpec("Normal", "Created", f"created pod {name}"))
             progress_reason = progress_reason or "Creating"
+        if plan.creates:
+            created = ", ".join(p["metadata"]["name"] for p in plan.creates)
+            events.append(EventSpec("Normal", "Created", f"created pods {created}"))
         if rollout_ready and not plan.deletes and not plan.creates and decision.reason != "RollingUpdate":
             victims = sorted((p for p in outdated if p.name != primary), key=lambda p: -p.ordinal)
             victim = victims[0] if victims else (outdated[0] if spec.replicas == 1 else None)
@@ -269,7 +273,9 @@ def decide(observed: Observed) -> Plan:
                 if desired["kind"] == "PodDisruptionBudget"
                 else observed.services.get(desired["metadata"]["name"])
             )
-            if drifted(desired, observed_obj):
+            if observed_obj is None:
+                plan.owned_creates.append(desired)
+            elif drifted(desired, observed_obj):
                 plan.applies.append(desired)
 
     active = [p for p in pods if not p.deleting]
@@ -371,6 +377,7 @@ def decide(observed: Observed) -> Plan:
     }
     plan.status = status
     plan.events = events
+    plan.promotion = decision.reason if decision.primary and decision.primary != decision.previous else ""
     plan.write_status = _canonical(status) != _canonical({k: previous.get(k) for k in status})
     plan.guard_status = term != int(previous.get("term") or 0) or primary != str(
         previous.get("primary") or ""

@@ -1,0 +1,183 @@
+"""Scale benchmark: K FaultTolerantServices of 3 replicas against K StatefulSets of 3 on the same cluster.
+
+Prints the time until all are Ready, the operator's peak resident memory and API requests, the ratio of
+the two times, and the operator's API writes during a quiet minute. Targets: ratio <= 1.5 at K=1000,
+peak memory <= 150 MB, zero idle writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Any
+
+from e2e.kube import Kube
+
+from bench.common import (
+    api_requests,
+    connect,
+    control_plane_cpu_seconds,
+    cpu_seconds,
+    new_namespace,
+    peak_rss_mb,
+    scrape,
+    start_operator,
+)
+
+WRITES = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def _template(name: str) -> dict[str, Any]:
+    return {
+        "metadata": {"labels": {"app": name}},
+        "spec": {
+            "containers": [
+                {"name": "app", "image": "app:1", "ports": [{"name": "http", "containerPort": 8080}]}
+            ]
+        },
+    }
+
+
+def _apply_all(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> None:
+    # kubectl apply in batches: fast to submit, and the same path for both sides of the comparison.
+    for start in range(0, len(objects), 200):
+        batch = {"apiVersion": "v1", "kind": "List", "items": objects[start : start + 200]}
+        kube.kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(batch))
+
+
+def _wait(count_ready: Any, k: int, timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while True:
+        ready = count_ready()
+        if ready >= k:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise SystemExit(f"{what}: only {ready}/{k} Ready after {timeout:.0f}s")
+        time.sleep(0.5)
+
+
+def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) -> dict[str, Any]:
+    namespace = new_namespace(kube, "bench-fts")
+    operator = start_operator(kube, namespace, port, "--log-writes")
+    try:
+        path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+
+        def ready() -> int:
+            return sum(
+                1
+                for item in kube.items(path)
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in item.get("status", {}).get("conditions", [])
+                )
+            )
+
+        objects = [
+            {
+                "apiVersion": "ftso.dev/v1alpha1",
+                "kind": "FaultTolerantService",
+                "metadata": {"name": f"s{i}"},
+                "spec": {"replicas": 3, "template": _template(f"s{i}")},
+            }
+            for i in range(k)
+        ]
+        assert operator.process is not None
+        plane_before = control_plane_cpu_seconds()
+        started = time.monotonic()
+        _apply_all(kube, namespace, objects)
+        _wait(ready, k, timeout, "FaultTolerantServices")
+        total = time.monotonic() - started
+        operator_cpu = cpu_seconds(operator.process.pid)
+        plane_after = control_plane_cpu_seconds()
+        requests_ready = api_requests(scrape(port))
+        time.sleep(2)  # let the last status events settle before the quiet minute starts
+        before = api_requests(scrape(port))
+        time.sleep(idle_seconds)
+        after = api_requests(scrape(port))
+        idle_writes = sum(after.get(v, 0) - before.get(v, 0) for v in WRITES)
+        assert operator.process is not None
+        return {
+            "namespace": namespace,
+            "seconds": total,
+            "operator_cpu": operator_cpu,
+            "plane_cpu": {k: plane_after.get(k, 0) - v for k, v in plane_before.items()},
+            "requests": requests_ready,
+            "idle_writes": idle_writes,
+            "idle_requests": sum(after.values()) - sum(before.values()),
+            "peak_rss_mb": peak_rss_mb(operator.process.pid),
+        }
+    finally:
+        operator.stop()
+
+
+def run_statefulsets(kube: Kube, k: int, timeout: float) -> dict[str, Any]:
+    namespace = new_namespace(kube, "bench-sts")
+    path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets"
+
+    def ready() -> int:
+        return sum(1 for item in kube.items(path) if item.get("status", {}).get("readyReplicas") == 3)
+
+    objects = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": f"s{i}"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": f"s{i}",
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": f"s{i}"}},
+                "template": _template(f"s{i}"),
+            },
+        }
+        for i in range(k)
+    ]
+    started = time.monotonic()
+    _apply_all(kube, namespace, objects)
+    _wait(ready, k, timeout, "StatefulSets")
+    return {"namespace": namespace, "seconds": time.monotonic() - started}
+
+
+def _cpu(by_process: dict[str, float]) -> str:
+    return ", ".join(f"{name} {seconds:.1f}" for name, seconds in sorted(by_process.items()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument(
+        "-k", type=int, default=100, help="resources on each side (default 100; the target is at 1000)"
+    )
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--metrics-port", type=int, default=18081)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark namespaces")
+    args = parser.parse_args()
+
+    kube = connect()
+    print(f"scale benchmark: K={args.k} resources x 3 replicas ({3 * args.k} pods per side)", flush=True)
+    plane_before = control_plane_cpu_seconds()
+    sts = run_statefulsets(kube, args.k, args.timeout)
+    plane_after = control_plane_cpu_seconds()
+    sts["plane_cpu"] = {k: plane_after.get(k, 0) - v for k, v in plane_before.items()}
+    print(f"  StatefulSets (Parallel)     all Ready in {sts['seconds']:.1f} s", flush=True)
+    fts = run_fts(kube, args.k, args.timeout, args.idle_seconds, args.metrics_port)
+    print(f"  FaultTolerantServices       all Ready in {fts['seconds']:.1f} s")
+    print(f"  ratio FTS / StatefulSet     {fts['seconds'] / sts['seconds']:.2f}   (target <= 1.5 at K=1000)")
+    print(f"  CPU seconds, StatefulSets   {_cpu(sts['plane_cpu'])}")
+    print(f"  CPU seconds, FTS            operator {fts['operator_cpu']:.1f}; {_cpu(fts['plane_cpu'])}")
+    print(f"  operator peak RSS           {fts['peak_rss_mb']:.1f} MB   (target <= 150 MB)")
+    total = sum(fts["requests"].values())
+    by_verb = ", ".join(f"{v} {n}" for v, n in sorted(fts["requests"].items()))
+    print(f"  operator API requests       {total} ({by_verb}), {total / (3 * args.k):.2f} per pod")
+    print(
+        f"  idle {args.idle_seconds:.0f} s: API writes      {fts['idle_writes']}   (target 0); all requests {fts['idle_requests']}"
+    )
+    if not args.keep:
+        for namespace in (sts["namespace"], fts["namespace"]):
+            kube.delete(f"/api/v1/namespaces/{namespace}")
+    kube.close()
+
+
+if __name__ == "__main__":
+    main()
