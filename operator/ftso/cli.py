@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -125,7 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--debug", action="store_true")
-    run.add_argument("--log-writes", action="store_true", help="log every write the operator sends to the API")
+    run.add_argument(
+        "--log-writes", action="store_true", help="log every write the operator sends to the API"
+    )
     run.set_defaults(func=_run)
 
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
