@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from e2e.faults import heal_all_nodes
+from e2e.faults import heal_all_nodes, lease_age
 from e2e.kube import ROOT, Kube, kubeconfig_path, wait_for
 from e2e.operator_process import OperatorProcess
 
@@ -61,6 +61,13 @@ def healthy_nodes(kube: Kube) -> Iterator[None]:
         ),
         timeout=60,
         what="every kwok node Ready again",
+    )
+    wait_for(
+        lambda: all(
+            lease_age(kube, n["metadata"]["name"]) < 15 for n in kube.items("/api/v1/nodes", "type=kwok")
+        ),
+        timeout=60,
+        what="every kwok node's Lease renewed again",
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from e2e.kube import Kube
 
 POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
@@ -55,3 +57,28 @@ def heal_all_nodes(kube: Kube) -> None:
         lease = kube.get(_lease_path(name)) or {}
         if (lease.get("spec") or {}).get("holderIdentity") == HEARTBEAT_THIEF:
             resume_heartbeat(kube, name)
+
+
+def make_pod_unready(kube: Kube, namespace: str, pod: str) -> None:
+    """The pod stays Running but its Ready condition turns False, as when its readiness probe fails."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
+    current = kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod}") or {}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [
+        {**c, "status": "False", "lastTransitionTime": now}
+        if c.get("type") in ("Ready", "ContainersReady")
+        else c
+        for c in (current.get("status") or {}).get("conditions") or []
+    ]
+    kube.request(
+        "PATCH",
+        path,
+        body={"status": {"conditions": conditions}},
+        content_type="application/merge-patch+json",
+    )
+
+
+def lease_age(kube: Kube, node: str) -> float:
+    lease = kube.get(_lease_path(node)) or {}
+    renewed = datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
+    return (datetime.now(UTC) - renewed).total_seconds()

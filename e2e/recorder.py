@@ -50,8 +50,12 @@ class WatchRecorder:
 
     async def _list(self, session: aiohttp.ClientSession) -> str:
         params = {"labelSelector": self.label_selector} if self.label_selector else {}
-        async with session.get(self.credentials.server + self.path, params=params) as response:
-            listing = await response.json()
+        while True:
+            async with session.get(self.credentials.server + self.path, params=params) as response:
+                listing = await response.json()
+            if response.status == 200:
+                break
+            await asyncio.sleep(0.2)  # e.g. 429 while the API server warms a new resource's cache
         with self._lock:
             for item in listing.get("items") or []:
                 self.events.append(Seen(time.monotonic(), "ADDED", item))

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from e2e.faults import fail_container, make_node_not_ready, make_node_ready, resume_heartbeat, stop_heartbeat
+from e2e.faults import (
+    fail_container,
+    lease_age,
+    make_node_not_ready,
+    make_node_ready,
+    resume_heartbeat,
+    stop_heartbeat,
+)
 from e2e.kube import Kube, condition, pod_ready, ready_endpoint_ips, wait_for
 
 DEPLOYMENT = {
@@ -84,15 +89,9 @@ def test_node_not_ready_and_back(kube: Kube, healthy_nodes: None) -> None:
     wait_for(lambda: _node_ready(kube, "kwok-node-2") == "True", timeout=30, what="node Ready again")
 
 
-def _lease_age(kube: Kube, node: str) -> float:
-    lease = kube.get(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}") or {}
-    renewed = datetime.fromisoformat(lease["spec"]["renewTime"].replace("Z", "+00:00"))
-    return (datetime.now(UTC) - renewed).total_seconds()
-
-
 def test_node_heartbeat_stops_and_resumes(kube: Kube, healthy_nodes: None) -> None:
-    wait_for(lambda: _lease_age(kube, "kwok-node-1") < 15, what="a fresh lease")
+    wait_for(lambda: lease_age(kube, "kwok-node-1") < 15, what="a fresh lease")
     stop_heartbeat(kube, "kwok-node-1")
-    wait_for(lambda: _lease_age(kube, "kwok-node-1") > 20, timeout=60, what="the lease to go stale")
+    wait_for(lambda: lease_age(kube, "kwok-node-1") > 20, timeout=60, what="the lease to go stale")
     resume_heartbeat(kube, "kwok-node-1")
-    wait_for(lambda: _lease_age(kube, "kwok-node-1") < 12, timeout=40, what="the lease renewed again")
+    wait_for(lambda: lease_age(kube, "kwok-node-1") < 12, timeout=40, what="the lease renewed again")

@@ -64,7 +64,10 @@ def test_avoided_nodes_become_node_affinity() -> None:
     terms = pod_spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
         "nodeSelectorTerms"
     ]
-    assert terms[0]["matchFields"] == [{"key": "metadata.name", "operator": "NotIn", "values": ["n1", "n2"]}]
+    assert terms[0]["matchFields"] == [
+        {"key": "metadata.name", "operator": "NotIn", "values": ["n1"]},
+        {"key": "metadata.name", "operator": "NotIn", "values": ["n2"]},
+    ]
 
 
 def test_template_hash_follows_the_template_only() -> None:

@@ -142,8 +142,10 @@ def build_pod(
             "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]}
         )
         for term_ in required.setdefault("nodeSelectorTerms", [{}]):
-            term_.setdefault("matchFields", []).append(
-                {"key": "metadata.name", "operator": "NotIn", "values": sorted(avoid_nodes)}
+            # A node-name field selector takes one value per expression; expressions in a term are ANDed.
+            term_.setdefault("matchFields", []).extend(
+                {"key": "metadata.name", "operator": "NotIn", "values": [node]}
+                for node in sorted(avoid_nodes)
             )
 
     metadata = owner.metadata(

@@ -33,9 +33,11 @@ def _run(args: argparse.Namespace) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.FULL)
     if args.log_writes:
         logging.getLogger("ftso.client").setLevel(logging.DEBUG)
+    # Node heartbeats live in kube-node-lease: a namespaced operator watches that namespace too.
+    namespaces = (*settings.namespaces, "kube-node-lease") if settings.namespaces else ()
     kopf.run(
         clusterwide=not settings.namespaces,
-        namespaces=settings.namespaces,
+        namespaces=namespaces,
         liveness_endpoint=settings.liveness_endpoint,
         standalone=settings.peering_name is None,
         peering_name=settings.peering_name,
@@ -105,6 +107,54 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if conditions.get("Ready", {}).get("status") == "True" else 3
 
 
+def _switchover(args: argparse.Namespace) -> int:
+    import time
+
+    from ftso.client import ApiError, KubeClient
+    from ftso.reconcile import SWITCHOVER_ANNOTATION
+
+    request = f"{args.to or ''}@{int(time.time() * 1000)}"
+
+    async def run() -> tuple[int, str]:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            await client.merge_patch(
+                names.KIND,
+                args.namespace_,
+                args.name,
+                {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: request}}},
+            )
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                status = (await client.get(names.KIND, args.namespace_, args.name)).get("status") or {}
+                answer = status.get("switchover") or {}
+                if answer.get("request") == request:
+                    if answer.get("result") != "Completed":
+                        return 1, str(answer.get("message"))
+                    history = status.get("failovers") or []
+                    if (
+                        not history
+                        or history[-1].get("routedAt")
+                        or "already primary" in str(answer.get("message"))
+                    ):
+                        return 0, f"{answer.get('message')} (term {status.get('term')})"
+                await asyncio.sleep(0.1)
+            return (
+                2,
+                f"no answer within {args.timeout:.0f}s (is the operator running? is the resource paused?)",
+            )
+        finally:
+            await client.close()
+
+    try:
+        code, message = asyncio.run(run())
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 2
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ftso", description="Fault-Tolerant Service Operator")
     parser.add_argument(
@@ -139,6 +189,16 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("name")
     status.add_argument("--namespace", "-n", dest="namespace_", default="default")
     status.set_defaults(func=_status)
+
+    switchover = commands.add_parser(
+        "switchover",
+        help="planned change of primary: to --to POD, or to the best healthy replica (exit 0 done, 1 refused)",
+    )
+    switchover.add_argument("name")
+    switchover.add_argument("--to", help="the replica to promote (default: the best healthy one)")
+    switchover.add_argument("--namespace", "-n", dest="namespace_", default="default")
+    switchover.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
+    switchover.set_defaults(func=_switchover)
     return parser
 
 

@@ -130,6 +130,9 @@ KIND_PATHS: Mapping[str, tuple[str, str, str]] = {
     "Pod": ("", "v1", "pods"),
     "Service": ("", "v1", "services"),
     "Event": ("", "v1", "events"),
+    "Node": ("", "v1", "nodes"),
+    "Lease": ("coordination.k8s.io", "v1", "leases"),
+    "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
     names.KIND: (names.GROUP, names.VERSION, names.PLURAL),
 }

@@ -36,7 +36,7 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
         for p in store.pods.get(key, {}).values()
         if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
     ]
-    nodes = {name: node_view(node, store.leases.get(name)) for name, node in store.nodes.items()}
+    nodes = {name: node_view(node, store.lease_renewed_at.get(name)) for name, node in store.nodes.items()}
     return Observed(
         fts=FtsView(
             name=key[1],
@@ -45,12 +45,14 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
             generation=int(metadata.get("generation") or 0),
             spec=body.get("spec") or {},
             status=body.get("status") or {},
+            annotations=metadata.get("annotations") or {},
         ),
         pods=tuple(pod_view(p, key[1]) for p in owned),
         nodes=nodes,
         services=dict(store.services.get(key, {})),
         pdb=store.pdbs.get(key),
         now=now,
+        primary_endpoints=store.ready_addresses(key, f"{key[1]}-primary"),
     )
 
 

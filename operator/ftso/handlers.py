@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
 from ftso import metrics, names
+from ftso.api.spec import parse_spec
 from ftso.client import KubeClient
 from ftso.controller import Controller
 from ftso.reconcile import Plan
@@ -19,6 +21,8 @@ from ftso.store import Key, Store
 from ftso.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
+
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 
 class Runtime:
@@ -31,7 +35,8 @@ class Runtime:
         self.controller = Controller(self.client, self.store)
         self.controller.on_plan = self._observe_plan
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
-        self.resync_task: asyncio.Task[None] | None = None
+        self.background: list[asyncio.Task[None]] = []
+        self._stale: dict[tuple[str, Key], bool] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         started = time.perf_counter()
@@ -49,6 +54,44 @@ class Runtime:
         metrics.observe_plan(key, plan)
         if plan.promotion:
             metrics.PROMOTIONS.labels(reason=plan.promotion).inc()
+
+    async def prime(self) -> None:
+        """Fill the store from one LIST of each kind before the first reconcile: a reconcile that saw the
+        resource but not yet its pods would create pods that exist and report a wrong status."""
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        now = datetime.now(UTC)
+        for node in await self.client.list("Node", None):
+            self.store.put_node(node)
+        for lease in await self.client.list("Lease", NODE_LEASE_NAMESPACE):
+            self.store.put_lease(lease, now)
+        for namespace in namespaces:
+            for kind, put in (
+                ("Pod", self.store.put_pod),
+                ("Service", self.store.put_service),
+                ("PodDisruptionBudget", self.store.put_pdb),
+                ("EndpointSlice", self.store.put_endpoint_slice),
+            ):
+                for item in await self.client.list(kind, namespace, names.LABEL_SERVICE):
+                    put(item)
+            for resource in await self.client.list(names.KIND, namespace):
+                self.queue.add(self.store.put_resource(resource))
+
+    async def watch_heartbeats(self) -> None:
+        """Leases are renewed every few seconds; reconciling on each renewal would be waste. Instead, look
+        four times a second and queue a resource only when one of its nodes turns stale or fresh for it."""
+        while True:
+            await asyncio.sleep(0.25)
+            now = datetime.now(UTC)
+            for node, renewed in list(self.store.lease_renewed_at.items()):
+                age = (now - renewed).total_seconds()
+                for key in self.store.keys_on_node(node):
+                    body = self.store.resources.get(key)
+                    if body is None:
+                        continue
+                    stale = age > parse_spec(body.get("spec") or {}).failover.node_lost_after_seconds
+                    if self._stale.get((node, key), False) != stale:
+                        self._stale[(node, key)] = stale
+                        self.queue.add(key)
 
     async def resync_forever(self) -> None:
         while True:
@@ -77,7 +120,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     # Only objects we own are streamed to us, not every pod in the cluster.
-    for plural in ("pods", "services", "poddisruptionbudgets"):
+    for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices"):
         settings.watching.label_selectors[plural] = names.LABEL_SERVICE
     if ours.peering_name:
         settings.peering.name = ours.peering_name
@@ -89,8 +132,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo.runtime = runtime
     if ours.metrics_port:
         metrics.serve(ours.metrics_port, runtime.client)
+    await runtime.prime()
     runtime.queue.start()
-    runtime.resync_task = asyncio.create_task(runtime.resync_forever())
+    runtime.background = [
+        asyncio.create_task(runtime.resync_forever(), name="ftso-resync"),
+        asyncio.create_task(runtime.watch_heartbeats(), name="ftso-heartbeats"),
+    ]
 
 
 @kopf.on.login()
@@ -111,8 +158,8 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
-    if runtime.resync_task is not None:
-        runtime.resync_task.cancel()
+    for task in runtime.background:
+        task.cancel()
     await runtime.queue.stop()
     await runtime.client.close()
 
@@ -178,3 +225,16 @@ def _ready(node: dict[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (node.get("status") or {}).get("conditions") or []
     )
+
+
+@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={names.LABEL_SERVICE: kopf.PRESENT})
+def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    _owned_event(event, memo, "put_endpoint_slice", "drop_endpoint_slice")
+
+
+@kopf.on.event(
+    "coordination.k8s.io", "v1", "leases", when=lambda namespace, **_: namespace == NODE_LEASE_NAMESPACE
+)
+def lease_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    if event["type"] != "DELETED":
+        _runtime(memo).store.put_lease(dict(event["object"]), datetime.now(UTC))

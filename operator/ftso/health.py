@@ -42,15 +42,32 @@ def startup_budget(health: HealthSpec) -> timedelta:
     )
 
 
-def judge_pod(pod: PodView, nodes: Mapping[str, NodeView], health: HealthSpec, now: datetime) -> Verdict:
+def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_seconds: int) -> str:
+    """Why a node cannot be trusted with a pod, or empty: gone, NotReady, or its heartbeat Lease stale."""
+    if node is None:
+        return f"node {name} is gone"
+    if not node.ready:
+        return f"node {name} is NotReady"
+    if node.lease_renewed_at is not None:
+        age = (now - node.lease_renewed_at).total_seconds()
+        if age > lost_after_seconds:
+            return f"node {name} heartbeat is {age:.0f}s old (lost after {lost_after_seconds}s)"
+    return ""
+
+
+def judge_pod(
+    pod: PodView,
+    nodes: Mapping[str, NodeView],
+    health: HealthSpec,
+    now: datetime,
+    node_lost_after_seconds: int = 20,
+) -> Verdict:
     if pod.deleting:
         return Verdict(Health.TERMINATING, "pod is being deleted")
     if pod.node_name:
-        node = nodes.get(pod.node_name)
-        if node is None:
-            return Verdict(Health.LOST, f"node {pod.node_name} is gone")
-        if not node.ready:
-            return Verdict(Health.LOST, f"node {pod.node_name} is NotReady")
+        problem = node_problem(nodes.get(pod.node_name), pod.node_name, now, node_lost_after_seconds)
+        if problem:
+            return Verdict(Health.LOST, problem)
     if pod.phase in ("Failed", "Succeeded"):
         return Verdict(Health.FAILED, f"pod phase is {pod.phase}")
     if pod.container_failure:

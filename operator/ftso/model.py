@@ -108,11 +108,10 @@ def pod_view(raw: Mapping[str, Any], owner_name: str) -> PodView:
     )
 
 
-def node_view(raw: Mapping[str, Any], lease: Mapping[str, Any] | None = None) -> NodeView:
+def node_view(raw: Mapping[str, Any], renewed: datetime | None = None) -> NodeView:
     metadata = raw.get("metadata") or {}
     conditions = (raw.get("status") or {}).get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-    renewed = parse_time(((lease or {}).get("spec") or {}).get("renewTime"))
     return NodeView(
         name=metadata.get("name", ""),
         ready=ready,

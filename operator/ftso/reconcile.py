@@ -10,11 +10,17 @@ from typing import Any
 
 from ftso import conditions as cond
 from ftso import names
-from ftso.api.spec import FtsSpec, operator_judged_problems, parse_spec, resolve_max_unavailable
+from ftso.api.spec import (
+    FAILOVER_HISTORY_LIMIT,
+    FtsSpec,
+    operator_judged_problems,
+    parse_spec,
+    resolve_max_unavailable,
+)
 from ftso.builders import Owner, build_pdb, build_pod, build_services, drifted, template_hash
-from ftso.health import Health, Verdict, judge_pod
+from ftso.health import Health, Verdict, judge_pod, node_problem
 from ftso.model import NodeView, PodView, format_time
-from ftso.roles import RoleDecision, decide_primary
+from ftso.roles import PLANNED, RoleDecision, decide_primary
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class FtsView:
     generation: int
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
+    annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,8 @@ class Observed:
     services: Mapping[str, Mapping[str, Any]]
     pdb: Mapping[str, Any] | None
     now: datetime
+    # Ready addresses of <name>-primary's EndpointSlices: when they hold exactly the new primary, it is routed.
+    primary_endpoints: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -79,16 +88,85 @@ class Plan:
         return bool(self.patches or self.deletes or self.creates or self.owned_creates or self.applies)
 
 
+SWITCHOVER_ANNOTATION = names.PREFIX + "switchover"
+
+
+def _role_events(decision: RoleDecision) -> list[EventSpec]:
+    if decision.reason == "Elected":
+        return [
+            EventSpec("Normal", "BecamePrimary", f"{decision.primary} became primary (term {decision.term})")
+        ]
+    if decision.reason == "Lost":
+        return [
+            EventSpec(
+                "Warning",
+                "PrimaryUnavailable",
+                f"primary {decision.previous} failed ({decision.detail}) and no healthy replica can take over",
+            )
+        ]
+    events: list[EventSpec] = []
+    if decision.throttled:
+        events.append(
+            EventSpec(
+                "Warning",
+                "FailoverThrottled",
+                f"primary {decision.previous or '-'} needs a failover: {decision.throttled}",
+            )
+        )
+    if decision.switchover is not None and decision.switchover["result"] == "Refused":
+        events.append(EventSpec("Warning", "SwitchoverRefused", decision.switchover["message"]))
+    if decision.reason == "Failover":
+        events.append(
+            EventSpec(
+                "Warning",
+                "FailoverStarted",
+                f"{decision.previous or 'no primary'} failed ({decision.detail or 'gone'}); promoting {decision.primary} "
+                f"(term {decision.term})",
+            )
+        )
+    elif decision.reason:
+        events.append(
+            EventSpec(
+                "Normal",
+                "SwitchoverStarted",
+                f"promoting {decision.primary} in place of {decision.previous} (term {decision.term}, {decision.reason})",
+            )
+        )
+    return events
+
+
+def _mark_routed(
+    history: list[dict[str, Any]], primary: str, pod_ip: str, endpoints: frozenset[str], now: str
+) -> EventSpec | None:
+    """Fill routedAt of the newest change of primary once <name>-primary routes to exactly the new primary."""
+    if not history or history[-1].get("routedAt") or history[-1].get("to") != primary:
+        return None
+    if not pod_ip or endpoints != {pod_ip}:
+        return None
+    last = history[-1]
+    last["routedAt"] = now
+    reason = "FailoverCompleted" if last.get("kind") == "Failover" else "SwitchoverCompleted"
+    return EventSpec(
+        "Normal",
+        reason,
+        f"{primary} is primary and routed (term {last.get('term')}, from {last.get('from') or '-'})",
+    )
+
+
 def _canonical(status: Mapping[str, Any]) -> str:
     return json.dumps(status, sort_keys=True, default=str)
 
 
-def desired_role(pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str) -> str:
+def desired_role(pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str, fence: str = "") -> str:
     if not spec.primary_replica:
         return names.ROLE_REPLICA
     if pod.name == primary:
         return names.ROLE_PRIMARY
-    if pod.role in (names.ROLE_PRIMARY, names.ROLE_FENCED) and verdict.gone:
+    if (
+        pod.role == names.ROLE_FENCED
+        or pod.name == fence
+        or (pod.role == names.ROLE_PRIMARY and verdict.gone)
+    ):
         return names.ROLE_FENCED  # a failed former primary: out of every Service until it is gone
     return names.ROLE_REPLICA
 
@@ -158,7 +236,12 @@ def decide(observed: Observed) -> Plan:
     primary = str(previous.get("primary") or "")
     pods = observed.pods
     by_name = {p.name: p for p in pods}
-    verdicts = {p.name: judge_pod(p, observed.nodes, spec.health, observed.now) for p in pods}
+    verdicts = {
+        p.name: judge_pod(p, observed.nodes, spec.health, observed.now, spec.failover.node_lost_after_seconds)
+        for p in pods
+    }
+    history = [dict(h) for h in previous.get("failovers") or []]
+    switchover_answer = dict(previous.get("switchover") or {})
     desired_hash = template_hash(spec)
     updated = {p.name: p.template_hash == desired_hash for p in pods}
     problems = operator_judged_problems(spec)
@@ -188,33 +271,38 @@ def decide(observed: Observed) -> Plan:
             replicas=spec.replicas,
             updated=updated,
             rollout_wants_primary=rollout_wants_primary,
+            failover=spec.failover,
+            history=history,
+            now=observed.now,
+            switchover_request=fts.annotations.get(SWITCHOVER_ANNOTATION, ""),
+            switchover_answered=str(switchover_answer.get("request") or ""),
         )
-        if decision.reason == "Elected":
-            events.append(
-                EventSpec(
-                    "Normal", "BecamePrimary", f"{decision.primary} became primary (term {decision.term})"
-                )
+        was_throttled = any(
+            c.get("type") == cond.FAILING_OVER and c.get("reason") == "Throttled"
+            for c in previous.get("conditions") or []
+        )
+        events.extend(
+            e for e in _role_events(decision) if not (was_throttled and e.reason == "FailoverThrottled")
+        )
+        if decision.switchover is not None:
+            switchover_answer = decision.switchover
+        if decision.promoted and decision.reason != "Elected":
+            history.append(
+                {
+                    "term": decision.term,
+                    "kind": "Switchover" if decision.reason in PLANNED else "Failover",
+                    "reason": decision.reason + (f": {decision.detail}" if decision.detail else ""),
+                    "from": decision.previous,
+                    "to": decision.primary,
+                    "detectedAt": format_time(decision.detected_at or observed.now),
+                    "decidedAt": now,
+                }
             )
-        elif decision.reason == "Lost":
-            events.append(
-                EventSpec(
-                    "Warning",
-                    "PrimaryUnavailable",
-                    f"primary {decision.previous} is gone and no healthy replica can take over",
-                )
-            )
-        elif decision.reason:
-            events.append(
-                EventSpec(
-                    "Normal",
-                    "BecamePrimary",
-                    f"{decision.primary} became primary in place of {decision.previous} (term {decision.term}, "
-                    f"reason {decision.reason})",
-                )
-            )
+            history = history[-FAILOVER_HISTORY_LIMIT:]
     primary, term = decision.primary, decision.term
 
-    roles = {p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary) for p in pods}
+    fence = decision.previous if decision.reason in ("Failover", "Lost") else ""
+    roles = {p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary, fence=fence) for p in pods}
     if not acting:
         roles = {p.name: p.role or roles[p.name] for p in pods}  # paused or invalid: labels stay as they are
     serving = {
@@ -239,13 +327,23 @@ def decide(observed: Observed) -> Plan:
                 plan.deletes.append(PodDelete(pod.name, pod.uid, False, verdict.reason))
                 events.append(EventSpec("Warning", "PodFailed", f"replacing {pod.name}: {verdict.reason}"))
                 progress_reason = progress_reason or "Replacing"
+            elif roles[pod.name] == names.ROLE_FENCED:
+                plan.deletes.append(PodDelete(pod.name, pod.uid, False, "fenced former primary"))
+                events.append(EventSpec("Normal", "Fenced", f"replacing {pod.name}: it was failed over"))
+                progress_reason = progress_reason or "Replacing"
             elif not 0 <= pod.ordinal < spec.replicas and pod.name != primary:
                 plan.deletes.append(PodDelete(pod.name, pod.uid, False, "scaled down"))
                 events.append(
                     EventSpec("Normal", "ScaledDown", f"deleted {pod.name}: replicas is {spec.replicas}")
                 )
                 progress_reason = progress_reason or "Scaling"
-        avoid = tuple(sorted(n.name for n in observed.nodes.values() if not n.ready))
+        avoid = tuple(
+            sorted(
+                n.name
+                for n in observed.nodes.values()
+                if node_problem(n, n.name, observed.now, spec.failover.node_lost_after_seconds)
+            )
+        )
         for ordinal in range(spec.replicas):
             name = names.pod_name(fts.name, ordinal)
             if name in by_name:
@@ -283,6 +381,15 @@ def decide(observed: Observed) -> Plan:
         progress_reason = "Scaling"
     if not progress_reason and any(verdicts[p.name].health == Health.STARTING for p in active):
         progress_reason = "Starting"
+    routed_event = _mark_routed(
+        history,
+        primary,
+        by_name[primary].pod_ip if primary in by_name else "",
+        observed.primary_endpoints,
+        now,
+    )
+    if routed_event is not None:
+        events.append(routed_event)
     serving_count = sum(1 for p in active if serving[p.name])
     primary_serving = not spec.primary_replica or (bool(primary) and serving.get(primary, False))
     unhealthy = [
@@ -327,6 +434,18 @@ def decide(observed: Observed) -> Plan:
         ),
     ]
     if spec.primary_replica:
+        in_flight = bool(history) and not history[-1].get("routedAt")
+        condition_list.append(
+            cond.Condition(
+                cond.FAILING_OVER,
+                in_flight or bool(decision.throttled),
+                "Throttled" if decision.throttled else ("InProgress" if in_flight else "Idle"),
+                decision.throttled
+                or (
+                    f"promoting {history[-1].get('to')} (term {history[-1].get('term')})" if in_flight else ""
+                ),
+            )
+        )
         condition_list.append(
             cond.Condition(
                 cond.PRIMARY_UNAVAILABLE,
@@ -371,18 +490,22 @@ def decide(observed: Observed) -> Plan:
             list(previous.get("pods") or []),
             now,
         ),
+        "failovers": history,
+        "switchover": switchover_answer,
         "conditions": cond.merge_conditions(
             previous.get("conditions") or [], condition_list, generation=fts.generation, now=now
         ),
     }
     plan.status = status
     plan.events = events
-    plan.promotion = decision.reason if decision.primary and decision.primary != decision.previous else ""
+    plan.promotion = decision.reason if decision.promoted else ""
     plan.write_status = _canonical(status) != _canonical({k: previous.get(k) for k in status})
     plan.guard_status = term != int(previous.get("term") or 0) or primary != str(
         previous.get("primary") or ""
     )
     deadlines = [v.deadline for v in verdicts.values() if v.deadline is not None]
+    if decision.retry_at is not None:
+        deadlines.append(decision.retry_at)
     if deadlines:
         plan.requeue_after = max(0.1, (min(deadlines) - observed.now).total_seconds() + 0.1)
     return plan

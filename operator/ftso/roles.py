@@ -1,25 +1,52 @@
-"""Who is primary: the pure decisions of election, failover and switchover (PrimaryReplica mode)."""
+"""Who is primary: the pure decisions of election, failover, switchover and their rate limits
+(PrimaryReplica mode). Every change of primary raises the term by exactly one."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
+from ftso.api.spec import FailoverSpec
 from ftso.health import Health, Verdict
-from ftso.model import PodView
+from ftso.model import PodView, format_time, parse_time
+
+ANNOTATION_PRIORITY = "ftso.dev/failover-priority"
+ANNOTATION_LAG = "ftso.dev/replication-lag"
+
+PLANNED = frozenset({"Switchover", "ScaleDown", "RollingUpdate"})
 
 
 @dataclass(frozen=True)
 class RoleDecision:
     primary: str
     term: int
-    reason: str = ""  # empty when the primary stays; else Elected, Failover, ScaleDown or RollingUpdate
+    # Empty when the primary stays; else Elected, Failover, Switchover, ScaleDown, RollingUpdate, or Lost
+    # (the primary is gone and nobody can take over).
+    reason: str = ""
     previous: str = ""
+    detail: str = ""  # what was wrong with the previous primary
+    detected_at: datetime | None = None
+    throttled: str = ""  # why a needed failover waits
+    retry_at: datetime | None = None  # when to look again (a delay or a rate limit runs out)
+    switchover: dict[str, Any] | None = field(default=None)  # the answer to a new switchover request
+
+    @property
+    def promoted(self) -> bool:
+        return bool(self.primary) and self.primary != self.previous and self.reason != ""
 
 
-def candidate_rank(pod: PodView) -> tuple[int, int]:
-    """Lower is better: ties between equally healthy replicas go to the lowest ordinal."""
-    return (0, pod.ordinal)
+def _number(pod: PodView, annotation: str) -> float:
+    try:
+        return float(pod.annotations.get(annotation, "0"))
+    except ValueError:
+        return 0.0
+
+
+def candidate_rank(pod: PodView) -> tuple[float, float, int]:
+    """Lower is better: the workload's priority first, then the least replication lag, then the ordinal."""
+    return (-_number(pod, ANNOTATION_PRIORITY), _number(pod, ANNOTATION_LAG), pod.ordinal)
 
 
 def best_candidate(
@@ -33,6 +60,104 @@ def best_candidate(
     return min(candidates, key=candidate_rank, default=None)
 
 
+def primary_failure(
+    pod: PodView | None, verdict: Verdict | None, failover: FailoverSpec, now: datetime
+) -> tuple[str, datetime | None, datetime | None]:
+    """(what is wrong or "", since when, when to look again) for the current primary."""
+    if pod is None or verdict is None:
+        return "pod is gone", now, None
+    if verdict.gone:
+        return verdict.reason, now, None
+    if verdict.health in (Health.DEGRADED, Health.STARTING):
+        since = pod.ready_changed_at or pod.started_at or pod.created_at or now
+        due = since + timedelta(seconds=failover.delay_seconds)
+        if now >= due:
+            return f"not Ready for over {failover.delay_seconds}s", since, None
+        return "", None, due
+    return "", None, None
+
+
+def throttle(
+    history: Sequence[Mapping[str, Any]], failover: FailoverSpec, now: datetime
+) -> tuple[str, datetime | None]:
+    """Why an unplanned failover must wait now, and until when; ("", None) when it may go."""
+    times = sorted(
+        t
+        for h in history
+        if h.get("kind") == "Failover" and (t := parse_time(h.get("decidedAt"))) is not None
+    )
+    hour_ago = now - timedelta(hours=1)
+    recent = [t for t in times if t > hour_ago]
+    if len(recent) >= failover.max_per_hour:
+        until = recent[-failover.max_per_hour] + timedelta(hours=1)
+        return (
+            f"{len(recent)} failovers in the last hour (failover.maxPerHour is {failover.max_per_hour}); "
+            f"next allowed at {format_time(until)}",
+            until,
+        )
+    if times and now < times[-1] + timedelta(seconds=failover.min_interval_seconds):
+        until = times[-1] + timedelta(seconds=failover.min_interval_seconds)
+        return (
+            f"last failover at {format_time(times[-1])} (failover.minIntervalSeconds is "
+            f"{failover.min_interval_seconds}); next allowed at {format_time(until)}",
+            until,
+        )
+    return "", None
+
+
+def _answer(request: str, result: str, message: str, now: datetime) -> dict[str, Any]:
+    return {"request": request, "result": result, "message": message, "at": format_time(now)}
+
+
+def decide_switchover(
+    request: str,
+    *,
+    primary: str,
+    term: int,
+    pods: Mapping[str, PodView],
+    verdicts: Mapping[str, Verdict],
+    replicas: int,
+    now: datetime,
+) -> RoleDecision:
+    """A planned change of primary, asked for by the annotation `ftso.dev/switchover: <pod>[@<nonce>]`
+    (an empty pod name asks for the best healthy replica)."""
+    target = request.split("@", 1)[0].strip()
+    if target and target == primary:
+        return RoleDecision(
+            primary, term, switchover=_answer(request, "Completed", f"{target} is already primary", now)
+        )
+    if target:
+        pod = pods.get(target)
+        verdict = verdicts.get(target)
+        if pod is None or verdict is None:
+            message = f"refused: {target} is not a pod of this service"
+        elif not 0 <= pod.ordinal < replicas or verdict.health != Health.HEALTHY:
+            health = verdict.health.value + (f" ({verdict.reason})" if verdict.reason else "")
+            message = f"refused: {target} is not a healthy replica (it is {health})"
+        else:
+            message = ""
+        if message:
+            return RoleDecision(primary, term, switchover=_answer(request, "Refused", message, now))
+        chosen = target
+    else:
+        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        if best is None:
+            return RoleDecision(
+                primary,
+                term,
+                switchover=_answer(request, "Refused", "refused: no healthy replica to promote", now),
+            )
+        chosen = best.name
+    return RoleDecision(
+        chosen,
+        term + 1,
+        "Switchover",
+        primary,
+        detected_at=now,
+        switchover=_answer(request, "Completed", f"{chosen} promoted in place of {primary or 'nobody'}", now),
+    )
+
+
 def decide_primary(
     *,
     primary: str,
@@ -42,20 +167,52 @@ def decide_primary(
     replicas: int,
     updated: Mapping[str, bool],
     rollout_wants_primary: bool,
+    failover: FailoverSpec,
+    history: Sequence[Mapping[str, Any]],
+    now: datetime,
+    switchover_request: str = "",
+    switchover_answered: str = "",
 ) -> RoleDecision:
     current = pods.get(primary) if primary else None
-    if current is None or verdicts[current.name].gone:
+    problem, since, due = (
+        primary_failure(current, verdicts.get(primary), failover, now) if primary else ("", None, None)
+    )
+
+    if not primary or problem:
+        if term > 0:  # not the very first election: a failover, rate-limited against flapping
+            why, until = throttle(history, failover, now)
+            if why:
+                gone = current is None or verdicts[current.name].gone
+                return RoleDecision("" if gone else primary, term, "", primary, throttled=why, retry_at=until)
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         if best is None:
-            return RoleDecision(primary="", term=term, reason="" if not primary else "Lost", previous=primary)
-        return RoleDecision(best.name, term + 1, "Failover" if primary else "Elected", primary)
-    if not 0 <= current.ordinal < replicas:
+            return RoleDecision("", term, "Lost" if primary else "", primary, detail=problem)
+        return RoleDecision(
+            best.name,
+            term + 1,
+            "Failover" if term > 0 else "Elected",
+            primary,
+            detail=problem,
+            detected_at=since or now,
+        )
+
+    if switchover_request and switchover_request != switchover_answered:
+        return decide_switchover(
+            switchover_request,
+            primary=primary,
+            term=term,
+            pods=pods,
+            verdicts=verdicts,
+            replicas=replicas,
+            now=now,
+        )
+    if current is not None and not 0 <= current.ordinal < replicas:
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         if best is not None:
-            return RoleDecision(best.name, term + 1, "ScaleDown", primary)
+            return RoleDecision(best.name, term + 1, "ScaleDown", primary, detected_at=now)
     elif rollout_wants_primary:
         fresh = [p for p in pods.values() if updated.get(p.name)]
         best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary)
         if best is not None:
-            return RoleDecision(best.name, term + 1, "RollingUpdate", primary)
-    return RoleDecision(primary, term)
+            return RoleDecision(best.name, term + 1, "RollingUpdate", primary, detected_at=now)
+    return RoleDecision(primary, term, retry_at=due)

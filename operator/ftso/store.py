@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from ftso import names
@@ -41,8 +42,10 @@ class Store:
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.services: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.pdbs: dict[Key, Body] = {}
+        self.endpoint_slices: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.nodes: dict[str, Body] = {}
         self.leases: dict[str, Body] = {}
+        self.lease_renewed_at: dict[str, datetime] = {}
         self._pods_by_node: dict[str, set[tuple[Key, str]]] = defaultdict(set)
 
     # Resources
@@ -112,6 +115,31 @@ class Store:
             self.pdbs.pop(key, None)
         return key
 
+    def put_endpoint_slice(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is not None and _newer(self.endpoint_slices[key].get(_meta(body)["name"]), body):
+            self.endpoint_slices[key][_meta(body)["name"]] = body
+        return key
+
+    def drop_endpoint_slice(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is not None:
+            self.endpoint_slices[key].pop(_meta(body)["name"], None)
+            if not self.endpoint_slices[key]:
+                del self.endpoint_slices[key]
+        return key
+
+    def ready_addresses(self, key: Key, service: str) -> frozenset[str]:
+        """Ready endpoint addresses of one of the resource's Services, from its EndpointSlices."""
+        addresses: set[str] = set()
+        for eps in self.endpoint_slices.get(key, {}).values():
+            if (_meta(eps).get("labels") or {}).get("kubernetes.io/service-name") != service:
+                continue
+            for endpoint in eps.get("endpoints") or []:
+                if (endpoint.get("conditions") or {}).get("ready"):
+                    addresses.update(endpoint.get("addresses") or [])
+        return frozenset(addresses)
+
     # Nodes and their heartbeats
 
     def put_node(self, body: Body) -> set[Key]:
@@ -122,9 +150,14 @@ class Store:
         self.nodes.pop(name, None)
         return self.keys_on_node(name)
 
-    def put_lease(self, body: Body) -> set[Key]:
-        self.leases[_meta(body)["name"]] = body
-        return self.keys_on_node(_meta(body)["name"])
+    def put_lease(self, body: Body, now: datetime) -> None:
+        """Remember when we saw each node's Lease renewed, by our own clock: a kubelet's clock may be off."""
+        name = _meta(body)["name"]
+        renew_time = (body.get("spec") or {}).get("renewTime")
+        old = self.leases.get(name)
+        if old is None or (old.get("spec") or {}).get("renewTime") != renew_time:
+            self.lease_renewed_at[name] = now
+        self.leases[name] = body
 
     def keys_on_node(self, node: str) -> set[Key]:
         return {key for key, _ in self._pods_by_node.get(node, set())}

@@ -287,6 +287,40 @@ def build_spec_schema() -> Schema:
                     ),
                 },
             ),
+            "failover": _obj(
+                {
+                    "delaySeconds": _int(
+                        "How long the primary may be unready before it is failed over.",
+                        default=defaults.DEFAULT_FAILOVER_DELAY_SECONDS,
+                        **{
+                            "x-kubernetes-validations": [
+                                _rule("self >= 0", "failover.delaySeconds must be 0 or more")
+                            ]
+                        },
+                    ),
+                    "nodeLostAfterSeconds": _positive(
+                        "failover.nodeLostAfterSeconds",
+                        "A node whose heartbeat Lease is older than this is lost: its pods are replaced and its "
+                        "primary failed over.",
+                        defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
+                    ),
+                    "maxPerHour": _positive(
+                        "failover.maxPerHour",
+                        "Failovers allowed in any hour; more wait (anti-flapping).",
+                        defaults.DEFAULT_FAILOVER_MAX_PER_HOUR,
+                    ),
+                    "minIntervalSeconds": _int(
+                        "Least time between two failovers.",
+                        default=defaults.DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
+                        **{
+                            "x-kubernetes-validations": [
+                                _rule("self >= 0", "failover.minIntervalSeconds must be 0 or more")
+                            ]
+                        },
+                    ),
+                },
+                description="When and how often the primary is replaced (PrimaryReplica mode).",
+            ),
             "paused": {
                 "type": "boolean",
                 "default": False,
@@ -338,6 +372,35 @@ def build_status_schema() -> Schema:
             "primary": _str("Name of the primary pod (PrimaryReplica mode)."),
             "term": _int("Fencing token: increases with every promotion, never decreases.", format="int64"),
             "pods": {"type": "array", "items": pod, "x-kubernetes-list-type": "atomic"},
+            "failovers": {
+                "type": "array",
+                "description": f"The last {defaults.FAILOVER_HISTORY_LIMIT} changes of primary, oldest first.",
+                "x-kubernetes-list-type": "atomic",
+                "items": _obj(
+                    {
+                        "term": _int(format="int64"),
+                        "kind": _str("Failover or Switchover."),
+                        "reason": _str(),
+                        "from": _str(),
+                        "to": _str(),
+                        "detectedAt": _str(format="date-time"),
+                        "decidedAt": _str(format="date-time"),
+                        "routedAt": _str(
+                            "When <name>-primary routed to the new primary.", format="date-time"
+                        ),
+                    },
+                    required=["term", "kind", "to"],
+                ),
+            },
+            "switchover": _obj(
+                {
+                    "request": _str("The ftso.dev/switchover annotation value this answers."),
+                    "result": _str("Completed or Refused."),
+                    "message": _str(),
+                    "at": _str(format="date-time"),
+                },
+                description="The answer to the last switchover request.",
+            ),
             "conditions": {
                 "type": "array",
                 "items": _condition(),

@@ -25,6 +25,16 @@ DEFAULT_WHEN_UNSATISFIABLE = "ScheduleAnyway"
 # A pod may stay unready this long before it counts as failed and is replaced: long enough to ride out
 # a slow start or a short freeze, short enough that a stuck pod does not linger.
 DEFAULT_UNREADY_TIMEOUT_SECONDS = 30
+# The primary may be unready this long before it is failed over: a probe has already failed
+# failureThreshold times before Kubernetes marks it unready, so a short extra wait rides out a GC pause or
+# a brief overload without making a real failure wait much longer.
+DEFAULT_FAILOVER_DELAY_SECONDS = 5
+# A node whose heartbeat Lease is this old is lost. Kubelets renew every 10 s, so two missed renewals; well
+# under Kubernetes' own 50 s node-monitor grace period.
+DEFAULT_NODE_LOST_AFTER_SECONDS = 20
+DEFAULT_FAILOVER_MAX_PER_HOUR = 12
+DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS = 10
+FAILOVER_HISTORY_LIMIT = 10
 MAX_NAME_LENGTH = 52  # "<name>-replicas" and "<name>-<ordinal>" must stay valid DNS labels (63).
 
 
@@ -70,6 +80,14 @@ class SpreadSpec:
 
 
 @dataclass(frozen=True)
+class FailoverSpec:
+    delay_seconds: int = DEFAULT_FAILOVER_DELAY_SECONDS
+    node_lost_after_seconds: int = DEFAULT_NODE_LOST_AFTER_SECONDS
+    max_per_hour: int = DEFAULT_FAILOVER_MAX_PER_HOUR
+    min_interval_seconds: int = DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS
+
+
+@dataclass(frozen=True)
 class FtsSpec:
     replicas: int = DEFAULT_REPLICAS
     mode: str = DEFAULT_MODE
@@ -78,6 +96,7 @@ class FtsSpec:
     service: ServiceSpec = ServiceSpec()
     max_unavailable: int | str = DEFAULT_MAX_UNAVAILABLE
     spread: SpreadSpec = SpreadSpec()
+    failover: FailoverSpec = FailoverSpec()
     paused: bool = False
 
     @property
@@ -142,6 +161,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
     health_raw = raw.get("health") or {}
     spread_raw = raw.get("spread") or {}
     disruption_raw = raw.get("disruption") or {}
+    failover_raw = raw.get("failover") or {}
     keys = spread_raw.get("topologyKeys")
     max_unavailable = disruption_raw.get("maxUnavailable", DEFAULT_MAX_UNAVAILABLE)
     return FtsSpec(
@@ -161,6 +181,16 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
         spread=SpreadSpec(
             topology_keys=tuple(keys) if isinstance(keys, list) else DEFAULT_TOPOLOGY_KEYS,
             when_unsatisfiable=str(spread_raw.get("whenUnsatisfiable", DEFAULT_WHEN_UNSATISFIABLE)),
+        ),
+        failover=FailoverSpec(
+            delay_seconds=_int(failover_raw, "delaySeconds", DEFAULT_FAILOVER_DELAY_SECONDS),
+            node_lost_after_seconds=_int(
+                failover_raw, "nodeLostAfterSeconds", DEFAULT_NODE_LOST_AFTER_SECONDS
+            ),
+            max_per_hour=_int(failover_raw, "maxPerHour", DEFAULT_FAILOVER_MAX_PER_HOUR),
+            min_interval_seconds=_int(
+                failover_raw, "minIntervalSeconds", DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS
+            ),
         ),
         paused=bool(raw.get("paused", False)),
     )

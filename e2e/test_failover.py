@@ -1,0 +1,293 @@
+"""Failover, switchover and fencing on the real control plane, with the safety invariant recorded over
+every pod and status change the API server reported during each test."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from e2e.faults import (
+    fail_container,
+    force_delete_pod,
+    make_node_not_ready,
+    make_pod_unready,
+    stop_heartbeat,
+)
+from e2e.fts import Fts, manifest
+from e2e.invariants import check_pods, check_terms
+from e2e.kube import ROOT, Kube, condition, pod_ready, wait_for
+from e2e.operator_process import OperatorProcess
+from e2e.recorder import WatchRecorder
+
+FAST = {
+    "failover": {"delaySeconds": 2, "nodeLostAfterSeconds": 6, "minIntervalSeconds": 0, "maxPerHour": 100}
+}
+
+
+@contextlib.contextmanager
+def invariant_watch(kube: Kube, namespace: str) -> Iterator[tuple[WatchRecorder, WatchRecorder]]:
+    pods = WatchRecorder(kube.kubeconfig, f"/api/v1/namespaces/{namespace}/pods", "ftso.dev/service")
+    resources = WatchRecorder(
+        kube.kubeconfig, f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+    )
+    with pods, resources:
+        yield pods, resources
+    assert check_pods(pods.snapshot()) > 0
+    check_terms(resources.snapshot())
+
+
+def _ready(kube: Kube, namespace: str, **spec: Any) -> tuple[Fts, dict[str, Any]]:
+    fts = Fts(kube, namespace)
+    fts.create(manifest(**{**FAST, **spec}))
+    status = fts.wait_ready()
+    wait_for(fts.primary_routed_exactly, what="the first primary routed")
+    return fts, status
+
+
+def _new_primary_routed(fts: Fts, old: str, term: int, timeout: float = 30) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        status = fts.status()
+        if (
+            status.get("primary") not in ("", old)
+            and status.get("term", 0) > term
+            and fts.primary_routed_exactly()
+        ):
+            return status
+        return None
+
+    return wait_for(
+        done,
+        timeout=timeout,
+        what=f"a new primary instead of {old}, routed (status {fts.status().get('primary')})",
+    )
+
+
+def test_primary_force_deleted(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace)
+        force_delete_pod(kube, namespace, status["primary"])
+        new = _new_primary_routed(fts, status["primary"], status["term"])
+        assert new["term"] == status["term"] + 1
+        record = new["failovers"][-1]
+        assert record["kind"] == "Failover" and record["from"] == status["primary"]
+        wait_for(lambda: fts.status()["failovers"][-1].get("routedAt"), what="routedAt recorded")
+        fts.wait_ready()
+    reasons = [e["reason"] for e in fts.events()]
+    assert "FailoverStarted" in reasons
+    wait_for(
+        lambda: "FailoverCompleted" in [e["reason"] for e in fts.events()], what="FailoverCompleted event"
+    )
+
+
+def test_primary_container_failed(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace)
+        fail_container(kube, namespace, status["primary"])
+        _new_primary_routed(fts, status["primary"], status["term"])
+        fts.wait_ready()
+
+
+def test_primary_unready_past_the_delay(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace, failover={**FAST["failover"], "delaySeconds": 3})
+        make_pod_unready(kube, namespace, status["primary"])
+        started = time.monotonic()
+        _new_primary_routed(fts, status["primary"], status["term"])
+        # Condition times have one-second resolution, so the wait is the delay minus up to a second.
+        assert time.monotonic() - started >= 2, "the failover waited for failover.delaySeconds"
+        fts.wait_ready()
+
+
+def _first_seen(recorder: WatchRecorder, predicate: Any) -> float | None:
+    return next((s.at for s in recorder.snapshot() if predicate(s.object)), None)
+
+
+def test_primary_node_not_ready_fails_over_before_kubernetes_marks_the_pod(
+    kube: Kube, namespace: str, operator: OperatorProcess, healthy_nodes: None
+) -> None:
+    with invariant_watch(kube, namespace) as (pods, resources):
+        fts, status = _ready(kube, namespace)
+        old = status["primary"]
+        old_uid = fts.pod(old)["metadata"]["uid"]  # type: ignore[index]
+        make_node_not_ready(kube, fts.pod(old)["spec"]["nodeName"])  # type: ignore[index]
+        _new_primary_routed(fts, old, status["term"])
+        fts.wait_ready()
+    promoted_at = _first_seen(resources, lambda o: (o.get("status") or {}).get("term", 0) > status["term"])
+    old_unready_by_kubernetes = _first_seen(
+        pods,
+        lambda o: (
+            o["metadata"]["uid"] == old_uid
+            and o["metadata"]["labels"].get("ftso.dev/role") == "primary"
+            and condition(o, "Ready") == "False"
+        ),
+    )
+    assert promoted_at is not None
+    assert old_unready_by_kubernetes is None or promoted_at < old_unready_by_kubernetes
+
+
+def test_primary_node_heartbeat_stopped(
+    kube: Kube, namespace: str, operator: OperatorProcess, healthy_nodes: None
+) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace)
+        node = fts.pod(status["primary"])["spec"]["nodeName"]  # type: ignore[index]
+        stop_heartbeat(kube, node)
+        started = time.monotonic()
+        new = _new_primary_routed(fts, status["primary"], status["term"], timeout=40)
+        elapsed = time.monotonic() - started
+        assert elapsed < 6 + 10, f"failover took {elapsed:.1f}s, expected about nodeLostAfterSeconds (6s)"
+        # Kubernetes has not noticed yet: its grace period is 50 s.
+        assert condition(kube.get(f"/api/v1/nodes/{node}"), "Ready") == "True"
+        assert "heartbeat" in new["failovers"][-1]["reason"]
+        wait_for(
+            lambda: (
+                all(pod_ready(p) and p["spec"]["nodeName"] != node for p in fts.live_pods())
+                and len(fts.live_pods()) == 3
+            ),
+            timeout=60,
+            what=f"every pod Ready off {node}",
+        )
+
+
+def _ftso(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ftso", "--kubeconfig", kube.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+
+
+def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace)
+        target = next(
+            p["metadata"]["name"] for p in fts.live_pods() if p["metadata"]["name"] != status["primary"]
+        )
+        result = _ftso(kube, "switchover", "svc", "-n", namespace, "--to", target)
+        assert result.returncode == 0, result.stderr
+        assert fts.status()["primary"] == target and fts.status()["term"] == status["term"] + 1
+        assert fts.primary_routed_exactly() == target
+        old = fts.pod(status["primary"])
+        assert old is not None and old["metadata"]["labels"]["ftso.dev/role"] == "replica", (
+            "old primary kept as replica"
+        )
+        result = _ftso(kube, "switchover", "svc", "-n", namespace)
+        assert result.returncode == 0, result.stderr
+        assert fts.status()["primary"] != target and fts.status()["term"] == status["term"] + 2
+        wait_for(fts.primary_routed_exactly, what="routed after the second switchover")
+    assert "SwitchoverCompleted" in [e["reason"] for e in fts.events()]
+
+
+def test_switchover_to_an_unhealthy_pod_is_refused(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    fts, status = _ready(kube, namespace, health={"unreadyTimeoutSeconds": 120})
+    target = next(
+        p["metadata"]["name"] for p in fts.live_pods() if p["metadata"]["name"] != status["primary"]
+    )
+    make_pod_unready(kube, namespace, target)
+    wait_for(
+        lambda: any(
+            p["name"] == target and p["health"] in ("Degraded", "Starting") for p in fts.status()["pods"]
+        ),
+        what=f"{target} judged not healthy",
+    )
+    result = _ftso(kube, "switchover", "svc", "-n", namespace, "--to", target)
+    assert result.returncode == 1
+    assert "not a healthy replica" in result.stderr
+    assert fts.status()["primary"] == status["primary"] and fts.status()["term"] == status["term"]
+    assert "SwitchoverRefused" in [e["reason"] for e in fts.events()]
+
+
+def test_switchover_through_the_annotation_gitops_style(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    fts, status = _ready(kube, namespace)
+    kube.patch(fts.path, {"metadata": {"annotations": {"ftso.dev/switchover": "@change-42"}}})
+    _new_primary_routed(fts, status["primary"], status["term"])
+    assert fts.status()["switchover"]["request"] == "@change-42"
+
+
+def test_operator_killed_mid_failover(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    with invariant_watch(kube, namespace):
+        fts, status = _ready(kube, namespace)
+        operator.kill()
+        force_delete_pod(kube, namespace, status["primary"])
+        time.sleep(1)
+        operator.start()
+        _new_primary_routed(fts, status["primary"], status["term"])
+        fts.wait_ready()
+        assert fts.status()["term"] == status["term"] + 1
+
+
+def test_two_operators_racing(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    second = OperatorProcess(
+        kube.kubeconfig, operator.log_path.with_suffix(".second.log"), namespaces=(namespace,)
+    )
+    second.start()
+    try:
+        with invariant_watch(kube, namespace):
+            fts, status = _ready(kube, namespace)
+            for _ in range(3):
+                force_delete_pod(kube, namespace, status["primary"])
+                status = _new_primary_routed(fts, status["primary"], status["term"])
+                status = fts.wait_ready()
+        assert status["term"] == 4, "each failover raised the term by exactly one"
+    finally:
+        second.stop()
+
+
+def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+    fts = Fts(kube, namespace)
+    fts.create(
+        manifest(
+            failover={"delaySeconds": 1, "nodeLostAfterSeconds": 6, "minIntervalSeconds": 0, "maxPerHour": 1}
+        )
+    )
+    status = fts.wait_ready()
+    force_delete_pod(kube, namespace, status["primary"])
+    status = _new_primary_routed(fts, status["primary"], status["term"])
+    fts.wait_ready()
+    force_delete_pod(kube, namespace, status["primary"])
+    wait_for(
+        lambda: (
+            condition(fts.get(), "FailingOver") == "True"
+            and next(c for c in fts.status()["conditions"] if c["type"] == "FailingOver")["reason"]
+            == "Throttled"
+        ),
+        what="FailingOver=True reason Throttled",
+    )
+    time.sleep(2)
+    after = fts.status()
+    assert after["term"] == status["term"], "no second failover within the hour"
+    assert after["primary"] in ("", status["primary"])
+    message = next(c for c in after["conditions"] if c["type"] == "FailingOver")["message"]
+    assert "maxPerHour" in message
+    assert "FailoverThrottled" in [e["reason"] for e in fts.events()]
+
+
+@pytest.mark.parametrize("replicas", [1])
+def test_single_replica_primary_comes_back_with_a_new_term(
+    kube: Kube, namespace: str, operator: OperatorProcess, replicas: int
+) -> None:
+    fts, status = _ready(kube, namespace, replicas=replicas)
+    force_delete_pod(kube, namespace, status["primary"])
+
+    def back() -> dict[str, Any] | None:
+        s = fts.status()
+        return s if s.get("primary") == status["primary"] and s.get("term") == status["term"] + 1 else None
+
+    wait_for(back, timeout=60, what="the only pod back as primary with term + 1")
+    pod = fts.pod(status["primary"])
+    assert pod is not None and pod["metadata"]["annotations"]["ftso.dev/term"] == str(status["term"] + 1)
+    assert json.dumps(fts.status()["conditions"])

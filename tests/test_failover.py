@@ -1,0 +1,196 @@
+"""Failover, switchover and their limits, decided without a cluster."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from ftso import names
+from ftso.model import format_time
+from ftso.reconcile import SWITCHOVER_ANNOTATION, FtsView, Observed, decide
+from ftso.roles import ANNOTATION_LAG, ANNOTATION_PRIORITY
+
+from .factories import NOW, node, observed, pod, raw_spec
+
+
+def _three(term: int = 1) -> list[dict[str, Any]]:
+    return [
+        pod(0, role="primary", term=term, node_name="node-0"),
+        pod(1, term=term, node_name="node-1"),
+        pod(2, term=term, node_name="node-2"),
+    ]
+
+
+def _with_annotation(obs: Observed, value: str) -> Observed:
+    fts = obs.fts
+    return Observed(
+        FtsView(
+            fts.name,
+            fts.namespace,
+            fts.uid,
+            fts.generation,
+            fts.spec,
+            fts.status,
+            {SWITCHOVER_ANNOTATION: value},
+        ),
+        obs.pods,
+        obs.nodes,
+        obs.services,
+        obs.pdb,
+        obs.now,
+        obs.primary_endpoints,
+    )
+
+
+def _conditions(plan_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in plan_status["conditions"]}
+
+
+def test_failover_records_history_and_events() -> None:
+    pods = _three()
+    del pods[0]
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-1" and plan.status["term"] == 2
+    (record,) = plan.status["failovers"]
+    assert record["kind"] == "Failover" and record["from"] == "demo-0" and record["to"] == "demo-1"
+    assert record["decidedAt"] == format_time(NOW) and "routedAt" not in record
+    assert "FailoverStarted" in [e.reason for e in plan.events]
+    assert _conditions(plan.status)["FailingOver"]["status"] == "True"
+    assert plan.promotion == "Failover"
+
+
+def test_routed_completes_the_failover() -> None:
+    pods = _three()
+    first = decide(observed(pods[1:], status={"primary": "demo-0", "term": 1}))
+    relabelled = [pod(1, role="primary", term=2, node_name="node-1"), pod(2, term=2, node_name="node-2")]
+    ip = next(p for p in relabelled if p["metadata"]["name"] == "demo-1")
+    ip["status"]["podIP"] = "10.1.0.5"
+    obs = observed(relabelled, status=first.status)
+    routed = Observed(obs.fts, obs.pods, obs.nodes, obs.services, obs.pdb, obs.now, frozenset({"10.1.0.5"}))
+    plan = decide(routed)
+    assert plan.status["failovers"][-1]["routedAt"] == format_time(NOW)
+    assert "FailoverCompleted" in [e.reason for e in plan.events]
+    assert _conditions(plan.status)["FailingOver"]["status"] == "False"
+
+
+def test_unready_primary_waits_for_the_delay_then_fails_over() -> None:
+    pods = _three()
+    pods[0] = pod(
+        0, role="primary", ready=False, ready_changed=NOW - timedelta(seconds=2), node_name="node-0"
+    )
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-0"
+    assert plan.requeue_after is not None and 2.9 < plan.requeue_after < 3.2
+    later = decide(observed(pods, status={"primary": "demo-0", "term": 1}, now=NOW + timedelta(seconds=3)))
+    assert later.status["primary"] == "demo-1"
+    fenced = next(p for p in later.patches if p.name == "demo-0")
+    assert fenced.labels[names.LABEL_ROLE] == "fenced"
+    assert any(d.name == "demo-0" for d in later.deletes), "the fenced primary is replaced"
+
+
+def test_stale_node_heartbeat_loses_the_primary_and_avoids_the_node() -> None:
+    from ftso.model import node_view, pod_view
+
+    pods = _three()
+    base = observed(pods, status={"primary": "demo-0", "term": 1})
+    nodes = dict(base.nodes)
+    nodes["node-0"] = node_view(node("node-0"), renewed=NOW - timedelta(seconds=21))
+    nodes["node-1"] = node_view(node("node-1", zone="zone-b"), renewed=NOW - timedelta(seconds=3))
+    plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in pods), nodes, {}, None, NOW))
+    assert plan.status["primary"] == "demo-1"
+    delete = next(d for d in plan.deletes if d.name == "demo-0")
+    assert delete.force
+    assert "heartbeat" in plan.status["failovers"][-1]["reason"]
+
+
+def test_priority_and_lag_choose_the_candidate() -> None:
+    pods = [*_three()[1:], pod(3, node_name="node-0")]
+    pods[0]["metadata"]["annotations"][ANNOTATION_LAG] = "5"
+    pods[1]["metadata"]["annotations"][ANNOTATION_LAG] = "0.5"
+    plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-3"  # lag 0 beats 0.5 and 5
+    pods[0]["metadata"]["annotations"][ANNOTATION_PRIORITY] = "10"
+    plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-1"  # priority first
+
+
+def _history(*ages: int) -> list[dict[str, Any]]:
+    return [
+        {"term": i + 2, "kind": "Failover", "to": "x", "decidedAt": format_time(NOW - timedelta(seconds=a))}
+        for i, a in enumerate(ages)
+    ]
+
+
+def test_min_interval_throttles_and_status_says_so() -> None:
+    pods = _three(term=5)
+    status = {"primary": "demo-0", "term": 5, "failovers": _history(4)}
+    plan = decide(observed(pods[1:], spec=raw_spec(failover={"minIntervalSeconds": 10}), status=status))
+    assert plan.status["primary"] == "" and plan.status["term"] == 5
+    condition = _conditions(plan.status)["FailingOver"]
+    assert condition["status"] == "True" and condition["reason"] == "Throttled"
+    assert "minIntervalSeconds" in condition["message"]
+    assert plan.requeue_after is not None and 5.9 < plan.requeue_after < 6.2
+    assert "FailoverThrottled" in [e.reason for e in plan.events]
+    # The recreated demo-0 is a replica, not a primary by name.
+    assert all(p.labels[names.LABEL_ROLE] != "primary" for p in plan.patches)
+    # Once the interval has passed, the failover goes ahead.
+    later = decide(
+        observed(
+            pods[1:],
+            spec=raw_spec(failover={"minIntervalSeconds": 10}),
+            status=plan.status,
+            now=NOW + timedelta(seconds=7),
+        )
+    )
+    assert later.status["primary"] == "demo-1" and later.status["term"] == 6
+
+
+def test_max_per_hour_throttles() -> None:
+    pods = _three(term=5)
+    status = {"primary": "demo-0", "term": 5, "failovers": _history(3000, 2000, 1000)}
+    spec = raw_spec(failover={"maxPerHour": 3, "minIntervalSeconds": 0})
+    plan = decide(observed(pods[1:], spec=spec, status=status))
+    assert plan.status["primary"] == ""
+    assert "maxPerHour" in _conditions(plan.status)["FailingOver"]["message"]
+
+
+def test_switchover_to_a_named_healthy_replica() -> None:
+    obs = _with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "demo-2@1")
+    plan = decide(obs)
+    assert plan.status["primary"] == "demo-2" and plan.status["term"] == 2
+    assert plan.status["switchover"]["result"] == "Completed"
+    assert plan.status["failovers"][-1]["kind"] == "Switchover"
+    # The old primary is demoted to replica (not fenced, not deleted), before the promotion.
+    order = [p.name for p in plan.patches]
+    assert order.index("demo-0") < order.index("demo-2")
+    assert next(p for p in plan.patches if p.name == "demo-0").labels[names.LABEL_ROLE] == "replica"
+    assert plan.deletes == []
+    # Answered once: the same request does nothing more.
+    again = decide(_with_annotation(observed(_three(term=2), status=plan.status), "demo-2@1"))
+    assert again.status["term"] == 2
+
+
+def test_switchover_to_any_replica() -> None:
+    plan = decide(_with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "@7"))
+    assert plan.status["primary"] == "demo-1"
+
+
+def test_switchover_to_an_unhealthy_pod_is_refused() -> None:
+    pods = _three()
+    pods[2] = pod(2, ready=False, ready_changed=NOW - timedelta(seconds=1), node_name="node-2")
+    plan = decide(_with_annotation(observed(pods, status={"primary": "demo-0", "term": 1}), "demo-2@1"))
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+    assert plan.status["switchover"]["result"] == "Refused"
+    assert "not a healthy replica" in plan.status["switchover"]["message"]
+    assert "SwitchoverRefused" in [e.reason for e in plan.events]
+
+
+def test_switchover_to_a_missing_pod_is_refused() -> None:
+    plan = decide(_with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "demo-9@1"))
+    assert plan.status["switchover"]["result"] == "Refused"
+
+
+def test_paused_makes_no_decision() -> None:
+    pods = _three()
+    plan = decide(observed(pods[1:], spec=raw_spec(paused=True), status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
