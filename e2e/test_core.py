@@ -314,6 +314,11 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
     ("unknown service type", {"service": {"type": "Magic"}}, "Unsupported value"),
     ("unknown spread policy", {"spread": {"whenUnsatisfiable": "Sometimes"}}, "Unsupported value"),
     ("too many replicas", {"replicas": 5000}, "at most 1000"),
+    (
+        "node lost sooner than kubelets renew",
+        {"failover": {"nodeLostAfterSeconds": 5}},
+        "must be at least 11",
+    ),
 ]
 
 

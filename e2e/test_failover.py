@@ -27,7 +27,7 @@ from e2e.operator_process import OperatorProcess
 from e2e.recorder import WatchRecorder
 
 FAST = {
-    "failover": {"delaySeconds": 2, "nodeLostAfterSeconds": 6, "minIntervalSeconds": 0, "maxPerHour": 100}
+    "failover": {"delaySeconds": 2, "nodeLostAfterSeconds": 12, "minIntervalSeconds": 0, "maxPerHour": 100}
 }
 
 
@@ -142,7 +142,7 @@ def test_primary_node_heartbeat_stopped(
         started = time.monotonic()
         new = _new_primary_routed(fts, status["primary"], status["term"], timeout=40)
         elapsed = time.monotonic() - started
-        assert elapsed < 6 + 10, f"failover took {elapsed:.1f}s, expected about nodeLostAfterSeconds (6s)"
+        assert elapsed < 12 + 5, f"failover took {elapsed:.1f}s, expected about nodeLostAfterSeconds (12s)"
         # Kubernetes has not noticed yet: its grace period is 50 s.
         assert condition(kube.get(f"/api/v1/nodes/{node}"), "Ready") == "True"
         assert "heartbeat" in new["failovers"][-1]["reason"]
@@ -251,7 +251,7 @@ def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, operator: 
     fts = Fts(kube, namespace)
     fts.create(
         manifest(
-            failover={"delaySeconds": 1, "nodeLostAfterSeconds": 6, "minIntervalSeconds": 0, "maxPerHour": 1}
+            failover={"delaySeconds": 1, "nodeLostAfterSeconds": 12, "minIntervalSeconds": 0, "maxPerHour": 1}
         )
     )
     status = fts.wait_ready()

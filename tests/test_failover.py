@@ -194,3 +194,14 @@ def test_paused_makes_no_decision() -> None:
     pods = _three()
     plan = decide(observed(pods[1:], spec=raw_spec(paused=True), status={"primary": "demo-0", "term": 1}))
     assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+
+
+def test_when_every_node_looks_lost_replacements_are_not_pinned_away() -> None:
+    from ftso.model import node_view, pod_view
+
+    base = observed([], status={"primary": "", "term": 0})
+    stale = NOW - timedelta(seconds=60)
+    nodes = {n: node_view(node(n), renewed=stale) for n in ("node-0", "node-1", "node-2")}
+    plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in []), nodes, {}, None, NOW))
+    assert len(plan.creates) == 3
+    assert all("affinity" not in p["spec"] for p in plan.creates)

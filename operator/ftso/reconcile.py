@@ -344,6 +344,8 @@ def decide(observed: Observed) -> Plan:
                 if node_problem(n, n.name, observed.now, spec.failover.node_lost_after_seconds)
             )
         )
+        if len(avoid) == len(observed.nodes):
+            avoid = ()  # every node suspect says more about our view than the nodes: let the scheduler choose
         for ordinal in range(spec.replicas):
             name = names.pod_name(fts.name, ordinal)
             if name in by_name:

@@ -298,11 +298,19 @@ def build_spec_schema() -> Schema:
                             ]
                         },
                     ),
-                    "nodeLostAfterSeconds": _positive(
-                        "failover.nodeLostAfterSeconds",
+                    "nodeLostAfterSeconds": _int(
                         "A node whose heartbeat Lease is older than this is lost: its pods are replaced and its "
-                        "primary failed over.",
-                        defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
+                        "primary failed over. Kubelets renew every 10 s, so keep it above that.",
+                        default=defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
+                        **{
+                            "x-kubernetes-validations": [
+                                _rule(
+                                    f"self >= {defaults.MIN_NODE_LOST_AFTER_SECONDS}",
+                                    f"failover.nodeLostAfterSeconds must be at least "
+                                    f"{defaults.MIN_NODE_LOST_AFTER_SECONDS}: kubelets renew their Lease every 10 s",
+                                )
+                            ]
+                        },
                     ),
                     "maxPerHour": _positive(
                         "failover.maxPerHour",

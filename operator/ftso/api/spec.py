@@ -32,6 +32,7 @@ DEFAULT_FAILOVER_DELAY_SECONDS = 5
 # A node whose heartbeat Lease is this old is lost. Kubelets renew every 10 s, so two missed renewals; well
 # under Kubernetes' own 50 s node-monitor grace period.
 DEFAULT_NODE_LOST_AFTER_SECONDS = 20
+MIN_NODE_LOST_AFTER_SECONDS = 11
 DEFAULT_FAILOVER_MAX_PER_HOUR = 12
 DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS = 10
 FAILOVER_HISTORY_LIMIT = 10

@@ -1,0 +1,318 @@
+"""Failover benchmark: how long from a fault on the primary to a new primary in status, and to
+`<name>-primary` routing to it; and the same shape of fault on Kubernetes' own objects (a StatefulSet
+behind a Service, same probes) as the baseline: until the Service stops routing to the dead pod and
+until a ready replacement is routed.
+
+Trials: (a) primary force-deleted, (b) primary's container failed, (c) primary's node lost (its heartbeat
+Lease stops), (d) planned switchover. Targets: (a), (b), (d) p99 <= 1 s to the routed new primary; (c)
+within failover.nodeLostAfterSeconds + 1 s, against the baseline's 50 s or more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from typing import Any
+
+from e2e.faults import (
+    fail_container,
+    force_delete_pod,
+    heal_all_nodes,
+    lease_age,
+    resume_heartbeat,
+    stop_heartbeat,
+)
+from e2e.kube import Kube, condition, pod_ready, wait_for
+from e2e.recorder import Seen, WatchRecorder
+
+from bench.common import connect, new_namespace, percentiles, start_operator
+
+NAME = "bench"
+
+
+def _ready_ips(eps_events: list[Seen], since: float) -> list[tuple[float, frozenset[str]]]:
+    """(time, ready addresses of the Service) after each EndpointSlice event from `since` on."""
+    slices: dict[str, set[str]] = {}
+    timeline = []
+    for seen in eps_events:
+        name = seen.object["metadata"]["name"]
+        if seen.type == "DELETED":
+            slices.pop(name, None)
+        else:
+            slices[name] = {
+                a
+                for e in seen.object.get("endpoints") or []
+                if (e.get("conditions") or {}).get("ready")
+                for a in e.get("addresses") or []
+            }
+        if seen.at >= since:
+            timeline.append((seen.at, frozenset().union(*slices.values()) if slices else frozenset()))
+    return timeline
+
+
+def _pod_ip(pod_events: list[Seen], name: str, after: float) -> str:
+    for seen in reversed(pod_events):
+        if seen.object["metadata"]["name"] == name and seen.object.get("status", {}).get("podIP"):
+            return str(seen.object["status"]["podIP"])
+    return ""
+
+
+class FtsBench:
+    def __init__(self, kube: Kube, namespace: str, node_lost_after: int) -> None:
+        self.kube = kube
+        self.namespace = namespace
+        self.path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+        kube.create(
+            self.path,
+            {
+                "apiVersion": "ftso.dev/v1alpha1",
+                "kind": "FaultTolerantService",
+                "metadata": {"name": NAME},
+                "spec": {
+                    "replicas": 3,
+                    "failover": {
+                        "delaySeconds": 1,
+                        "nodeLostAfterSeconds": node_lost_after,
+                        "minIntervalSeconds": 0,
+                        "maxPerHour": 100000,
+                    },
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "app",
+                                    "image": "app:1",
+                                    "ports": [{"name": "http", "containerPort": 8080}],
+                                }
+                            ]
+                        }
+                    },
+                },
+            },
+        )
+
+    def status(self) -> dict[str, Any]:
+        return (self.kube.get(f"{self.path}/{NAME}") or {}).get("status") or {}
+
+    def settle(self) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            body = self.kube.get(f"{self.path}/{NAME}") or {}
+            status = body.get("status") or {}
+            return status if condition(body, "Ready") == "True" and status.get("primary") else None
+
+        return wait_for(ready, timeout=120, what="the benchmark service Ready")
+
+    def trial(
+        self, kind: str, recorders: tuple[WatchRecorder, WatchRecorder, WatchRecorder]
+    ) -> tuple[float, float]:
+        resources, slices, pods = recorders
+        status = self.settle()
+        old, term = status["primary"], status["term"]
+        pod = self.kube.get(f"/api/v1/namespaces/{self.namespace}/pods/{old}") or {}
+        node = pod.get("spec", {}).get("nodeName", "")
+        uid = pod.get("metadata", {}).get("uid")
+        wait_for(
+            lambda: _ready_ips(slices.snapshot(), 0)[-1][1] == {pod["status"]["podIP"]}, what="steady routing"
+        )
+        started = time.monotonic()
+        if kind == "deleted":
+            force_delete_pod(self.kube, self.namespace, old)
+        elif kind == "container":
+            fail_container(self.kube, self.namespace, old)
+        elif kind == "node":
+            stop_heartbeat(self.kube, node)
+        elif kind == "switchover":
+            self.kube.patch(
+                f"{self.path}/{NAME}", {"metadata": {"annotations": {"ftso.dev/switchover": f"@{started}"}}}
+            )
+
+        def promoted() -> Seen | None:
+            return next(
+                (
+                    s
+                    for s in resources.snapshot()
+                    if s.at >= started and (s.object.get("status") or {}).get("term", 0) > term
+                ),
+                None,
+            )
+
+        seen = wait_for(promoted, timeout=120, interval=0.05, what=f"a promotion after {kind}")
+        new = seen.object["status"]["primary"]
+        if kind == "container":
+            # The kwok stage fails the container a moment after it is asked to; count from when it shows.
+            started = next(
+                s.at
+                for s in pods.snapshot()
+                if s.object["metadata"]["uid"] == uid
+                and any(
+                    "terminated" in (c.get("state") or {})
+                    for c in s.object.get("status", {}).get("containerStatuses") or []
+                )
+            )
+
+        def routed() -> float | None:
+            ip = _pod_ip(pods.snapshot(), new, started)
+            return next(
+                (at for at, ips in _ready_ips(slices.snapshot(), started) if ip and ips == {ip}), None
+            )
+
+        routed_at = wait_for(routed, timeout=120, interval=0.05, what=f"{new} routed after {kind}")
+        if kind == "node":
+            resume_heartbeat(self.kube, node)
+            wait_for(lambda: lease_age(self.kube, node) < 12, timeout=60, what=f"{node} heartbeat back")
+        return seen.at - started, routed_at - started
+
+
+def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[float], list[float]]:
+    """A StatefulSet of 3 behind a Service; the same faults on one of its pods."""
+    namespace = new_namespace(kube, "bench-sts")
+    template = {
+        "metadata": {"labels": {"app": "sts"}},
+        "spec": {
+            "containers": [
+                {
+                    "name": "app",
+                    "image": "app:1",
+                    "ports": [{"containerPort": 8080}],
+                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 5},
+                    "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 10},
+                }
+            ]
+        },
+    }
+    kube.create(
+        f"/apis/apps/v1/namespaces/{namespace}/statefulsets",
+        {
+            "metadata": {"name": "sts"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "sts",
+                "podManagementPolicy": "Parallel",
+                "selector": {"matchLabels": {"app": "sts"}},
+                "template": template,
+            },
+        },
+    )
+    kube.create(
+        f"/api/v1/namespaces/{namespace}/services",
+        {"metadata": {"name": "sts"}, "spec": {"selector": {"app": "sts"}, "ports": [{"port": 8080}]}},
+    )
+    unrouted: list[float] = []
+    replaced: list[float] = []
+    with WatchRecorder(
+        kube.kubeconfig,
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+        "kubernetes.io/service-name=sts",
+    ) as slices:
+        for _ in range(trials):
+            pods = wait_for(
+                lambda: (
+                    (p := kube.items(f"/api/v1/namespaces/{namespace}/pods", "app=sts"))
+                    and len(p) == 3
+                    and all(pod_ready(x) for x in p)
+                    and p
+                ),
+                timeout=120,
+                what="3 ready pods",
+            )
+            victim = pods[0]
+            ip, node = victim["status"]["podIP"], victim["spec"]["nodeName"]
+            wait_for(lambda: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
+            started = time.monotonic()
+            if kind == "deleted":
+                force_delete_pod(kube, namespace, victim["metadata"]["name"])
+            elif kind == "container":
+                fail_container(kube, namespace, victim["metadata"]["name"])
+            elif kind == "node":
+                stop_heartbeat(kube, node)
+
+            def gone() -> float | None:
+                return next((at for at, ips in _ready_ips(slices.snapshot(), started) if ip not in ips), None)
+
+            def back() -> float | None:
+                return next(
+                    (at for at, ips in _ready_ips(slices.snapshot(), started) if len(ips - {ip}) == 3), None
+                )
+
+            try:
+                unrouted.append(
+                    wait_for(gone, timeout=cap, interval=0.1, what="the dead pod unrouted") - started
+                )
+                replaced.append(
+                    wait_for(back, timeout=cap, interval=0.1, what="a replacement routed") - started
+                )
+            except AssertionError:
+                replaced.append(float("inf"))
+            if kind == "node":
+                resume_heartbeat(kube, node)
+                kube.delete(f"/api/v1/namespaces/{namespace}/pods/{victim['metadata']['name']}", grace=0)
+                heal_all_nodes(kube)
+                wait_for(lambda: lease_age(kube, node) < 12, timeout=60, what="heartbeat back")
+    kube.delete(f"/api/v1/namespaces/{namespace}")
+    return unrouted, replaced
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--baseline-trials", type=int, default=30)
+    parser.add_argument(
+        "--baseline-node-trials", type=int, default=2, help="each waits for Kubernetes' own node timeouts"
+    )
+    parser.add_argument("--node-lost-after", type=int, default=12)
+    parser.add_argument("--metrics-port", type=int, default=18082)
+    parser.add_argument("--kinds", default="deleted,container,node,switchover")
+    args = parser.parse_args()
+
+    kube = connect()
+    heal_all_nodes(kube)
+    namespace = new_namespace(kube, "bench-failover")
+    operator = start_operator(kube, namespace, args.metrics_port)
+    print(
+        f"failover benchmark: {args.trials} trials per fault, nodeLostAfterSeconds={args.node_lost_after}",
+        flush=True,
+    )
+    results: dict[str, tuple[list[float], list[float]]] = {}
+    try:
+        bench = FtsBench(kube, namespace, args.node_lost_after)
+        recorders = (
+            WatchRecorder(kube.kubeconfig, bench.path),
+            WatchRecorder(
+                kube.kubeconfig,
+                f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+                f"kubernetes.io/service-name={NAME}-primary",
+            ),
+            WatchRecorder(kube.kubeconfig, f"/api/v1/namespaces/{namespace}/pods", "ftso.dev/service"),
+        )
+        for recorder in recorders:
+            recorder.__enter__()
+        for kind in args.kinds.split(","):
+            decided, routed = [], []
+            for _ in range(args.trials):
+                d, r = bench.trial(kind, recorders)
+                decided.append(d)
+                routed.append(r)
+            results[kind] = (decided, routed)
+            print(f"  ftso {kind:<11} new primary in status: {percentiles(decided)}", flush=True)
+            print(f"  ftso {kind:<11} -primary routed:       {percentiles(routed)}", flush=True)
+        for recorder in recorders:
+            recorder.__exit__()
+    finally:
+        operator.stop()
+        kube.delete(f"/api/v1/namespaces/{namespace}")
+    baselines: dict[str, Callable[[], tuple[list[float], list[float]]]] = {
+        "deleted": lambda: run_baseline(kube, "deleted", args.baseline_trials, 120),
+        "container": lambda: run_baseline(kube, "container", args.baseline_trials, 120),
+        "node": lambda: run_baseline(kube, "node", args.baseline_node_trials, 150),
+    }
+    for kind in args.kinds.split(","):
+        if kind in baselines:
+            unrouted, replaced = baselines[kind]()
+            print(f"  StatefulSet {kind:<11} dead pod unrouted:   {percentiles(unrouted)}", flush=True)
+            print(f"  StatefulSet {kind:<11} replacement routed:  {percentiles(replaced)}", flush=True)
+    kube.close()
+
+
+if __name__ == "__main__":
+    main()
