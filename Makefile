@@ -7,14 +7,15 @@ CLUSTER := e2e/cluster
 KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint fmt crd unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
+.PHONY: help venv lint fmt crd manifests unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
 
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
 	@echo "make test         unit and end-to-end tests (builds and starts the local control plane)"
 	@echo "make lint         ruff and mypy --strict"
 	@echo "make cluster-up   start the local control plane; cluster-down stops it"
-	@echo "make crd          regenerate crds/ from operator/ftso/api/crd.py"
+	@echo "make crd          regenerate crds/ (and the chart's copy) from operator/ftso/api/crd.py"
+	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -36,6 +37,11 @@ fmt: venv
 
 crd: venv
 	$(BIN)/ftso crd > crds/ftso.dev_faulttolerantservices.yaml
+	cp crds/ftso.dev_faulttolerantservices.yaml charts/ftso/crds/
+
+manifests: crd
+	@$(CLUSTER)/build.sh >/dev/null
+	hack/render-manifests.sh > manifests/install.yaml
 
 unit: venv
 	$(BIN)/pytest tests $(PYTEST_ARGS)

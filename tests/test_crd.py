@@ -95,3 +95,10 @@ def test_every_rule_has_a_message() -> None:
     visit(build_crd())
     assert len(rules) >= 10
     assert all(rule.get("message") for rule in rules)
+
+
+def test_the_chart_ships_the_same_crd() -> None:
+    chart_copy = ROOT / "charts" / "ftso" / "crds" / "ftso.dev_faulttolerantservices.yaml"
+    assert chart_copy.read_text() == CRD_FILE.read_text(), (
+        "charts/ftso/crds/ drifted from crds/: run `make crd`"
+    )

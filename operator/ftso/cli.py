@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,22 +27,19 @@ def _run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         liveness_endpoint=args.liveness or None,
         metrics_port=args.metrics_port or None,
-        peering_name=args.peering,
-        priority=args.priority,
+        leader_election_namespace=args.leader_election_namespace or None,
+        leader_election_name=args.leader_election_name,
+        lease_seconds=args.lease_seconds,
         verbose=args.verbose,
     )
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.FULL)
     if args.log_writes:
         logging.getLogger("ftso.client").setLevel(logging.DEBUG)
-    # Node heartbeats live in kube-node-lease: a namespaced operator watches that namespace too.
-    namespaces = (*settings.namespaces, "kube-node-lease") if settings.namespaces else ()
     kopf.run(
         clusterwide=not settings.namespaces,
-        namespaces=namespaces,
+        namespaces=settings.namespaces,
         liveness_endpoint=settings.liveness_endpoint,
-        standalone=settings.peering_name is None,
-        peering_name=settings.peering_name,
-        priority=settings.priority,
+        standalone=True,
         memo=kopf.Memo(settings=settings),
     )
     return 0
@@ -171,8 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)"
     )
     run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
-    run.add_argument("--peering", help="kopf peering name: run several operators, one active")
-    run.add_argument("--priority", type=int, default=0, help="peering priority (highest is active)")
+    run.add_argument(
+        "--leader-election-namespace",
+        default=os.environ.get("FTSO_LEADER_ELECTION_NAMESPACE", ""),
+        help="run several replicas, one acting, elected through a Lease in this namespace",
+    )
+    run.add_argument("--leader-election-name", default="ftso-operator", help="name of that Lease")
+    run.add_argument("--lease-seconds", type=float, default=4.0, help="a standby takes over after this long")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.add_argument(

@@ -14,7 +14,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -201,6 +201,71 @@ class KubeClient:
             await asyncio.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 5.0)
         raise AssertionError("unreachable")
+
+    async def watch(
+        self,
+        kind: str,
+        namespace: str | None,
+        on_event: Callable[[str, dict[str, Any]], None],
+        *,
+        label_selector: str = "",
+        timeout_seconds: int = 300,
+    ) -> None:
+        """List, then watch, forever: `on_event(type, object)` for every object and change. Relists after
+        an expired resourceVersion, reconnects after errors with backoff. For the few streams kopf does not
+        own (node heartbeats, which live outside the namespaces a namespaced operator serves)."""
+        path = _path(*KIND_PATHS[kind], namespace)
+        delay = 0.1
+        resource_version = ""
+        while True:
+            try:
+                if not resource_version:
+                    params = {"labelSelector": label_selector} if label_selector else None
+                    listing = await self.request("GET", path, params=params)
+                    for item in listing.get("items") or []:
+                        on_event("ADDED", item)
+                    resource_version = str((listing.get("metadata") or {}).get("resourceVersion") or "")
+                params = {
+                    "watch": "1",
+                    "resourceVersion": resource_version,
+                    "timeoutSeconds": str(timeout_seconds),
+                    "allowWatchBookmarks": "true",
+                }
+                if label_selector:
+                    params["labelSelector"] = label_selector
+                headers = {"Accept": JSON, "User-Agent": "ftso-operator"}
+                if authorization := self.credentials.authorization():
+                    headers["Authorization"] = authorization
+                self.requests["WATCH"] += 1
+                timeout = aiohttp.ClientTimeout(total=None, sock_read=timeout_seconds + 30)
+                async with self._session_now().get(
+                    self.credentials.server + path, params=params, headers=headers, timeout=timeout
+                ) as response:
+                    if response.status >= 400:
+                        raise _error(response.status, await response.text())
+                    async for line in response.content:
+                        if not line.strip():
+                            continue
+                        event = json.loads(line)
+                        obj = event.get("object") or {}
+                        if event.get("type") == "ERROR":
+                            resource_version = ""  # 410 Gone: relist
+                            break
+                        resource_version = str(
+                            (obj.get("metadata") or {}).get("resourceVersion") or resource_version
+                        )
+                        if event.get("type") != "BOOKMARK":
+                            on_event(str(event.get("type")), obj)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (ApiError, aiohttp.ClientError, TimeoutError, ValueError) as error:
+                logger.warning("watch of %s failed, retrying in %.1fs: %s", path, delay, error)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                resource_version = (
+                    "" if isinstance(error, ApiError) and error.status == 410 else resource_version
+                )
 
     # Typed helpers over `request`, one per operation the operator performs.
 

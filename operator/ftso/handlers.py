@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,7 @@ from ftso import metrics, names
 from ftso.api.spec import parse_spec
 from ftso.client import KubeClient
 from ftso.controller import Controller
+from ftso.leader import LeaderElector, LeaseSettings
 from ftso.reconcile import Plan
 from ftso.settings import OperatorSettings
 from ftso.store import Key, Store
@@ -37,6 +40,7 @@ class Runtime:
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
         self.background: list[asyncio.Task[None]] = []
         self._stale: dict[tuple[str, Key], bool] = {}
+        self._promoted_at: dict[Key, float] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         started = time.perf_counter()
@@ -49,21 +53,33 @@ class Runtime:
         finally:
             metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
-    @staticmethod
-    async def _observe_plan(key: Key, plan: Plan) -> None:
+    async def _observe_plan(self, key: Key, plan: Plan) -> None:
         metrics.observe_plan(key, plan)
         if plan.promotion:
             metrics.PROMOTIONS.labels(reason=plan.promotion).inc()
+            self._promoted_at[key] = time.monotonic()
+        if any(e.reason in ("FailoverCompleted", "SwitchoverCompleted") for e in plan.events):
+            promoted_at = self._promoted_at.pop(key, None)
+            if promoted_at is not None:
+                metrics.FAILOVER_SECONDS.observe(time.monotonic() - promoted_at)
+
+    async def start(self) -> None:
+        """Begin acting: fill the view, then run reconciles, the resync and the heartbeat watch."""
+        await self.prime()
+        self.queue.start()
+        metrics.LEADER.set(1)
+        self.background += [
+            asyncio.create_task(self.resync_forever(), name="ftso-resync"),
+            asyncio.create_task(self.follow_node_leases(), name="ftso-node-leases"),
+            asyncio.create_task(self.watch_heartbeats(), name="ftso-heartbeats"),
+        ]
 
     async def prime(self) -> None:
         """Fill the store from one LIST of each kind before the first reconcile: a reconcile that saw the
         resource but not yet its pods would create pods that exist and report a wrong status."""
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-        now = datetime.now(UTC)
         for node in await self.client.list("Node", None):
             self.store.put_node(node)
-        for lease in await self.client.list("Lease", NODE_LEASE_NAMESPACE):
-            self.store.put_lease(lease, now)
         for namespace in namespaces:
             for kind, put in (
                 ("Pod", self.store.put_pod),
@@ -75,6 +91,15 @@ class Runtime:
                     put(item)
             for resource in await self.client.list(names.KIND, namespace):
                 self.queue.add(self.store.put_resource(resource))
+
+    async def follow_node_leases(self) -> None:
+        """Node heartbeats, watched by our client: kopf serves only the operator's own namespaces."""
+
+        def on_event(kind: str, lease: dict[str, Any]) -> None:
+            if kind != "DELETED":
+                self.store.put_lease(lease, datetime.now(UTC))
+
+        await self.client.watch("Lease", NODE_LEASE_NAMESPACE, on_event)
 
     async def watch_heartbeats(self) -> None:
         """Leases are renewed every few seconds; reconciling on each renewal would be waste. Instead, look
@@ -100,6 +125,12 @@ class Runtime:
                 self.queue.add(key)
 
 
+def _stop_acting() -> None:
+    # Another replica may take over any moment now: end this process at once rather than act beside it.
+    logging.getLogger(__name__).error("leadership lost; exiting so that only the new leader acts")
+    os._exit(3)
+
+
 def _runtime(memo: Any) -> Runtime:
     runtime: Runtime = memo.runtime
     return runtime
@@ -122,22 +153,28 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Only objects we own are streamed to us, not every pod in the cluster.
     for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices"):
         settings.watching.label_selectors[plural] = names.LABEL_SERVICE
-    if ours.peering_name:
-        settings.peering.name = ours.peering_name
-        settings.peering.priority = ours.priority
-        settings.peering.mandatory = True
-    else:
-        settings.peering.standalone = True
+    settings.peering.standalone = True  # one actor is chosen by our own Lease (leader.py), not kopf peering
+    settings.scanning.disabled = True  # serve what exists at startup: no need to read CRDs or namespaces
     runtime = Runtime(ours)
     memo.runtime = runtime
     if ours.metrics_port:
         metrics.serve(ours.metrics_port, runtime.client)
-    await runtime.prime()
-    runtime.queue.start()
-    runtime.background = [
-        asyncio.create_task(runtime.resync_forever(), name="ftso-resync"),
-        asyncio.create_task(runtime.watch_heartbeats(), name="ftso-heartbeats"),
-    ]
+    if ours.leader_election_namespace:
+        elector = LeaderElector(
+            runtime.client,
+            LeaseSettings(
+                namespace=ours.leader_election_namespace,
+                name=ours.leader_election_name,
+                identity=f"{socket.gethostname()}_{os.getpid()}",
+                lease_seconds=ours.lease_seconds,
+                renew_seconds=max(0.2, ours.lease_seconds / 4),
+            ),
+        )
+        runtime.background.append(
+            asyncio.create_task(elector.run(runtime.start, _stop_acting), name="ftso-leader")
+        )
+    else:
+        await runtime.start()
 
 
 @kopf.on.login()
@@ -230,11 +267,3 @@ def _ready(node: dict[str, Any]) -> bool:
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _owned_event(event, memo, "put_endpoint_slice", "drop_endpoint_slice")
-
-
-@kopf.on.event(
-    "coordination.k8s.io", "v1", "leases", when=lambda namespace, **_: namespace == NODE_LEASE_NAMESPACE
-)
-def lease_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    if event["type"] != "DELETED":
-        _runtime(memo).store.put_lease(dict(event["object"]), datetime.now(UTC))

@@ -33,6 +33,15 @@ PROMOTIONS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+LEADER = Gauge(
+    "ftso_leader", "1 while this replica acts (holds the leader Lease, or runs alone).", registry=REGISTRY
+)
+FAILOVER_SECONDS = Histogram(
+    "ftso_failover_duration_seconds",
+    "From deciding a new primary to <name>-primary routing to it.",
+    registry=REGISTRY,
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 REPLICAS = Gauge("ftso_replicas", "Pods that exist, per resource.", ["namespace", "name"], registry=REGISTRY)
 READY = Gauge("ftso_ready_replicas", "Pods Ready, per resource.", ["namespace", "name"], registry=REGISTRY)
 SERVING = Gauge(

@@ -15,7 +15,9 @@ class OperatorSettings:
     resync_seconds: float = 60.0
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     metrics_port: int | None = None
-    peering_name: str | None = None
-    priority: int = 0
+    # With a namespace, replicas elect one leader through a Lease there; without, this process acts alone.
+    leader_election_namespace: str | None = None
+    leader_election_name: str = "ftso-operator"
+    lease_seconds: float = 4.0
     verbose: bool = False
     extra: dict[str, str] = field(default_factory=dict)

@@ -1,0 +1,62 @@
+{{- define "ftso.fullname" -}}
+{{- if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ftso.labels" -}}
+app.kubernetes.io/name: ftso
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "ftso.selectorLabels" -}}
+app.kubernetes.io/name: ftso
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "ftso.serviceAccountName" -}}
+{{- default (include "ftso.fullname" .) .Values.serviceAccount.name -}}
+{{- end -}}
+
+{{/* What the operator does to the objects of the namespaces it serves: no wildcards, no Secrets. */}}
+{{- define "ftso.namespacedRules" -}}
+- apiGroups: ["ftso.dev"]
+  resources: ["faulttolerantservices"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["ftso.dev"]
+  resources: ["faulttolerantservices/status"]
+  verbs: ["get", "patch", "update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete", "patch"]
+- apiGroups: [""]
+  resources: ["services"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["policy"]
+  resources: ["poddisruptionbudgets"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["discovery.k8s.io"]
+  resources: ["endpointslices"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end -}}
+
+{{/* Failover reads node health and node heartbeats, wherever the pods run. */}}
+{{- define "ftso.nodeRules" -}}
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
+
+{{- define "ftso.leaseRules" -}}
+- apiGroups: ["coordination.k8s.io"]
+  resources: ["leases"]
+  verbs: ["get", "list", "watch"]
+{{- end -}}
