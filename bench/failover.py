@@ -218,7 +218,7 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
             )
             victim = pods[0]
             ip, node = victim["status"]["podIP"], victim["spec"]["nodeName"]
-            wait_for(lambda: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
+            wait_for(lambda ip=ip: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
             started = time.monotonic()
             if kind == "deleted":
                 force_delete_pod(kube, namespace, victim["metadata"]["name"])
@@ -227,10 +227,10 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
             elif kind == "node":
                 stop_heartbeat(kube, node)
 
-            def gone() -> float | None:
+            def gone(ip: str = ip, started: float = started) -> float | None:
                 return next((at for at, ips in _ready_ips(slices.snapshot(), started) if ip not in ips), None)
 
-            def back() -> float | None:
+            def back(ip: str = ip, started: float = started) -> float | None:
                 return next(
                     (at for at, ips in _ready_ips(slices.snapshot(), started) if len(ips - {ip}) == 3), None
                 )
@@ -248,7 +248,7 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
                 resume_heartbeat(kube, node)
                 kube.delete(f"/api/v1/namespaces/{namespace}/pods/{victim['metadata']['name']}", grace=0)
                 heal_all_nodes(kube)
-                wait_for(lambda: lease_age(kube, node) < 12, timeout=60, what="heartbeat back")
+                wait_for(lambda node=node: lease_age(kube, node) < 12, timeout=60, what="heartbeat back")
     kube.delete(f"/api/v1/namespaces/{namespace}")
     return unrouted, replaced
 
