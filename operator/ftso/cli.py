@@ -153,8 +153,34 @@ def _switchover(args: argparse.Namespace) -> int:
     return code
 
 
+def _set_paused(args: argparse.Namespace) -> int:
+    from ftso.client import ApiError, KubeClient
+
+    paused = args.command == "pause"
+
+    async def run() -> None:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            await client.merge_patch(names.KIND, args.namespace_, args.name, {"spec": {"paused": paused}})
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1 if error.not_found else 2
+    print(f"{args.namespace_}/{args.name} {'paused: no decisions until resumed' if paused else 'resumed'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ftso", description="Fault-Tolerant Service Operator")
+    prog = "kubectl ftso" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "ftso"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Fault-Tolerant Service Operator. Exit codes: 0 done (status: Ready), 1 refused or not "
+        "found, 2 error or timeout, 3 status: not Ready.",
+    )
     parser.add_argument(
         "--kubeconfig", help="path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )
@@ -202,6 +228,15 @@ def build_parser() -> argparse.ArgumentParser:
     switchover.add_argument("--namespace", "-n", dest="namespace_", default="default")
     switchover.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     switchover.set_defaults(func=_switchover)
+
+    for verb, text in (
+        ("pause", "stop every decision and action (status is still reported)"),
+        ("resume", "undo pause"),
+    ):
+        command = commands.add_parser(verb, help=text)
+        command.add_argument("name")
+        command.add_argument("--namespace", "-n", dest="namespace_", default="default")
+        command.set_defaults(func=_set_paused)
     return parser
 
 
