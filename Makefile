@@ -44,7 +44,7 @@ manifests: crd
 	hack/render-manifests.sh > manifests/install.yaml
 
 unit: venv
-	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests examples/counter $(PYTEST_ARGS)
 
 e2e: venv cluster-up
 	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/pytest e2e $(PYTEST_ARGS)

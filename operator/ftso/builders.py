@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftso import names
-from ftso.api.spec import FtsSpec, ProbeSettings
+from ftso.api.spec import FtsSpec, ProbeSettings, container_ports
+from ftso.model import PodView
 
 ROLE_VOLUME = "ftso-role"
 ROLE_MOUNT_PATH = "/etc/ftso"
@@ -109,6 +110,71 @@ def _role_volume() -> dict[str, Any]:
     }
 
 
+CHECKPOINT_VOLUME = "ftso-checkpoints"
+CHECKPOINT_MOUNT = "/checkpoints"
+ANNOTATION_RESTORED_FROM = names.PREFIX + "restored-from"
+
+
+def _checkpoint_env(checkpoint_id: str) -> list[dict[str, Any]]:
+    return [
+        {"name": "FTSO_CHECKPOINT_ID", "value": checkpoint_id},
+        {"name": "FTSO_CHECKPOINT_DIR", "value": CHECKPOINT_MOUNT},
+        {"name": "FTSO_CHECKPOINT_PATH", "value": f"{CHECKPOINT_MOUNT}/{checkpoint_id}"},
+    ]
+
+
+def _with_checkpoint_storage(container: Mapping[str, Any], env: list[dict[str, Any]]) -> dict[str, Any]:
+    result = copy.deepcopy(dict(container))
+    result["env"] = [*env, *(result.get("env") or [])]
+    result["volumeMounts"] = [
+        *(result.get("volumeMounts") or []),
+        {"name": CHECKPOINT_VOLUME, "mountPath": CHECKPOINT_MOUNT},
+    ]
+    return result
+
+
+def build_checkpoint_job(
+    spec: FtsSpec, owner: Owner, *, checkpoint_id: str, job_name: str, source: PodView, term: int
+) -> dict[str, Any]:
+    """The Job that takes one checkpoint: the user's container, told what to copy and where to write."""
+    assert spec.checkpoint is not None
+    checkpoint = spec.checkpoint
+    named = {name: number for name, number, _ in container_ports(spec.template)}
+    targets = [
+        p.target_port if isinstance(p.target_port, int) else named.get(p.target_port)
+        for p in spec.service.ports
+    ]
+    port = next((t for t in targets if t is not None), None)
+    env = [
+        {"name": "FTSO_SERVICE", "value": owner.name},
+        {"name": "FTSO_TARGET_POD", "value": source.name},
+        {"name": "FTSO_TARGET_IP", "value": source.pod_ip},
+        {"name": "FTSO_TARGET_PORT", "value": str(port or "")},
+        {"name": "FTSO_TERM", "value": str(term)},
+        *_checkpoint_env(checkpoint_id),
+    ]
+    labels = {names.PREFIX + "checkpoint": checkpoint_id}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": owner.metadata(job_name, labels),
+        "spec": {
+            "backoffLimit": checkpoint.retries,
+            "activeDeadlineSeconds": checkpoint.timeout_seconds,
+            "template": {
+                "metadata": {
+                    "labels": {**checkpoint.labels, names.LABEL_SERVICE + "-checkpoint": owner.name, **labels}
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [_with_checkpoint_storage(checkpoint.template, env)],
+                    "volumes": [{"name": CHECKPOINT_VOLUME, **checkpoint.storage}],
+                },
+            },
+        },
+    }
+
+
 def build_pod(
     spec: FtsSpec,
     owner: Owner,
@@ -117,6 +183,7 @@ def build_pod(
     role: str,
     term: int,
     avoid_nodes: tuple[str, ...] = (),
+    restore_from: str = "",
 ) -> dict[str, Any]:
     template = copy.deepcopy(dict(spec.template))
     template_meta = template.get("metadata") or {}
@@ -163,6 +230,20 @@ def build_pod(
         names.ANNOTATION_TERM: str(term),
         names.ANNOTATION_TEMPLATE_HASH: template_hash(spec),
     }
+    if restore_from and spec.checkpoint is not None and spec.checkpoint.restore_template is not None:
+        # The pod starts only once the user's restore container has loaded the checkpoint.
+        env = [*_checkpoint_env(restore_from), {"name": "FTSO_POD", "value": name}]
+        restore = _with_checkpoint_storage(spec.checkpoint.restore_template, env)
+        # It sees the main container's volumes (where the data goes), unless it mounts them itself.
+        taken = {m.get("mountPath") for m in restore["volumeMounts"]}
+        restore["volumeMounts"] += [
+            m
+            for m in pod_spec["containers"][0].get("volumeMounts", [])
+            if m.get("name") != ROLE_VOLUME and m.get("mountPath") not in taken
+        ]
+        pod_spec["initContainers"] = [*(pod_spec.get("initContainers") or []), restore]
+        pod_spec["volumes"] = [*pod_spec["volumes"], {"name": CHECKPOINT_VOLUME, **spec.checkpoint.storage}]
+        metadata["annotations"][ANNOTATION_RESTORED_FROM] = restore_from
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 

@@ -174,6 +174,77 @@ def _set_paused(args: argparse.Namespace) -> int:
     return 0
 
 
+def _checkpoint(args: argparse.Namespace) -> int:
+    import time
+
+    from ftso.checkpoints import CHECKPOINT_ANNOTATION
+    from ftso.client import ApiError, KubeClient
+
+    request = f"cli-{int(time.time() * 1000)}"
+
+    async def run() -> tuple[int, str]:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            await client.merge_patch(
+                names.KIND,
+                args.namespace_,
+                args.name,
+                {"metadata": {"annotations": {CHECKPOINT_ANNOTATION: request}}},
+            )
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                status = (await client.get(names.KIND, args.namespace_, args.name)).get("status") or {}
+                if (status.get("checkpointSchedule") or {}).get("lastRequest") == request:
+                    entry = (status.get("checkpoints") or [{}])[-1]
+                    if not args.wait or entry.get("result") in ("Succeeded", "Failed"):
+                        code = 0 if entry.get("result") in ("Succeeded", "Running") else 1
+                        return (
+                            code,
+                            f"checkpoint {entry.get('id')}: {entry.get('result')} {entry.get('reason') or ''}".rstrip(),
+                        )
+                await asyncio.sleep(0.2)
+            return (
+                2,
+                f"no answer within {args.timeout:.0f}s (is the operator running? is checkpoint configured?)",
+            )
+        finally:
+            await client.close()
+
+    try:
+        code, message = asyncio.run(run())
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1 if error.not_found else 2
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _restore(args: argparse.Namespace) -> int:
+    from ftso.client import ApiError, KubeClient
+
+    async def run() -> None:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            await client.merge_patch(
+                names.KIND,
+                args.namespace_,
+                args.name,
+                {"spec": {"restore": {"checkpoint": args.id or "latest"}}},
+            )
+        finally:
+            await client.close()
+
+    try:
+        asyncio.run(run())
+    except ApiError as error:
+        print(f"error: {error.message}", file=sys.stderr)
+        return 1 if error.not_found else 2
+    print(
+        f"new and replaced pods of {args.namespace_}/{args.name} now restore from checkpoint {args.id or 'latest'}"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = "kubectl ftso" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "ftso"
     parser = argparse.ArgumentParser(
@@ -228,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     switchover.add_argument("--namespace", "-n", dest="namespace_", default="default")
     switchover.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
     switchover.set_defaults(func=_switchover)
+
+    checkpoint = commands.add_parser("checkpoint", help="take a checkpoint now (joins one that is running)")
+    checkpoint.add_argument("name")
+    checkpoint.add_argument("--namespace", "-n", dest="namespace_", default="default")
+    checkpoint.add_argument("--wait", action="store_true", help="wait for the result (exit 1 when it failed)")
+    checkpoint.add_argument("--timeout", type=float, default=300.0)
+    checkpoint.set_defaults(func=_checkpoint)
+
+    restore = commands.add_parser("restore", help="restore new and replaced pods from a checkpoint")
+    restore.add_argument("name")
+    restore.add_argument("--id", help="checkpoint id (default: the latest successful one)")
+    restore.add_argument("--namespace", "-n", dest="namespace_", default="default")
+    restore.set_defaults(func=_restore)
 
     for verb, text in (
         ("pause", "stop every decision and action (status is still reported)"),

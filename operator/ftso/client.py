@@ -131,6 +131,7 @@ KIND_PATHS: Mapping[str, tuple[str, str, str]] = {
     "Service": ("", "v1", "services"),
     "Event": ("", "v1", "events"),
     "Node": ("", "v1", "nodes"),
+    "Job": ("batch", "v1", "jobs"),
     "Lease": ("coordination.k8s.io", "v1", "leases"),
     "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
     "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
@@ -287,13 +288,22 @@ class KubeClient:
         )
 
     async def delete(
-        self, kind: str, namespace: str, name: str, *, uid: str = "", grace_seconds: int | None = None
+        self,
+        kind: str,
+        namespace: str,
+        name: str,
+        *,
+        uid: str = "",
+        grace_seconds: int | None = None,
+        propagation: str = "",
     ) -> None:
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
         if uid:
             options["preconditions"] = {"uid": uid}
         if grace_seconds is not None:
             options["gracePeriodSeconds"] = grace_seconds
+        if propagation:
+            options["propagationPolicy"] = propagation
         await self.request("DELETE", _path(*KIND_PATHS[kind], namespace, name), body=options)
 
     async def merge_patch(

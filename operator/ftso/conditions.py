@@ -13,6 +13,7 @@ DEGRADED = "Degraded"
 INVALID_SPEC = "InvalidSpec"
 PRIMARY_UNAVAILABLE = "PrimaryUnavailable"
 FAILING_OVER = "FailingOver"
+CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
 
 
 @dataclass(frozen=True)

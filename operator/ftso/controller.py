@@ -11,8 +11,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ftso import names
+from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
-from ftso.model import format_time, node_view, pod_view
+from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.reconcile import EventSpec, FtsView, Observed, Plan, decide
 from ftso.store import Key, Store
 
@@ -46,6 +47,7 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
             spec=body.get("spec") or {},
             status=body.get("status") or {},
             annotations=metadata.get("annotations") or {},
+            created_at=parse_time(metadata.get("creationTimestamp")),
         ),
         pods=tuple(pod_view(p, key[1]) for p in owned),
         nodes=nodes,
@@ -53,6 +55,11 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
         pdb=store.pdbs.get(key),
         now=now,
         primary_endpoints=store.ready_addresses(key, f"{key[1]}-primary"),
+        jobs=tuple(
+            job_view(j)
+            for j in store.jobs.get(key, {}).values()
+            if any(ref.get("uid") == uid for ref in (j.get("metadata") or {}).get("ownerReferences") or [])
+        ),
     )
 
 
@@ -99,6 +106,12 @@ class Controller:
         )
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
+        for job_name in plan.job_deletes:
+            await self._ignore_missing(
+                self.client.delete("Job", namespace, job_name, propagation="Background")
+            )
+        for job in plan.job_creates:
+            await self._create(job)
         for event in plan.events:
             await self._post_event(observed, event)
 
@@ -141,6 +154,8 @@ class Controller:
             self.store.put_service(obj)
         elif kind == "PodDisruptionBudget":
             self.store.put_pdb(obj)
+        elif kind == "Job":
+            self.store.put_job(obj)
 
     @staticmethod
     async def _ignore_missing(call: Awaitable[Any]) -> None:

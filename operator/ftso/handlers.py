@@ -86,6 +86,7 @@ class Runtime:
                 ("Service", self.store.put_service),
                 ("PodDisruptionBudget", self.store.put_pdb),
                 ("EndpointSlice", self.store.put_endpoint_slice),
+                ("Job", self.store.put_job),
             ):
                 for item in await self.client.list(kind, namespace, names.LABEL_SERVICE):
                     put(item)
@@ -151,7 +152,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
     # Only objects we own are streamed to us, not every pod in the cluster.
-    for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices"):
+    for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices", "jobs"):
         settings.watching.label_selectors[plural] = names.LABEL_SERVICE
     settings.peering.standalone = True  # one actor is chosen by our own Lease (leader.py), not kopf peering
     settings.scanning.disabled = True  # serve what exists at startup: no need to read CRDs or namespaces
@@ -267,3 +268,8 @@ def _ready(node: dict[str, Any]) -> bool:
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _owned_event(event, memo, "put_endpoint_slice", "drop_endpoint_slice")
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={names.LABEL_SERVICE: kopf.PRESENT})
+def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    _owned_event(event, memo, "put_job", "drop_job")

@@ -17,9 +17,25 @@ from ftso.api.spec import (
     parse_spec,
     resolve_max_unavailable,
 )
-from ftso.builders import Owner, build_pdb, build_pod, build_services, drifted, template_hash
+from ftso.builders import (
+    ANNOTATION_RESTORED_FROM,
+    Owner,
+    build_checkpoint_job,
+    build_pdb,
+    build_pod,
+    build_services,
+    drifted,
+    template_hash,
+)
+from ftso.checkpoints import (
+    CHECKPOINT_ANNOTATION,
+    CheckpointPlan,
+    JobView,
+    decide_checkpoints,
+    restore_source,
+)
 from ftso.health import Health, Verdict, judge_pod, node_problem
-from ftso.model import NodeView, PodView, format_time
+from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.roles import PLANNED, RoleDecision, decide_primary
 
 
@@ -32,6 +48,7 @@ class FtsView:
     spec: Mapping[str, Any]
     status: Mapping[str, Any]
     annotations: Mapping[str, str] = field(default_factory=dict)
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -44,6 +61,7 @@ class Observed:
     now: datetime
     # Ready addresses of <name>-primary's EndpointSlices: when they hold exactly the new primary, it is routed.
     primary_endpoints: frozenset[str] = frozenset()
+    jobs: tuple[JobView, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -80,12 +98,22 @@ class Plan:
     owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
     applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
     events: list[EventSpec] = field(default_factory=list)
+    job_creates: list[dict[str, Any]] = field(default_factory=list)
+    job_deletes: list[str] = field(default_factory=list)
     requeue_after: float | None = None
     promotion: str = ""  # why a new primary was chosen, when one was
 
     @property
     def acts(self) -> bool:
-        return bool(self.patches or self.deletes or self.creates or self.owned_creates or self.applies)
+        return bool(
+            self.patches
+            or self.deletes
+            or self.creates
+            or self.owned_creates
+            or self.applies
+            or self.job_creates
+            or self.job_deletes
+        )
 
 
 SWITCHOVER_ANNOTATION = names.PREFIX + "switchover"
@@ -151,6 +179,57 @@ def _mark_routed(
         reason,
         f"{primary} is primary and routed (term {last.get('term')}, from {last.get('from') or '-'})",
     )
+
+
+def _recovery(
+    spec: FtsSpec,
+    previous: Mapping[str, Any],
+    checkpoints: CheckpointPlan,
+    decision: RoleDecision,
+    pods: tuple[PodView, ...],
+    verdicts: Mapping[str, Verdict],
+    *,
+    now: datetime,
+    acting: bool,
+    events: list[EventSpec],
+) -> dict[str, Any]:
+    """The last rung: every pod lost and no replica to promote. New pods load the latest good checkpoint and
+    one of them becomes primary with a new term; the age of that checkpoint is what may have been lost."""
+    recovery = dict(previous.get("recovery") or {})
+    active = bool(recovery.get("checkpoint")) and not recovery.get("completedAt")
+    if active and decision.promoted:
+        recovery["completedAt"] = format_time(now)
+        events.append(
+            EventSpec(
+                "Normal",
+                "RecoveredFromCheckpoint",
+                f"{decision.primary} is primary (term {decision.term}), restored from checkpoint "
+                f"{recovery['checkpoint']}; data-loss window {recovery.get('dataLossWindowSeconds')}s",
+            )
+        )
+        return recovery
+    if active or not acting or not spec.primary_replica or decision.primary or decision.term == 0:
+        return recovery
+    if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
+        return recovery
+    if any(verdicts[p.name].health in (Health.HEALTHY, Health.STARTING, Health.DEGRADED) for p in pods):
+        return recovery  # someone may still come back with the data
+    entry = next((e for e in checkpoints.history if e.get("id") == checkpoints.last_successful), {})
+    finished = parse_time(entry.get("finishedAt")) or now
+    window = max(0, int((now - finished).total_seconds()))
+    events.append(
+        EventSpec(
+            "Warning",
+            "RecoveryStarted",
+            f"every pod is lost: recreating them from checkpoint {checkpoints.last_successful} "
+            f"(data-loss window {window}s)",
+        )
+    )
+    return {
+        "checkpoint": checkpoints.last_successful,
+        "startedAt": format_time(now),
+        "dataLossWindowSeconds": window,
+    }
 
 
 def _canonical(status: Mapping[str, Any]) -> str:
@@ -222,6 +301,8 @@ def _status_pods(
             "reason": verdict.reason,
             "updated": pod.template_hash == desired_hash,
         }
+        if pod.annotations.get(ANNOTATION_RESTORED_FROM):
+            entry["restoredFrom"] = pod.annotations[ANNOTATION_RESTORED_FROM]
         entries.append(entry)
     return entries
 
@@ -301,6 +382,34 @@ def decide(observed: Observed) -> Plan:
             history = history[-FAILOVER_HISTORY_LIMIT:]
     primary, term = decision.primary, decision.term
 
+    checkpoint_plan = decide_checkpoints(
+        spec,
+        name=fts.name,
+        created_at=fts.created_at or observed.now,
+        request=fts.annotations.get(CHECKPOINT_ANNOTATION, ""),
+        previous=previous,
+        jobs=observed.jobs,
+        pods=[p for p in pods if not p.deleting],
+        verdicts=verdicts,
+        primary=primary,
+        term=term,
+        now=observed.now,
+        acting=acting,
+    )
+    events.extend(EventSpec(*e) for e in checkpoint_plan.events)
+    recovery = _recovery(
+        spec,
+        previous,
+        checkpoint_plan,
+        decision,
+        pods,
+        verdicts,
+        now=observed.now,
+        acting=acting,
+        events=events,
+    )
+    restore_from = restore_source(spec, {"recovery": recovery}, checkpoint_plan.last_successful)
+
     fence = decision.previous if decision.reason in ("Failover", "Lost") else ""
     roles = {p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary, fence=fence) for p in pods}
     if not acting:
@@ -351,12 +460,36 @@ def decide(observed: Observed) -> Plan:
             if name in by_name:
                 continue
             plan.creates.append(
-                build_pod(spec, owner, ordinal, role=names.ROLE_REPLICA, term=term, avoid_nodes=avoid)
+                build_pod(
+                    spec,
+                    owner,
+                    ordinal,
+                    role=names.ROLE_REPLICA,
+                    term=term,
+                    avoid_nodes=avoid,
+                    restore_from=restore_from,
+                )
             )
             progress_reason = progress_reason or "Creating"
         if plan.creates:
             created = ", ".join(p["metadata"]["name"] for p in plan.creates)
-            events.append(EventSpec("Normal", "Created", f"created pods {created}"))
+            suffix = f", restored from checkpoint {restore_from}" if restore_from else ""
+            events.append(EventSpec("Normal", "Created", f"created pods {created}{suffix}"))
+        start = checkpoint_plan.start
+        if start is not None:
+            source = by_name.get(str(start.get("sourcePod")))
+            if source is not None:
+                plan.job_creates.append(
+                    build_checkpoint_job(
+                        spec,
+                        owner,
+                        checkpoint_id=str(start["id"]),
+                        job_name=str(start["job"]),
+                        source=source,
+                        term=int(start.get("term") or term),
+                    )
+                )
+        plan.job_deletes = checkpoint_plan.delete_jobs
         if rollout_ready and not plan.deletes and not plan.creates and decision.reason != "RollingUpdate":
             victims = sorted((p for p in outdated if p.name != primary), key=lambda p: -p.ordinal)
             victim = victims[0] if victims else (outdated[0] if spec.replicas == 1 else None)
@@ -435,6 +568,8 @@ def decide(observed: Observed) -> Plan:
             "; ".join(problems),
         ),
     ]
+    if checkpoint_plan.condition is not None:
+        condition_list.append(checkpoint_plan.condition)
     if spec.primary_replica:
         in_flight = bool(history) and not history[-1].get("routedAt")
         condition_list.append(
@@ -493,6 +628,10 @@ def decide(observed: Observed) -> Plan:
             now,
         ),
         "failovers": history,
+        "checkpoints": checkpoint_plan.history,
+        "lastSuccessfulCheckpoint": checkpoint_plan.last_successful,
+        "checkpointSchedule": checkpoint_plan.schedule_state,
+        "recovery": recovery,
         "switchover": switchover_answer,
         "conditions": cond.merge_conditions(
             previous.get("conditions") or [], condition_list, generation=fts.generation, now=now
@@ -508,6 +647,8 @@ def decide(observed: Observed) -> Plan:
     deadlines = [v.deadline for v in verdicts.values() if v.deadline is not None]
     if decision.retry_at is not None:
         deadlines.append(decision.retry_at)
+    if checkpoint_plan.next_look is not None:
+        deadlines.append(checkpoint_plan.next_look)
     if deadlines:
         plan.requeue_after = max(0.1, (min(deadlines) - observed.now).total_seconds() + 0.1)
     return plan

@@ -43,6 +43,7 @@ class Store:
         self.services: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.pdbs: dict[Key, Body] = {}
         self.endpoint_slices: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self.jobs: dict[Key, dict[str, Body]] = defaultdict(dict)
         self.nodes: dict[str, Body] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
@@ -127,6 +128,20 @@ class Store:
             self.endpoint_slices[key].pop(_meta(body)["name"], None)
             if not self.endpoint_slices[key]:
                 del self.endpoint_slices[key]
+        return key
+
+    def put_job(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is not None and _newer(self.jobs[key].get(_meta(body)["name"]), body):
+            self.jobs[key][_meta(body)["name"]] = body
+        return key
+
+    def drop_job(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is not None:
+            self.jobs[key].pop(_meta(body)["name"], None)
+            if not self.jobs[key]:
+                del self.jobs[key]
         return key
 
     def ready_addresses(self, key: Key, service: str) -> frozenset[str]:

@@ -214,6 +214,74 @@ def _service() -> Schema:
     )
 
 
+def _container_template(description: str) -> Schema:
+    return _obj(
+        {"name": _str(maxLength=63), "image": _str(maxLength=1024)},
+        required=["name", "image"],
+        description=description,
+        **{"x-kubernetes-preserve-unknown-fields": True},
+    )
+
+
+def _checkpoint() -> Schema:
+    non_negative = {"x-kubernetes-validations": [_rule("self >= 0", "must be 0 or more")]}
+    schema = _obj(
+        {
+            "schedule": _str("A cron schedule, five fields, in UTC.", maxLength=128),
+            "intervalSeconds": _int("Or: every this many seconds.", **non_negative),
+            "source": _str(
+                "Replica: a healthy replica, else the primary. Primary: the primary.",
+                enum=list(defaults.CHECKPOINT_SOURCES),
+                default="Replica",
+            ),
+            "template": _container_template(
+                "The container the checkpoint Job runs. It gets FTSO_TARGET_POD, FTSO_TARGET_IP, "
+                "FTSO_TARGET_PORT, FTSO_CHECKPOINT_ID, FTSO_TERM, FTSO_CHECKPOINT_DIR and FTSO_CHECKPOINT_PATH."
+            ),
+            "storage": {
+                "type": "object",
+                "description": "A volume source (persistentVolumeClaim, nfs, ...) mounted at /checkpoints.",
+                "x-kubernetes-preserve-unknown-fields": True,
+            },
+            "labels": _string_map("Labels of the checkpoint Jobs' pods."),
+            "timeoutSeconds": _positive(
+                "checkpoint.timeoutSeconds",
+                "A checkpoint running longer fails.",
+                defaults.DEFAULT_CHECKPOINT_TIMEOUT_SECONDS,
+            ),
+            "retries": _int(
+                "Retries of a failed checkpoint pod.",
+                default=defaults.DEFAULT_CHECKPOINT_RETRIES,
+                **non_negative,
+            ),
+            "retention": _obj(
+                {
+                    "keepLast": _positive(
+                        "checkpoint.retention.keepLast",
+                        "Successful checkpoints kept.",
+                        defaults.DEFAULT_CHECKPOINT_KEEP_LAST,
+                    ),
+                    "maxAgeSeconds": _int("Older checkpoints go (0: no limit).", **non_negative),
+                }
+            ),
+            "suspend": {"type": "boolean", "default": False, "description": "No scheduled checkpoints."},
+            "restoreTemplate": _container_template(
+                "The init container that loads a checkpoint into new pods (spec.restore, automatic "
+                "recovery). It gets FTSO_CHECKPOINT_ID, FTSO_CHECKPOINT_DIR and FTSO_CHECKPOINT_PATH."
+            ),
+        },
+        required=["template"],
+        description="Checkpoint Jobs, on a schedule and on request (annotation ftso.dev/checkpoint).",
+    )
+    schema["x-kubernetes-validations"] = [
+        _rule(
+            "!(has(self.schedule) && has(self.intervalSeconds))",
+            "checkpoint: set schedule or intervalSeconds, not both",
+        )
+    ]
+    return schema
+
+
 def build_spec_schema() -> Schema:
     return _obj(
         {
@@ -329,6 +397,18 @@ def build_spec_schema() -> Schema:
                 },
                 description="When and how often the primary is replaced (PrimaryReplica mode).",
             ),
+            "checkpoint": _checkpoint(),
+            "restore": _obj(
+                {
+                    "checkpoint": _str(
+                        "'latest' or a checkpoint id: new and replaced pods load it through "
+                        "checkpoint.restoreTemplate before they start.",
+                        minLength=1,
+                        maxLength=63,
+                    )
+                },
+                required=["checkpoint"],
+            ),
             "paused": {
                 "type": "boolean",
                 "default": False,
@@ -365,6 +445,7 @@ def build_status_schema() -> Schema:
             "since": _str("When the pod entered its current health.", format="date-time"),
             "reason": _str(),
             "updated": {"type": "boolean", "description": "Runs the current template."},
+            "restoredFrom": _str("The checkpoint the pod was restored from."),
         },
         required=["name", "health"],
     )
@@ -400,6 +481,41 @@ def build_status_schema() -> Schema:
                     required=["term", "kind", "to"],
                 ),
             },
+            "checkpoints": {
+                "type": "array",
+                "description": f"The last {defaults.CHECKPOINT_HISTORY_LIMIT} checkpoints, oldest first.",
+                "x-kubernetes-list-type": "atomic",
+                "items": _obj(
+                    {
+                        "id": _str(),
+                        "job": _str(),
+                        "result": _str("Running, Succeeded or Failed."),
+                        "reason": _str(),
+                        "sourcePod": _str(),
+                        "term": _int(format="int64"),
+                        "startedAt": _str(format="date-time"),
+                        "finishedAt": _str(format="date-time"),
+                        "durationSeconds": _int(),
+                    },
+                    required=["id", "result"],
+                ),
+            },
+            "lastSuccessfulCheckpoint": _str("Id of the newest successful checkpoint."),
+            "checkpointSchedule": _obj(
+                {
+                    "lastScheduleTime": _str(format="date-time"),
+                    "lastRequest": _str("The ftso.dev/checkpoint annotation value last answered."),
+                }
+            ),
+            "recovery": _obj(
+                {
+                    "checkpoint": _str(),
+                    "startedAt": _str(format="date-time"),
+                    "completedAt": _str(format="date-time"),
+                    "dataLossWindowSeconds": _int("Age of the checkpoint used: what may have been lost."),
+                },
+                description="The last automatic recovery from a checkpoint, after every pod was lost.",
+            ),
             "switchover": _obj(
                 {
                     "request": _str("The ftso.dev/switchover annotation value this answers."),

@@ -88,6 +88,29 @@ class FailoverSpec:
     min_interval_seconds: int = DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS
 
 
+CHECKPOINT_SOURCES = ("Replica", "Primary")
+DEFAULT_CHECKPOINT_TIMEOUT_SECONDS = 600
+DEFAULT_CHECKPOINT_RETRIES = 2
+DEFAULT_CHECKPOINT_KEEP_LAST = 5
+CHECKPOINT_HISTORY_LIMIT = 20
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    template: Mapping[str, Any]  # the container the checkpoint Job runs
+    storage: Mapping[str, Any]  # a volume source, mounted at /checkpoints in Jobs and restore containers
+    schedule: str = ""  # cron, five fields
+    interval_seconds: int = 0
+    source: str = "Replica"
+    timeout_seconds: int = DEFAULT_CHECKPOINT_TIMEOUT_SECONDS
+    retries: int = DEFAULT_CHECKPOINT_RETRIES
+    keep_last: int = DEFAULT_CHECKPOINT_KEEP_LAST
+    max_age_seconds: int = 0
+    suspend: bool = False
+    labels: Mapping[str, str] = field(default_factory=dict)
+    restore_template: Mapping[str, Any] | None = None
+
+
 @dataclass(frozen=True)
 class FtsSpec:
     replicas: int = DEFAULT_REPLICAS
@@ -98,6 +121,8 @@ class FtsSpec:
     max_unavailable: int | str = DEFAULT_MAX_UNAVAILABLE
     spread: SpreadSpec = SpreadSpec()
     failover: FailoverSpec = FailoverSpec()
+    checkpoint: CheckpointSpec | None = None
+    restore_from: str = ""  # "latest" or a checkpoint id: new and replaced pods restore from it
     paused: bool = False
 
     @property
@@ -157,6 +182,27 @@ def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
     return ServiceSpec(type=str(raw.get("type", DEFAULT_SERVICE_TYPE)), ports=tuple(ports))
 
 
+def _checkpoint(raw: Any) -> CheckpointSpec | None:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("template"), Mapping):
+        return None
+    retention = raw.get("retention") or {}
+    restore = raw.get("restoreTemplate")
+    return CheckpointSpec(
+        template=raw["template"],
+        storage=raw.get("storage") or {"emptyDir": {}},
+        schedule=str(raw.get("schedule") or ""),
+        interval_seconds=_int(raw, "intervalSeconds", 0),
+        source=str(raw.get("source") or "Replica"),
+        timeout_seconds=_int(raw, "timeoutSeconds", DEFAULT_CHECKPOINT_TIMEOUT_SECONDS),
+        retries=_int(raw, "retries", DEFAULT_CHECKPOINT_RETRIES),
+        keep_last=_int(retention, "keepLast", DEFAULT_CHECKPOINT_KEEP_LAST),
+        max_age_seconds=_int(retention, "maxAgeSeconds", 0),
+        suspend=bool(raw.get("suspend", False)),
+        labels=dict(raw.get("labels") or {}),
+        restore_template=restore if isinstance(restore, Mapping) else None,
+    )
+
+
 def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
     template = raw.get("template") or {}
     health_raw = raw.get("health") or {}
@@ -193,6 +239,8 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
                 failover_raw, "minIntervalSeconds", DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS
             ),
         ),
+        checkpoint=_checkpoint(raw.get("checkpoint")),
+        restore_from=str((raw.get("restore") or {}).get("checkpoint") or ""),
         paused=bool(raw.get("paused", False)),
     )
 
@@ -227,6 +275,17 @@ def operator_judged_problems(spec: FtsSpec) -> list[str]:
                 f"service port {port.name!r} targets the named port {port.target_port!r}, "
                 "which no container declares"
             )
+    if spec.checkpoint is not None and spec.checkpoint.schedule:
+        from ftso.schedule import CronError, parse_cron
+
+        try:
+            parse_cron(spec.checkpoint.schedule)
+        except CronError as error:
+            problems.append(f"checkpoint.schedule {spec.checkpoint.schedule!r}: {error}")
+    if spec.restore_from and (spec.checkpoint is None or spec.checkpoint.restore_template is None):
+        problems.append(
+            "spec.restore needs checkpoint.restoreTemplate: the container that loads a checkpoint"
+        )
     if isinstance(spec.max_unavailable, str) and not _PERCENT.match(spec.max_unavailable):
         problems.append(
             f"disruption.maxUnavailable {spec.max_unavailable!r} is neither a count nor a percentage"
