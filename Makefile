@@ -7,7 +7,7 @@ CLUSTER := e2e/cluster
 KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint fmt crd manifests unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
+.PHONY: help venv lint fmt crd manifests checkov unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
 
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
@@ -65,6 +65,12 @@ demo: venv cluster-up
 
 demo-down:
 	@hack/demo.sh stop
+
+# checkov (from PyPI, in its own virtualenv) over the rendered manifests; accepted findings carry their
+# reason in the chart (checkov.io/skip annotations).
+checkov: manifests
+	@test -x .venv-checkov/bin/checkov || ($(PYTHON) -m venv .venv-checkov && .venv-checkov/bin/pip install --quiet checkov)
+	.venv-checkov/bin/checkov -f manifests/install.yaml --framework kubernetes --compact --quiet --skip-download
 
 bench: venv cluster-up
 	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/python -m bench.scale $(BENCH_ARGS)

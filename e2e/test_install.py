@@ -335,3 +335,8 @@ def test_server_side_apply_twice_changes_nothing(
     for manager, entry in managers.items():
         if manager != "gitops":
             assert "f:spec" not in json.dumps(entry.get("fieldsV1", {})), f"{manager} wrote spec fields"
+
+
+def test_examples_are_accepted(kube: Kube, namespace: str) -> None:
+    for example in ("basic.yaml", "counter/counter.yaml"):
+        kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "examples" / example))
