@@ -7,10 +7,12 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from ftso import names
+from ftso.client import ApiError, KubeClient
 from ftso.settings import OperatorSettings
 
 
@@ -52,6 +54,31 @@ def _crd(_: argparse.Namespace) -> int:
     return 0
 
 
+T = TypeVar("T")
+
+
+def _with_client(args: argparse.Namespace, work: Callable[[KubeClient], Awaitable[T]]) -> T:
+    """Run one piece of async API work with a client for the chosen kubeconfig."""
+
+    async def run() -> T:
+        client = KubeClient.from_environment(args.kubeconfig, args.context)
+        try:
+            return await work(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
+def _api_failure(error: ApiError) -> int:
+    print(f"error: {error.message}", file=sys.stderr)
+    return 1 if error.not_found else 2
+
+
+def _patch(client: KubeClient, args: argparse.Namespace, patch: dict[str, Any]) -> Awaitable[dict[str, Any]]:
+    return client.merge_patch(names.KIND, args.namespace_, args.name, patch)
+
+
 def _table(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return "\n".join(
@@ -60,20 +87,10 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from ftso.client import ApiError, KubeClient
-
-    async def fetch() -> dict[str, Any]:
-        client = KubeClient.from_environment(args.kubeconfig, args.context)
-        try:
-            return await client.get(names.KIND, args.namespace_, args.name)
-        finally:
-            await client.close()
-
     try:
-        body = asyncio.run(fetch())
+        body = _with_client(args, lambda client: client.get(names.KIND, args.namespace_, args.name))
     except ApiError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1 if error.not_found else 2
+        return _api_failure(error)
     spec = body.get("spec") or {}
     status = body.get("status") or {}
     conditions = {c["type"]: c for c in status.get("conditions") or []}
@@ -105,144 +122,100 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if conditions.get("Ready", {}).get("status") == "True" else 3
 
 
-def _switchover(args: argparse.Namespace) -> int:
-    import time
+async def _await_answer(
+    client: KubeClient, args: argparse.Namespace, answer: Callable[[dict[str, Any]], tuple[int, str] | None]
+) -> tuple[int, str]:
+    """Poll the resource's status until `answer` has something to say, or the timeout passes."""
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        status = (await client.get(names.KIND, args.namespace_, args.name)).get("status") or {}
+        result = answer(status)
+        if result is not None:
+            return result
+        await asyncio.sleep(0.1)
+    return 2, f"no answer within {args.timeout:.0f}s (is the operator running? is the resource paused?)"
 
-    from ftso.client import ApiError, KubeClient
+
+def _report(work: Callable[[], tuple[int, str]]) -> int:
+    try:
+        code, message = work()
+    except ApiError as error:
+        return _api_failure(error)
+    print(message, file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _switchover(args: argparse.Namespace) -> int:
     from ftso.reconcile import SWITCHOVER_ANNOTATION
 
     request = f"{args.to or ''}@{int(time.time() * 1000)}"
 
-    async def run() -> tuple[int, str]:
-        client = KubeClient.from_environment(args.kubeconfig, args.context)
-        try:
-            await client.merge_patch(
-                names.KIND,
-                args.namespace_,
-                args.name,
-                {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: request}}},
-            )
-            deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                status = (await client.get(names.KIND, args.namespace_, args.name)).get("status") or {}
-                answer = status.get("switchover") or {}
-                if answer.get("request") == request:
-                    if answer.get("result") != "Completed":
-                        return 1, str(answer.get("message"))
-                    history = status.get("failovers") or []
-                    if (
-                        not history
-                        or history[-1].get("routedAt")
-                        or "already primary" in str(answer.get("message"))
-                    ):
-                        return 0, f"{answer.get('message')} (term {status.get('term')})"
-                await asyncio.sleep(0.1)
-            return (
-                2,
-                f"no answer within {args.timeout:.0f}s (is the operator running? is the resource paused?)",
-            )
-        finally:
-            await client.close()
+    def answer(status: dict[str, Any]) -> tuple[int, str] | None:
+        reply = status.get("switchover") or {}
+        if reply.get("request") != request:
+            return None
+        if reply.get("result") != "Completed":
+            return 1, str(reply.get("message"))
+        history = status.get("failovers") or []
+        if history and not history[-1].get("routedAt") and "already primary" not in str(reply.get("message")):
+            return None  # decided, not yet routed
+        return 0, f"{reply.get('message')} (term {status.get('term')})"
 
-    try:
-        code, message = asyncio.run(run())
-    except ApiError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 2
-    print(message, file=sys.stderr if code else sys.stdout)
-    return code
+    async def work(client: KubeClient) -> tuple[int, str]:
+        await _patch(client, args, {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: request}}})
+        return await _await_answer(client, args, answer)
 
-
-def _set_paused(args: argparse.Namespace) -> int:
-    from ftso.client import ApiError, KubeClient
-
-    paused = args.command == "pause"
-
-    async def run() -> None:
-        client = KubeClient.from_environment(args.kubeconfig, args.context)
-        try:
-            await client.merge_patch(names.KIND, args.namespace_, args.name, {"spec": {"paused": paused}})
-        finally:
-            await client.close()
-
-    try:
-        asyncio.run(run())
-    except ApiError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1 if error.not_found else 2
-    print(f"{args.namespace_}/{args.name} {'paused: no decisions until resumed' if paused else 'resumed'}")
-    return 0
+    return _report(lambda: _with_client(args, work))
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    import time
-
     from ftso.checkpoints import CHECKPOINT_ANNOTATION
-    from ftso.client import ApiError, KubeClient
 
     request = f"cli-{int(time.time() * 1000)}"
 
-    async def run() -> tuple[int, str]:
-        client = KubeClient.from_environment(args.kubeconfig, args.context)
-        try:
-            await client.merge_patch(
-                names.KIND,
-                args.namespace_,
-                args.name,
-                {"metadata": {"annotations": {CHECKPOINT_ANNOTATION: request}}},
-            )
-            deadline = time.monotonic() + args.timeout
-            while time.monotonic() < deadline:
-                status = (await client.get(names.KIND, args.namespace_, args.name)).get("status") or {}
-                if (status.get("checkpointSchedule") or {}).get("lastRequest") == request:
-                    entry = (status.get("checkpoints") or [{}])[-1]
-                    if not args.wait or entry.get("result") in ("Succeeded", "Failed"):
-                        code = 0 if entry.get("result") in ("Succeeded", "Running") else 1
-                        return (
-                            code,
-                            f"checkpoint {entry.get('id')}: {entry.get('result')} {entry.get('reason') or ''}".rstrip(),
-                        )
-                await asyncio.sleep(0.2)
-            return (
-                2,
-                f"no answer within {args.timeout:.0f}s (is the operator running? is checkpoint configured?)",
-            )
-        finally:
-            await client.close()
+    def answer(status: dict[str, Any]) -> tuple[int, str] | None:
+        if (status.get("checkpointSchedule") or {}).get("lastRequest") != request:
+            return None
+        entry = (status.get("checkpoints") or [{}])[-1]
+        if args.wait and entry.get("result") not in ("Succeeded", "Failed"):
+            return None
+        code = 0 if entry.get("result") in ("Succeeded", "Running") else 1
+        return (
+            code,
+            f"checkpoint {entry.get('id')}: {entry.get('result')} {entry.get('reason') or ''}".rstrip(),
+        )
 
-    try:
-        code, message = asyncio.run(run())
-    except ApiError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1 if error.not_found else 2
-    print(message, file=sys.stderr if code else sys.stdout)
-    return code
+    async def work(client: KubeClient) -> tuple[int, str]:
+        await _patch(client, args, {"metadata": {"annotations": {CHECKPOINT_ANNOTATION: request}}})
+        return await _await_answer(client, args, answer)
+
+    return _report(lambda: _with_client(args, work))
 
 
 def _restore(args: argparse.Namespace) -> int:
-    from ftso.client import ApiError, KubeClient
+    checkpoint = args.id or "latest"
 
-    async def run() -> None:
-        client = KubeClient.from_environment(args.kubeconfig, args.context)
-        try:
-            await client.merge_patch(
-                names.KIND,
-                args.namespace_,
-                args.name,
-                {"spec": {"restore": {"checkpoint": args.id or "latest"}}},
-            )
-        finally:
-            await client.close()
+    async def work(client: KubeClient) -> tuple[int, str]:
+        await _patch(client, args, {"spec": {"restore": {"checkpoint": checkpoint}}})
+        return (
+            0,
+            f"new and replaced pods of {args.namespace_}/{args.name} now restore from checkpoint {checkpoint}",
+        )
 
-    try:
-        asyncio.run(run())
-    except ApiError as error:
-        print(f"error: {error.message}", file=sys.stderr)
-        return 1 if error.not_found else 2
-    print(
-        f"new and replaced pods of {args.namespace_}/{args.name} now restore from checkpoint {args.id or 'latest'}"
-    )
-    return 0
+    return _report(lambda: _with_client(args, work))
+
+
+def _set_paused(args: argparse.Namespace) -> int:
+    paused = args.command == "pause"
+
+    async def work(client: KubeClient) -> tuple[int, str]:
+        await _patch(client, args, {"spec": {"paused": paused}})
+        return (
+            0,
+            f"{args.namespace_}/{args.name} {'paused: no decisions until resumed' if paused else 'resumed'}",
+        )
+
+    return _report(lambda: _with_client(args, work))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -51,13 +51,13 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
         ),
         pods=tuple(pod_view(p, key[1]) for p in owned),
         nodes=nodes,
-        services=dict(store.services.get(key, {})),
-        pdb=store.pdbs.get(key),
+        services=dict(store.services.get(key)),
+        pdb=store.pdbs.get(key).get(key[1]),
         now=now,
         primary_endpoints=store.ready_addresses(key, f"{key[1]}-primary"),
         jobs=tuple(
             job_view(j)
-            for j in store.jobs.get(key, {}).values()
+            for j in store.jobs.get(key).values()
             if any(ref.get("uid") == uid for ref in (j.get("metadata") or {}).get("ownerReferences") or [])
         ),
     )
@@ -150,12 +150,14 @@ class Controller:
         kind = obj.get("kind")
         if kind == "Pod":
             self.store.put_pod(obj)
-        elif kind == "Service":
-            self.store.put_service(obj)
-        elif kind == "PodDisruptionBudget":
-            self.store.put_pdb(obj)
-        elif kind == "Job":
-            self.store.put_job(obj)
+            return
+        index = {
+            "Service": self.store.services,
+            "PodDisruptionBudget": self.store.pdbs,
+            "Job": self.store.jobs,
+        }.get(str(kind))
+        if index is not None:
+            index.put(obj)
 
     @staticmethod
     async def _ignore_missing(call: Awaitable[Any]) -> None:

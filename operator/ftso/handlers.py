@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ from ftso.controller import Controller
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.reconcile import Plan
 from ftso.settings import OperatorSettings
-from ftso.store import Key, Store
+from ftso.store import Body, Key, Store
 from ftso.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -83,10 +84,10 @@ class Runtime:
         for namespace in namespaces:
             for kind, put in (
                 ("Pod", self.store.put_pod),
-                ("Service", self.store.put_service),
-                ("PodDisruptionBudget", self.store.put_pdb),
-                ("EndpointSlice", self.store.put_endpoint_slice),
-                ("Job", self.store.put_job),
+                ("Service", self.store.services.put),
+                ("PodDisruptionBudget", self.store.pdbs.put),
+                ("EndpointSlice", self.store.endpoint_slices.put),
+                ("Job", self.store.jobs.put),
             ):
                 for item in await self.client.list(kind, namespace, names.LABEL_SERVICE):
                     put(item)
@@ -214,31 +215,31 @@ def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     runtime.queue.add(runtime.store.put_resource(body))
 
 
-def _owned_event(event: kopf.RawEvent, memo: Any, put: str, drop: str) -> None:
-    runtime = _runtime(memo)
-    store = runtime.store
-    key = (
-        getattr(store, drop)(event["object"])
-        if event["type"] == "DELETED"
-        else getattr(store, put)(event["object"])
-    )
+def _owned_event(
+    event: kopf.RawEvent, memo: Any, put: Callable[[Body], Key | None], drop: Callable[[Body], Key | None]
+) -> None:
+    body: dict[str, Any] = dict(event["object"])
+    key = drop(body) if event["type"] == "DELETED" else put(body)
     if key is not None:
-        runtime.queue.add(key)
+        _runtime(memo).queue.add(key)
 
 
 @kopf.on.event("", "v1", "pods", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _owned_event(event, memo, "put_pod", "drop_pod")
+    store = _runtime(memo).store
+    _owned_event(event, memo, store.put_pod, store.drop_pod)
 
 
 @kopf.on.event("", "v1", "services", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def service_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _owned_event(event, memo, "put_service", "drop_service")
+    index = _runtime(memo).store.services
+    _owned_event(event, memo, index.put, index.drop)
 
 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def pdb_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _owned_event(event, memo, "put_pdb", "drop_pdb")
+    index = _runtime(memo).store.pdbs
+    _owned_event(event, memo, index.put, index.drop)
 
 
 @kopf.on.event("", "v1", "nodes")
@@ -267,9 +268,11 @@ def _ready(node: dict[str, Any]) -> bool:
 
 @kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _owned_event(event, memo, "put_endpoint_slice", "drop_endpoint_slice")
+    index = _runtime(memo).store.endpoint_slices
+    _owned_event(event, memo, index.put, index.drop)
 
 
 @kopf.on.event("batch", "v1", "jobs", labels={names.LABEL_SERVICE: kopf.PRESENT})
 def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    _owned_event(event, memo, "put_job", "drop_job")
+    index = _runtime(memo).store.jobs
+    _owned_event(event, memo, index.put, index.drop)

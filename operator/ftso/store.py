@@ -36,14 +36,38 @@ def _newer(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
         return True
 
 
+class OwnedIndex:
+    """Objects a resource owns, of one kind, by owner and name; newest resourceVersion wins."""
+
+    def __init__(self) -> None:
+        self._by_owner: dict[Key, dict[str, Body]] = defaultdict(dict)
+
+    def get(self, key: Key) -> dict[str, Body]:
+        return self._by_owner.get(key, {})
+
+    def put(self, body: Body) -> Key | None:
+        key = owner_key(body)
+        if key is not None and _newer(self._by_owner[key].get(_meta(body)["name"]), body):
+            self._by_owner[key][_meta(body)["name"]] = body
+        return key
+
+    def drop(self, body: Mapping[str, Any]) -> Key | None:
+        key = owner_key(body)
+        if key is not None and key in self._by_owner:
+            self._by_owner[key].pop(_meta(body)["name"], None)
+            if not self._by_owner[key]:
+                del self._by_owner[key]
+        return key
+
+
 class Store:
     def __init__(self) -> None:
         self.resources: dict[Key, Body] = {}
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
-        self.services: dict[Key, dict[str, Body]] = defaultdict(dict)
-        self.pdbs: dict[Key, Body] = {}
-        self.endpoint_slices: dict[Key, dict[str, Body]] = defaultdict(dict)
-        self.jobs: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self.services = OwnedIndex()
+        self.pdbs = OwnedIndex()
+        self.endpoint_slices = OwnedIndex()
+        self.jobs = OwnedIndex()
         self.nodes: dict[str, Body] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
@@ -90,64 +114,10 @@ class Store:
             del self.pods[key]
         return key
 
-    def put_service(self, body: Body) -> Key | None:
-        key = owner_key(body)
-        if key is not None and _newer(self.services[key].get(_meta(body)["name"]), body):
-            self.services[key][_meta(body)["name"]] = body
-        return key
-
-    def drop_service(self, body: Mapping[str, Any]) -> Key | None:
-        key = owner_key(body)
-        if key is not None:
-            self.services[key].pop(_meta(body)["name"], None)
-            if not self.services[key]:
-                del self.services[key]
-        return key
-
-    def put_pdb(self, body: Body) -> Key | None:
-        key = owner_key(body)
-        if key is not None and _meta(body)["name"] == key[1] and _newer(self.pdbs.get(key), body):
-            self.pdbs[key] = body
-        return key
-
-    def drop_pdb(self, body: Mapping[str, Any]) -> Key | None:
-        key = owner_key(body)
-        if key is not None:
-            self.pdbs.pop(key, None)
-        return key
-
-    def put_endpoint_slice(self, body: Body) -> Key | None:
-        key = owner_key(body)
-        if key is not None and _newer(self.endpoint_slices[key].get(_meta(body)["name"]), body):
-            self.endpoint_slices[key][_meta(body)["name"]] = body
-        return key
-
-    def drop_endpoint_slice(self, body: Mapping[str, Any]) -> Key | None:
-        key = owner_key(body)
-        if key is not None:
-            self.endpoint_slices[key].pop(_meta(body)["name"], None)
-            if not self.endpoint_slices[key]:
-                del self.endpoint_slices[key]
-        return key
-
-    def put_job(self, body: Body) -> Key | None:
-        key = owner_key(body)
-        if key is not None and _newer(self.jobs[key].get(_meta(body)["name"]), body):
-            self.jobs[key][_meta(body)["name"]] = body
-        return key
-
-    def drop_job(self, body: Mapping[str, Any]) -> Key | None:
-        key = owner_key(body)
-        if key is not None:
-            self.jobs[key].pop(_meta(body)["name"], None)
-            if not self.jobs[key]:
-                del self.jobs[key]
-        return key
-
     def ready_addresses(self, key: Key, service: str) -> frozenset[str]:
         """Ready endpoint addresses of one of the resource's Services, from its EndpointSlices."""
         addresses: set[str] = set()
-        for eps in self.endpoint_slices.get(key, {}).values():
+        for eps in self.endpoint_slices.get(key).values():
             if (_meta(eps).get("labels") or {}).get("kubernetes.io/service-name") != service:
                 continue
             for endpoint in eps.get("endpoints") or []:
