@@ -199,8 +199,12 @@ def _service_account_kubeconfig(kube: Kube, namespace: str, account: str, path: 
 
 
 def _scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        return str(response.read().decode())
+    """The operator's metrics, or "" while its endpoint is not up yet."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            return str(response.read().decode())
+    except OSError:
+        return ""
 
 
 def _sample(text: str, name: str) -> float:
@@ -291,7 +295,9 @@ def test_two_replicas_one_leader_and_takeover(kube: Kube, namespace: str, tmp_pa
         status = fts.wait_ready()
         wait_for(
             lambda: (
-                _sample(_scrape(18095), "ftso_leader") == 0 and _sample(_scrape(18094), "ftso_leader") == 1
+                "ftso_leader" in _scrape(18095)
+                and _sample(_scrape(18095), "ftso_leader") == 0
+                and _sample(_scrape(18094), "ftso_leader") == 1
             ),
             what="exactly one leader",
         )
