@@ -59,7 +59,7 @@ def _wait(count_ready: Any, k: int, timeout: float, what: str) -> float:
 
 def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) -> dict[str, Any]:
     namespace = new_namespace(kube, "bench-fts")
-    operator = start_operator(kube, namespace, port, "--log-writes")
+    operator = start_operator(kube, namespace, port)
     try:
         path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
 
