@@ -13,6 +13,7 @@ from typing import Any
 from ftso import names
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
+from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.reconcile import EventSpec, FtsView, Observed, Plan, decide
 from ftso.store import Key, Store
@@ -90,6 +91,10 @@ class Controller:
         for patch in plan.patches:  # in order: demotions before promotions
             await self._ignore_missing(
                 self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
+            )
+        for hook, problem in await call_hooks(plan.hooks):
+            await self._post_event(
+                observed, EventSpec("Warning", "HookFailed", f"{hook.role} hook of {hook.pod}: {problem}")
             )
         await asyncio.gather(
             *(

@@ -35,6 +35,7 @@ from ftso.checkpoints import (
     restore_source,
 )
 from ftso.health import Health, Verdict, judge_pod, node_problem
+from ftso.hooks import HookCall
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.roles import PLANNED, RoleDecision, decide_primary
 
@@ -98,6 +99,7 @@ class Plan:
     owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
     applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
     events: list[EventSpec] = field(default_factory=list)
+    hooks: list[HookCall] = field(default_factory=list)  # after the labels moved
     job_creates: list[dict[str, Any]] = field(default_factory=list)
     job_deletes: list[str] = field(default_factory=list)
     requeue_after: float | None = None
@@ -179,6 +181,39 @@ def _mark_routed(
         reason,
         f"{primary} is primary and routed (term {last.get('term')}, from {last.get('from') or '-'})",
     )
+
+
+def _hook_calls(
+    spec: FtsSpec, decision: RoleDecision, pods: Mapping[str, PodView], verdicts: Mapping[str, Verdict]
+) -> list[HookCall]:
+    hooks = spec.failover.hooks
+    if hooks is None or not decision.promoted:
+        return []
+    calls = []
+    new = pods.get(decision.primary)
+    if new is not None and new.pod_ip:
+        calls.append(
+            HookCall(
+                new.name,
+                f"http://{new.pod_ip}:{hooks.port}{hooks.promote_path}",
+                names.ROLE_PRIMARY,
+                decision.term,
+                hooks.timeout_seconds,
+            )
+        )
+    old = pods.get(decision.previous) if decision.previous else None
+    if old is not None and old.pod_ip and verdicts[old.name].health != Health.LOST:
+        role = names.ROLE_REPLICA if decision.reason in PLANNED else names.ROLE_FENCED
+        calls.append(
+            HookCall(
+                old.name,
+                f"http://{old.pod_ip}:{hooks.port}{hooks.demote_path}",
+                role,
+                decision.term,
+                hooks.timeout_seconds,
+            )
+        )
+    return calls
 
 
 def _recovery(
@@ -475,6 +510,7 @@ def decide(observed: Observed) -> Plan:
             created = ", ".join(p["metadata"]["name"] for p in plan.creates)
             suffix = f", restored from checkpoint {restore_from}" if restore_from else ""
             events.append(EventSpec("Normal", "Created", f"created pods {created}{suffix}"))
+        plan.hooks = _hook_calls(spec, decision, by_name, verdicts)
         start = checkpoint_plan.start
         if start is not None:
             source = by_name.get(str(start.get("sourcePod")))

@@ -357,6 +357,33 @@ def build_spec_schema() -> Schema:
             ),
             "failover": _obj(
                 {
+                    "hooks": _obj(
+                        {
+                            "port": _int(
+                                "Container port the hooks are served on.",
+                                **{
+                                    "x-kubernetes-validations": [
+                                        _rule(
+                                            "self >= 1 && self <= 65535",
+                                            "failover.hooks.port must be between 1 and 65535",
+                                        )
+                                    ]
+                                },
+                            ),
+                            "promotePath": _str(
+                                "POSTed on the new primary, with the term.", default="/promote", maxLength=256
+                            ),
+                            "demotePath": _str(
+                                "POSTed on the old primary, if it still answers.",
+                                default="/demote",
+                                maxLength=256,
+                            ),
+                            "timeoutSeconds": {"type": "number", "default": 1, "minimum": 0.1, "maximum": 30},
+                        },
+                        required=["port"],
+                        description="HTTP hooks that tell the workload of a promotion or demotion at once; the "
+                        "role and term files under /etc/ftso follow a little later.",
+                    ),
                     "delaySeconds": _int(
                         "How long the primary may be unready before it is failed over.",
                         default=defaults.DEFAULT_FAILOVER_DELAY_SECONDS,

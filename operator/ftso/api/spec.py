@@ -81,7 +81,16 @@ class SpreadSpec:
 
 
 @dataclass(frozen=True)
+class HooksSpec:
+    port: int
+    promote_path: str = "/promote"
+    demote_path: str = "/demote"
+    timeout_seconds: float = 1.0
+
+
+@dataclass(frozen=True)
 class FailoverSpec:
+    hooks: HooksSpec | None = None
     delay_seconds: int = DEFAULT_FAILOVER_DELAY_SECONDS
     node_lost_after_seconds: int = DEFAULT_NODE_LOST_AFTER_SECONDS
     max_per_hour: int = DEFAULT_FAILOVER_MAX_PER_HOUR
@@ -182,6 +191,17 @@ def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
     return ServiceSpec(type=str(raw.get("type", DEFAULT_SERVICE_TYPE)), ports=tuple(ports))
 
 
+def _hooks(raw: Any) -> HooksSpec | None:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("port"), int):
+        return None
+    return HooksSpec(
+        port=raw["port"],
+        promote_path=str(raw.get("promotePath") or "/promote"),
+        demote_path=str(raw.get("demotePath") or "/demote"),
+        timeout_seconds=float(raw.get("timeoutSeconds") or 1.0),
+    )
+
+
 def _checkpoint(raw: Any) -> CheckpointSpec | None:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("template"), Mapping):
         return None
@@ -230,6 +250,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
             when_unsatisfiable=str(spread_raw.get("whenUnsatisfiable", DEFAULT_WHEN_UNSATISFIABLE)),
         ),
         failover=FailoverSpec(
+            hooks=_hooks(failover_raw.get("hooks")),
             delay_seconds=_int(failover_raw, "delaySeconds", DEFAULT_FAILOVER_DELAY_SECONDS),
             node_lost_after_seconds=_int(
                 failover_raw, "nodeLostAfterSeconds", DEFAULT_NODE_LOST_AFTER_SECONDS

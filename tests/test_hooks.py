@@ -1,0 +1,88 @@
+"""Promote and demote hooks: which calls a promotion makes, and that they reach a real HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from ftso.hooks import HookCall, call_hooks
+from ftso.reconcile import decide
+
+from .factories import observed, pod, raw_spec
+
+HOOKS = {"hooks": {"port": 9000, "promotePath": "/promote", "demotePath": "/demote"}, "minIntervalSeconds": 0}
+
+
+def _pods() -> list[dict[str, Any]]:
+    pods = [
+        pod(0, role="primary", node_name="node-0"),
+        pod(1, node_name="node-1"),
+        pod(2, node_name="node-2"),
+    ]
+    for i, p in enumerate(pods):
+        p["status"]["podIP"] = f"10.0.0.{i + 10}"
+    return pods
+
+
+def test_a_failover_promotes_the_new_primary_and_demotes_the_old_one() -> None:
+    pods = _pods()
+    pods[0]["status"]["phase"] = "Failed"
+    plan = decide(observed(pods, spec=raw_spec(failover=HOOKS), status={"primary": "demo-0", "term": 3}))
+    calls = {c.pod: c for c in plan.hooks}
+    assert calls["demo-1"].url == "http://10.0.0.11:9000/promote" and calls["demo-1"].term == 4
+    assert calls["demo-1"].role == "primary"
+    assert calls["demo-0"].url == "http://10.0.0.10:9000/demote" and calls["demo-0"].role == "fenced"
+
+
+def test_no_hooks_without_a_promotion_or_configuration() -> None:
+    assert (
+        decide(
+            observed(_pods(), spec=raw_spec(failover=HOOKS), status={"primary": "demo-0", "term": 3})
+        ).hooks
+        == []
+    )
+    pods = _pods()[1:]
+    assert decide(observed(pods, status={"primary": "demo-0", "term": 3})).hooks == []
+
+
+@pytest.fixture
+def receiver() -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    received: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(
+                {"path": self.path, **json.loads(self.rfile.read(int(self.headers["Content-Length"])))}
+            )
+            self.send_response(200 if self.path != "/broken" else 500)
+            self.end_headers()
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", received
+    server.shutdown()
+
+
+def test_hooks_reach_the_workload_and_failures_are_reported(
+    receiver: tuple[str, list[dict[str, Any]]],
+) -> None:
+    base, received = receiver
+    calls = [
+        HookCall("p1", f"{base}/promote", "primary", 7, 1.0),
+        HookCall("p0", f"{base}/broken", "fenced", 7, 1.0),
+        HookCall("p2", "http://127.0.0.1:9/unreachable", "fenced", 7, 0.5),
+    ]
+    failures = asyncio.run(call_hooks(calls))
+    assert {"path": "/promote", "role": "primary", "term": 7, "pod": "p1"} in received
+    assert sorted(h.pod for h, _ in failures) == ["p0", "p2"]
+    assert "500" in dict((h.pod, why) for h, why in failures)["p0"]
