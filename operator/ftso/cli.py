@@ -34,7 +34,8 @@ def _run(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         verbose=args.verbose,
     )
-    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=kopf.LogFormat.FULL)
+    log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
+    kopf.configure(verbose=args.verbose, debug=args.debug, log_format=log_format)
     if args.log_writes:
         logging.getLogger("ftso.client").setLevel(logging.DEBUG)
     kopf.run(
@@ -248,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--lease-seconds", type=float, default=4.0, help="a standby takes over after this long")
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--debug", action="store_true")
+    run.add_argument(
+        "--log-format", choices=("text", "json"), default="text", help="json: one JSON object per line"
+    )
     run.add_argument(
         "--log-writes", action="store_true", help="log every write the operator sends to the API"
     )
