@@ -17,6 +17,55 @@ def _meta(body: Mapping[str, Any]) -> Mapping[str, Any]:
     return body.get("metadata") or {}
 
 
+_METADATA_KEPT = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "deletionTimestamp",
+    "creationTimestamp",
+)
+
+
+def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
+    metadata = _meta(body)
+    slim = {k: metadata[k] for k in _METADATA_KEPT if k in metadata}
+    if "annotations" in slim:
+        slim["annotations"] = {
+            k: v
+            for k, v in slim["annotations"].items()
+            if k != "kubectl.kubernetes.io/last-applied-configuration"
+        }
+    return slim
+
+
+def slim(body: Mapping[str, Any]) -> Body:
+    """What the operator reads of an object, without managedFields and the rest: thousands of pods stay small."""
+    kind = body.get("kind")
+    result: Body = {"metadata": _slim_metadata(body)}
+    if kind == "Pod" or ("spec" in body and "containers" in (body.get("spec") or {})):
+        spec = body.get("spec") or {}
+        status = body.get("status") or {}
+        result["spec"] = {"nodeName": spec.get("nodeName")} if spec.get("nodeName") else {}
+        result["status"] = {
+            k: status[k] for k in ("phase", "conditions", "podIP", "startTime") if k in status
+        }
+        result["status"]["containerStatuses"] = [
+            {"name": c.get("name"), "state": c.get("state")} for c in status.get("containerStatuses") or []
+        ]
+        return result
+    for field in ("spec", "status", "endpoints"):
+        if field in body:
+            result[field] = body[field]
+    if "kind" in body:
+        result["kind"] = kind
+    return result
+
+
 def owner_key(body: Mapping[str, Any]) -> Key | None:
     """The FaultTolerantService that owns an object, by its ftso.dev/service label."""
     metadata = _meta(body)
@@ -46,6 +95,7 @@ class OwnedIndex:
         return self._by_owner.get(key, {})
 
     def put(self, body: Body) -> Key | None:
+        body = slim(body)
         key = owner_key(body)
         if key is not None and _newer(self._by_owner[key].get(_meta(body)["name"]), body):
             self._by_owner[key][_meta(body)["name"]] = body
@@ -76,6 +126,7 @@ class Store:
     # Resources
 
     def put_resource(self, body: Body) -> Key:
+        body = slim(body)
         key = (_meta(body)["namespace"], _meta(body)["name"])
         if _newer(self.resources.get(key), body):
             self.resources[key] = body
@@ -87,6 +138,7 @@ class Store:
     # Owned objects
 
     def put_pod(self, body: Body) -> Key | None:
+        body = slim(body)
         key = owner_key(body)
         if key is None:
             return None
@@ -128,7 +180,7 @@ class Store:
     # Nodes and their heartbeats
 
     def put_node(self, body: Body) -> set[Key]:
-        self.nodes[_meta(body)["name"]] = body
+        self.nodes[_meta(body)["name"]] = slim(body)
         return self.keys_on_node(_meta(body)["name"])
 
     def drop_node(self, name: str) -> set[Key]:
