@@ -111,7 +111,7 @@ def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) 
         operator.stop()
 
 
-def run_statefulsets(kube: Kube, k: int, timeout: float) -> dict[str, Any]:
+def run_statefulsets(kube: Kube, k: int, timeout: float, services: int = 0) -> dict[str, Any]:
     namespace = new_namespace(kube, "bench-sts")
     path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets"
 
@@ -133,6 +133,17 @@ def run_statefulsets(kube: Kube, k: int, timeout: float) -> dict[str, Any]:
         }
         for i in range(k)
     ]
+    # For a like-for-like view of routing, each StatefulSet may get Services of its own too.
+    objects += [
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"s{i}-{n}"},
+            "spec": {"selector": {"app": f"s{i}"}, "ports": [{"name": "http", "port": 8080}]},
+        }
+        for i in range(k)
+        for n in range(services)
+    ]
     started = time.monotonic()
     _apply_all(kube, namespace, objects)
     _wait(ready, k, timeout, "StatefulSets")
@@ -152,15 +163,19 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--metrics-port", type=int, default=18081)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark namespaces")
+    parser.add_argument(
+        "--sts-services", type=int, default=0, help="Services per StatefulSet in the baseline (ftso makes 3)"
+    )
     args = parser.parse_args()
 
     kube = connect()
     print(f"scale benchmark: K={args.k} resources x 3 replicas ({3 * args.k} pods per side)", flush=True)
     plane_before = control_plane_cpu_seconds()
-    sts = run_statefulsets(kube, args.k, args.timeout)
+    sts = run_statefulsets(kube, args.k, args.timeout, args.sts_services)
     plane_after = control_plane_cpu_seconds()
     sts["plane_cpu"] = {k: plane_after.get(k, 0) - v for k, v in plane_before.items()}
-    print(f"  StatefulSets (Parallel)     all Ready in {sts['seconds']:.1f} s", flush=True)
+    label = f"StatefulSets (Parallel, {args.sts_services} Services each)"
+    print(f"  {label:<40} all Ready in {sts['seconds']:.1f} s", flush=True)
     fts = run_fts(kube, args.k, args.timeout, args.idle_seconds, args.metrics_port)
     print(f"  FaultTolerantServices       all Ready in {fts['seconds']:.1f} s")
     print(f"  ratio FTS / StatefulSet     {fts['seconds'] / sts['seconds']:.2f}   (target <= 1.5 at K=1000)")

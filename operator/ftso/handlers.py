@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 
 from ftso import metrics, names
-from ftso.api.spec import parse_spec
+from ftso.api.spec import DEFAULT_NODE_LOST_AFTER_SECONDS, MIN_NODE_LOST_AFTER_SECONDS
 from ftso.client import KubeClient
 from ftso.controller import Controller
 from ftso.leader import LeaderElector, LeaseSettings
@@ -41,6 +41,7 @@ class Runtime:
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
         self.background: list[asyncio.Task[None]] = []
         self._stale: dict[tuple[str, Key], bool] = {}
+        self._stale_nodes: set[str] = set()
         self._promoted_at: dict[Key, float] = {}
 
     async def reconcile(self, key: Key) -> float | None:
@@ -111,14 +112,23 @@ class Runtime:
             now = datetime.now(UTC)
             for node, renewed in list(self.store.lease_renewed_at.items()):
                 age = (now - renewed).total_seconds()
+                if age <= MIN_NODE_LOST_AFTER_SECONDS and node not in self._stale_nodes:
+                    continue  # fresh for everyone, and nobody saw it stale: the common case, kept cheap
+                any_stale = False
                 for key in self.store.keys_on_node(node):
                     body = self.store.resources.get(key)
                     if body is None:
                         continue
-                    stale = age > parse_spec(body.get("spec") or {}).failover.node_lost_after_seconds
+                    failover = (body.get("spec") or {}).get("failover") or {}
+                    stale = age > int(failover.get("nodeLostAfterSeconds") or DEFAULT_NODE_LOST_AFTER_SECONDS)
+                    any_stale = any_stale or stale
                     if self._stale.get((node, key), False) != stale:
                         self._stale[(node, key)] = stale
                         self.queue.add(key)
+                if any_stale:
+                    self._stale_nodes.add(node)
+                else:
+                    self._stale_nodes.discard(node)
 
     async def resync_forever(self) -> None:
         while True:
@@ -152,6 +162,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 30
+    # kopf keeps a worker task per object while events arrive; with thousands of pods, let idle ones go soon.
+    settings.queueing.idle_timeout = 1.0
     # Only objects we own are streamed to us, not every pod in the cluster.
     for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices", "jobs"):
         settings.watching.label_selectors[plural] = names.LABEL_SERVICE
