@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -94,6 +95,18 @@ class Kube:
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
         self.kubectl(*args, stdin=text)
+
+
+def ftso_cli(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
+    """The `ftso` command line, as a user runs it, against the local cluster."""
+    return subprocess.run(
+        [sys.executable, "-m", "ftso", "--kubeconfig", kube.kubeconfig, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        cwd=ROOT,
+    )
 
 
 def wait_for(

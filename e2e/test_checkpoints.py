@@ -3,14 +3,12 @@ fails the Jobs' pods)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from typing import Any
 
 from e2e.faults import make_node_not_ready, make_node_ready
 from e2e.fts import Fts, manifest
-from e2e.kube import ROOT, Kube, condition, pod_ready, wait_for
+from e2e.kube import Kube, condition, ftso_cli, pod_ready, wait_for
 from e2e.operator_process import OperatorProcess
 
 FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
@@ -34,17 +32,6 @@ def _jobs(kube: Kube, namespace: str) -> list[dict[str, Any]]:
 
 def _history(fts: Fts) -> list[dict[str, Any]]:
     return list(fts.status().get("checkpoints") or [])
-
-
-def _ftso(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ftso", "--kubeconfig", kube.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        cwd=ROOT,
-    )
 
 
 def test_scheduled_checkpoints_run_are_recorded_and_pruned(
@@ -93,11 +80,11 @@ def test_failing_checkpoint_retries_then_reports_and_keeps_the_last_good(
     fts = Fts(kube, namespace)
     fts.create(_checkpointed(intervalSeconds=3600))
     fts.wait_ready()
-    good = _ftso(kube, "checkpoint", "svc", "-n", namespace, "--wait")
+    good = ftso_cli(kube, "checkpoint", "svc", "-n", namespace, "--wait")
     assert good.returncode == 0, good.stderr
     good_id = fts.status()["lastSuccessfulCheckpoint"]
     fts.patch_spec({"checkpoint": {"labels": {FAIL_LABEL: "true"}}})
-    bad = _ftso(kube, "checkpoint", "svc", "-n", namespace, "--wait")
+    bad = ftso_cli(kube, "checkpoint", "svc", "-n", namespace, "--wait")
     assert bad.returncode == 1, bad.stdout + bad.stderr
     last = _history(fts)[-1]
     assert last["result"] == "Failed" and last["reason"] == "BackoffLimitExceeded"
@@ -134,9 +121,9 @@ def test_restore_puts_the_checkpoint_on_new_pods(
     fts = Fts(kube, namespace)
     fts.create(_checkpointed(intervalSeconds=3600))
     status = fts.wait_ready()
-    assert _ftso(kube, "checkpoint", "svc", "-n", namespace, "--wait").returncode == 0
+    assert ftso_cli(kube, "checkpoint", "svc", "-n", namespace, "--wait").returncode == 0
     checkpoint_id = fts.status()["lastSuccessfulCheckpoint"]
-    assert _ftso(kube, "restore", "svc", "-n", namespace).returncode == 0
+    assert ftso_cli(kube, "restore", "svc", "-n", namespace).returncode == 0
     victim = next(
         p["metadata"]["name"] for p in fts.live_pods() if p["metadata"]["name"] != status["primary"]
     )
@@ -165,7 +152,7 @@ def test_all_pods_lost_recovers_from_the_latest_checkpoint(
     fts = Fts(kube, namespace)
     fts.create(_checkpointed(intervalSeconds=3600))
     fts.wait_ready()
-    assert _ftso(kube, "checkpoint", "svc", "-n", namespace, "--wait").returncode == 0
+    assert ftso_cli(kube, "checkpoint", "svc", "-n", namespace, "--wait").returncode == 0
     checkpoint_id = fts.status()["lastSuccessfulCheckpoint"]
     nodes = sorted(
         {p["spec"]["nodeName"] for p in fts.live_pods()} | {"kwok-node-0", "kwok-node-1", "kwok-node-2"}

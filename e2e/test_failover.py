@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +20,7 @@ from e2e.faults import (
 )
 from e2e.fts import Fts, manifest
 from e2e.invariants import check_pods, check_terms
-from e2e.kube import ROOT, Kube, condition, pod_ready, wait_for
+from e2e.kube import Kube, condition, ftso_cli, pod_ready, wait_for
 from e2e.operator_process import OperatorProcess
 from e2e.recorder import WatchRecorder
 
@@ -156,24 +154,13 @@ def test_primary_node_heartbeat_stopped(
         )
 
 
-def _ftso(kube: Kube, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ftso", "--kubeconfig", kube.kubeconfig, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=ROOT,
-    )
-
-
 def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
         target = next(
             p["metadata"]["name"] for p in fts.live_pods() if p["metadata"]["name"] != status["primary"]
         )
-        result = _ftso(kube, "switchover", "svc", "-n", namespace, "--to", target)
+        result = ftso_cli(kube, "switchover", "svc", "-n", namespace, "--to", target)
         assert result.returncode == 0, result.stderr
         assert fts.status()["primary"] == target and fts.status()["term"] == status["term"] + 1
         assert fts.primary_routed_exactly() == target
@@ -181,7 +168,7 @@ def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, operat
         assert old is not None and old["metadata"]["labels"]["ftso.dev/role"] == "replica", (
             "old primary kept as replica"
         )
-        result = _ftso(kube, "switchover", "svc", "-n", namespace)
+        result = ftso_cli(kube, "switchover", "svc", "-n", namespace)
         assert result.returncode == 0, result.stderr
         assert fts.status()["primary"] != target and fts.status()["term"] == status["term"] + 2
         wait_for(fts.primary_routed_exactly, what="routed after the second switchover")
@@ -202,7 +189,7 @@ def test_switchover_to_an_unhealthy_pod_is_refused(
         ),
         what=f"{target} judged not healthy",
     )
-    result = _ftso(kube, "switchover", "svc", "-n", namespace, "--to", target)
+    result = ftso_cli(kube, "switchover", "svc", "-n", namespace, "--to", target)
     assert result.returncode == 1
     assert "not a healthy replica" in result.stderr
     assert fts.status()["primary"] == status["primary"] and fts.status()["term"] == status["term"]
