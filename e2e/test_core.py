@@ -42,9 +42,18 @@ def test_three_replicas_ready_spread_and_routed(
     assert len({p["spec"]["nodeName"] for p in pods}) >= 2, "pods spread over nodes"
     assert status["replicas"] == status["readyReplicas"] == status["servingReplicas"] == 3
     assert status["term"] == 1
-    primaries = [p for p in pods if p["metadata"]["labels"][ROLE] == "primary"]
-    assert [p["metadata"]["name"] for p in primaries] == [status["primary"]]
-    assert all(p["metadata"]["annotations"]["ftso.dev/term"] == "1" for p in pods)
+    wait_for(
+        lambda: (
+            [p["metadata"]["name"] for p in fts.live_pods() if p["metadata"]["labels"][ROLE] == "primary"]
+            == [status["primary"]]
+        ),
+        what="exactly the primary labelled primary",
+    )
+    # Status moves first, labels and annotations follow it a moment later.
+    wait_for(
+        lambda: all(p["metadata"]["annotations"]["ftso.dev/term"] == "1" for p in fts.live_pods()),
+        what="every pod annotated with term 1",
+    )
     wait_for(fts.primary_routed_exactly, what="<name>-primary to route to exactly the primary")
     all_ips = {p["status"]["podIP"] for p in pods}
     wait_for(lambda: fts.routed("svc") == all_ips, what="<name> to route to every pod")
@@ -196,7 +205,7 @@ def test_template_change_rolls_one_pod_at_a_time_primary_last(
                 all(p["spec"]["containers"][0]["image"] == "app:2" for p in fts.live_pods())
                 and len(fts.live_pods()) == 3
             ),
-            timeout=120,
+            timeout=240,
             what="every pod on the new image",
         )
         status = fts.wait_ready()

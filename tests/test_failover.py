@@ -129,7 +129,7 @@ def test_min_interval_throttles_and_status_says_so() -> None:
     condition = _conditions(plan.status)["FailingOver"]
     assert condition["status"] == "True" and condition["reason"] == "Throttled"
     assert "minIntervalSeconds" in condition["message"]
-    assert plan.requeue_after is not None and 5.9 < plan.requeue_after < 6.2
+    assert plan.requeue_after is not None and plan.requeue_after <= 6.1  # at the latest when the limit lifts
     assert "FailoverThrottled" in [e.reason for e in plan.events]
     # The recreated demo-0 is a replica, not a primary by name.
     assert all(p.labels[names.LABEL_ROLE] != "primary" for p in plan.patches)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from ftso import conditions as cond
@@ -119,6 +119,7 @@ class Plan:
 
 
 SWITCHOVER_ANNOTATION = names.PREFIX + "switchover"
+PROGRESS_RECHECK_SECONDS = 5
 
 
 def _role_events(decision: RoleDecision) -> list[EventSpec]:
@@ -685,6 +686,10 @@ def decide(observed: Observed) -> Plan:
         deadlines.append(decision.retry_at)
     if checkpoint_plan.next_look is not None:
         deadlines.append(checkpoint_plan.next_look)
+    if acting and progress_reason:
+        # Work in progress is driven by watch events; a look every few seconds means a missed one costs
+        # seconds, not a resync period.
+        deadlines.append(observed.now + timedelta(seconds=PROGRESS_RECHECK_SECONDS))
     if deadlines:
         plan.requeue_after = max(0.1, (min(deadlines) - observed.now).total_seconds() + 0.1)
     return plan
