@@ -8,6 +8,7 @@ from typing import Any
 from ftso import names
 from ftso.api.spec import parse_spec
 from ftso.builders import Owner, build_pod
+from ftso.checkpoints import JobView
 from ftso.model import format_time
 from ftso.reconcile import FtsView, Observed
 
@@ -95,6 +96,10 @@ def observed(
     now: datetime = NOW,
     services: dict[str, Any] | None = None,
     pdb: dict[str, Any] | None = None,
+    annotations: dict[str, str] | None = None,
+    created_at: datetime | None = None,
+    primary_endpoints: frozenset[str] = frozenset(),
+    jobs: tuple[JobView, ...] = (),
 ) -> Observed:
     from ftso.model import node_view, pod_view
 
@@ -104,10 +109,12 @@ def observed(
         else [node("node-0"), node("node-1", zone="zone-b"), node("node-2", zone="zone-c")]
     )
     return Observed(
-        fts=FtsView("demo", "ns", UID, 1, spec or raw_spec(), status or {}),
+        fts=FtsView("demo", "ns", UID, 1, spec or raw_spec(), status or {}, annotations or {}, created_at),
         pods=tuple(pod_view(p, "demo") for p in pods),
         nodes={n["metadata"]["name"]: node_view(n) for n in node_bodies},
         services=services or {},
         pdb=pdb,
         now=now,
+        primary_endpoints=primary_endpoints,
+        jobs=jobs,
     )

@@ -9,7 +9,7 @@ import pytest
 
 from ftso.checkpoints import CHECKPOINT_ANNOTATION, JobView
 from ftso.model import format_time
-from ftso.reconcile import FtsView, Observed, decide
+from ftso.reconcile import Observed, decide
 from ftso.schedule import CronError, next_after, parse_cron
 
 from .factories import NOW, observed, pod, raw_spec
@@ -67,31 +67,14 @@ def _observe(
     spec: dict[str, Any] | None = None,
     pods: list[dict[str, Any]] | None = None,
 ) -> Observed:
-    base = observed(
+    return observed(
         pods if pods is not None else _pods(),
         spec=spec or raw_spec(checkpoint=CHECKPOINT),
         status=status or {"primary": "demo-0", "term": 1},
         now=now,
-    )
-    fts = base.fts
-    return Observed(
-        FtsView(
-            fts.name,
-            fts.namespace,
-            fts.uid,
-            fts.generation,
-            fts.spec,
-            fts.status,
-            annotations or {},
-            created_at=NOW - timedelta(seconds=301),
-        ),
-        base.pods,
-        base.nodes,
-        base.services,
-        base.pdb,
-        now,
-        base.primary_endpoints,
-        jobs,
+        annotations=annotations,
+        created_at=NOW - timedelta(seconds=301),
+        jobs=jobs,
     )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from ftso import names
 from ftso.model import format_time
-from ftso.reconcile import SWITCHOVER_ANNOTATION, FtsView, Observed, decide
+from ftso.reconcile import SWITCHOVER_ANNOTATION, Observed, decide
 from ftso.roles import ANNOTATION_LAG, ANNOTATION_PRIORITY
 
 from .factories import NOW, node, observed, pod, raw_spec
@@ -21,25 +21,8 @@ def _three(term: int = 1) -> list[dict[str, Any]]:
     ]
 
 
-def _with_annotation(obs: Observed, value: str) -> Observed:
-    fts = obs.fts
-    return Observed(
-        FtsView(
-            fts.name,
-            fts.namespace,
-            fts.uid,
-            fts.generation,
-            fts.spec,
-            fts.status,
-            {SWITCHOVER_ANNOTATION: value},
-        ),
-        obs.pods,
-        obs.nodes,
-        obs.services,
-        obs.pdb,
-        obs.now,
-        obs.primary_endpoints,
-    )
+def _with_annotation(pods: list[dict[str, Any]], status: dict[str, Any], value: str) -> Observed:
+    return observed(pods, status=status, annotations={SWITCHOVER_ANNOTATION: value})
 
 
 def _conditions(plan_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -65,8 +48,7 @@ def test_routed_completes_the_failover() -> None:
     relabelled = [pod(1, role="primary", term=2, node_name="node-1"), pod(2, term=2, node_name="node-2")]
     ip = next(p for p in relabelled if p["metadata"]["name"] == "demo-1")
     ip["status"]["podIP"] = "10.1.0.5"
-    obs = observed(relabelled, status=first.status)
-    routed = Observed(obs.fts, obs.pods, obs.nodes, obs.services, obs.pdb, obs.now, frozenset({"10.1.0.5"}))
+    routed = observed(relabelled, status=first.status, primary_endpoints=frozenset({"10.1.0.5"}))
     plan = decide(routed)
     assert plan.status["failovers"][-1]["routedAt"] == format_time(NOW)
     assert "FailoverCompleted" in [e.reason for e in plan.events]
@@ -155,7 +137,7 @@ def test_max_per_hour_throttles() -> None:
 
 
 def test_switchover_to_a_named_healthy_replica() -> None:
-    obs = _with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "demo-2@1")
+    obs = _with_annotation(_three(), {"primary": "demo-0", "term": 1}, "demo-2@1")
     plan = decide(obs)
     assert plan.status["primary"] == "demo-2" and plan.status["term"] == 2
     assert plan.status["switchover"]["result"] == "Completed"
@@ -166,19 +148,19 @@ def test_switchover_to_a_named_healthy_replica() -> None:
     assert next(p for p in plan.patches if p.name == "demo-0").labels[names.LABEL_ROLE] == "replica"
     assert plan.deletes == []
     # Answered once: the same request does nothing more.
-    again = decide(_with_annotation(observed(_three(term=2), status=plan.status), "demo-2@1"))
+    again = decide(_with_annotation(_three(term=2), plan.status, "demo-2@1"))
     assert again.status["term"] == 2
 
 
 def test_switchover_to_any_replica() -> None:
-    plan = decide(_with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "@7"))
+    plan = decide(_with_annotation(_three(), {"primary": "demo-0", "term": 1}, "@7"))
     assert plan.status["primary"] == "demo-1"
 
 
 def test_switchover_to_an_unhealthy_pod_is_refused() -> None:
     pods = _three()
     pods[2] = pod(2, ready=False, ready_changed=NOW - timedelta(seconds=1), node_name="node-2")
-    plan = decide(_with_annotation(observed(pods, status={"primary": "demo-0", "term": 1}), "demo-2@1"))
+    plan = decide(_with_annotation(pods, {"primary": "demo-0", "term": 1}, "demo-2@1"))
     assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
     assert plan.status["switchover"]["result"] == "Refused"
     assert "not a healthy replica" in plan.status["switchover"]["message"]
@@ -186,7 +168,7 @@ def test_switchover_to_an_unhealthy_pod_is_refused() -> None:
 
 
 def test_switchover_to_a_missing_pod_is_refused() -> None:
-    plan = decide(_with_annotation(observed(_three(), status={"primary": "demo-0", "term": 1}), "demo-9@1"))
+    plan = decide(_with_annotation(_three(), {"primary": "demo-0", "term": 1}, "demo-9@1"))
     assert plan.status["switchover"]["result"] == "Refused"
 
 
