@@ -103,37 +103,60 @@ def _history(*ages: int) -> list[dict[str, Any]]:
     ]
 
 
-def test_min_interval_throttles_and_status_says_so() -> None:
-    pods = _three(term=5)
+def _unready_primary(term: int) -> list[dict[str, Any]]:
+    """The primary is Running but not Ready for longer than failover.delaySeconds: a soft failure."""
+    pods = _three(term=term)
+    pods[0] = pod(0, role="primary", term=term, ready=False, ready_changed=NOW - timedelta(seconds=9))
+    return pods
+
+
+SOFT = {"delaySeconds": 5}
+
+
+def test_min_interval_throttles_a_soft_failure_and_status_says_so() -> None:
+    pods = _unready_primary(term=5)
     status = {"primary": "demo-0", "term": 5, "failovers": _history(4)}
-    plan = decide(observed(pods[1:], spec=raw_spec(failover={"minIntervalSeconds": 10}), status=status))
-    assert plan.status["primary"] == "" and plan.status["term"] == 5
+    spec = raw_spec(failover={**SOFT, "minIntervalSeconds": 10})
+    plan = decide(observed(pods, spec=spec, status=status))
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 5
     condition = _conditions(plan.status)["FailingOver"]
     assert condition["status"] == "True" and condition["reason"] == "Throttled"
-    assert "minIntervalSeconds" in condition["message"]
+    assert "minIntervalSeconds" in condition["message"] and "unready primary" in condition["message"]
     assert plan.requeue_after is not None and plan.requeue_after <= 6.1  # at the latest when the limit lifts
     assert "FailoverThrottled" in [e.reason for e in plan.events]
-    # The recreated demo-0 is a replica, not a primary by name.
-    assert all(p.labels[names.LABEL_ROLE] != "primary" for p in plan.patches)
     # Once the interval has passed, the failover goes ahead.
-    later = decide(
-        observed(
-            pods[1:],
-            spec=raw_spec(failover={"minIntervalSeconds": 10}),
-            status=plan.status,
-            now=NOW + timedelta(seconds=7),
-        )
-    )
+    later = decide(observed(pods, spec=spec, status=plan.status, now=NOW + timedelta(seconds=7)))
     assert later.status["primary"] == "demo-1" and later.status["term"] == 6
 
 
-def test_max_per_hour_throttles() -> None:
-    pods = _three(term=5)
+def test_max_per_hour_throttles_a_soft_failure() -> None:
     status = {"primary": "demo-0", "term": 5, "failovers": _history(3000, 2000, 1000)}
-    spec = raw_spec(failover={"maxPerHour": 3, "minIntervalSeconds": 0})
-    plan = decide(observed(pods[1:], spec=spec, status=status))
-    assert plan.status["primary"] == ""
+    spec = raw_spec(failover={**SOFT, "maxPerHour": 3, "minIntervalSeconds": 0})
+    plan = decide(observed(_unready_primary(term=5), spec=spec, status=status))
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 5
     assert "maxPerHour" in _conditions(plan.status)["FailingOver"]["message"]
+
+
+def test_a_gone_primary_fails_over_at_once_whatever_the_limits() -> None:
+    """Back-to-back hard failures: waiting for the limits would only guarantee an outage."""
+    status = {"primary": "demo-0", "term": 5, "failovers": _history(3000, 2000, 1)}
+    spec = raw_spec(failover={"maxPerHour": 3, "minIntervalSeconds": 600})
+    gone = decide(observed(_three(term=5)[1:], spec=spec, status=status))
+    assert gone.status["primary"] == "demo-1" and gone.status["term"] == 6
+    assert _conditions(gone.status)["FailingOver"]["reason"] == "InProgress"
+    terminated = _three(term=5)
+    terminated[0] = pod(0, role="primary", term=5, phase="Failed", terminated=True)
+    plan = decide(observed(terminated, spec=spec, status=status))
+    assert plan.status["primary"] == "demo-1" and plan.status["term"] == 6
+    lost = decide(
+        observed(
+            _three(term=5),
+            spec=spec,
+            status=status,
+            nodes=[node("node-0", ready=False), node("node-1"), node("node-2")],
+        )
+    )
+    assert lost.status["primary"] == "demo-1" and lost.status["term"] == 6
 
 
 def test_switchover_to_a_named_healthy_replica() -> None:

@@ -77,6 +77,11 @@ def primary_failure(
     return "", None, None
 
 
+def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
+    """The primary cannot come back: deleted, deleting, terminated, or on a lost node."""
+    return pod is None or verdict is None or verdict.gone
+
+
 def throttle(
     history: Sequence[Mapping[str, Any]], failover: FailoverSpec, now: datetime
 ) -> tuple[str, datetime | None]:
@@ -92,14 +97,15 @@ def throttle(
         until = recent[-failover.max_per_hour] + timedelta(hours=1)
         return (
             f"{len(recent)} failovers in the last hour (failover.maxPerHour is {failover.max_per_hour}); "
-            f"next allowed at {format_time(until)}",
+            f"next allowed at {format_time(until)} (limits apply to an unready primary, not a gone one)",
             until,
         )
     if times and now < times[-1] + timedelta(seconds=failover.min_interval_seconds):
         until = times[-1] + timedelta(seconds=failover.min_interval_seconds)
         return (
             f"last failover at {format_time(times[-1])} (failover.minIntervalSeconds is "
-            f"{failover.min_interval_seconds}); next allowed at {format_time(until)}",
+            f"{failover.min_interval_seconds}); next allowed at {format_time(until)} (limits apply to an "
+            "unready primary, not a gone one)",
             until,
         )
     return "", None
@@ -179,11 +185,12 @@ def decide_primary(
     )
 
     if not primary or problem:
-        if term > 0:  # not the very first election: a failover, rate-limited against flapping
+        # Anti-flapping is for soft failures only (an unready primary may come back); when the primary is
+        # gone, waiting only guarantees an outage, so a hard failure fails over whatever the limits say.
+        if term > 0 and primary and not hard_failure(current, verdicts.get(primary)):
             why, until = throttle(history, failover, now)
             if why:
-                gone = current is None or verdicts[current.name].gone
-                return RoleDecision("" if gone else primary, term, "", primary, throttled=why, retry_at=until)
+                return RoleDecision(primary, term, "", primary, throttled=why, retry_at=until)
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         if best is None:
             return RoleDecision("", term, "Lost" if primary else "", primary, detail=problem)
