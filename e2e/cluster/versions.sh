@@ -10,5 +10,6 @@ FTSO_LOGS=$FTSO_CACHE/logs
 FTSO_CLUSTER_NAME=${FTSO_CLUSTER_NAME:-ftso}
 # kwokctl keeps its clusters under this workdir; the kubeconfig path is stable across runs.
 KWOK_WORKDIR=$FTSO_CACHE/kwok
-FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig
+# A second cluster (another FTSO_CLUSTER_NAME) gets its own kubeconfig, so two can run side by side.
+if [[ $FTSO_CLUSTER_NAME == ftso ]]; then FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig; else FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig-$FTSO_CLUSTER_NAME; fi
 export KWOK_WORKDIR
