@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from ftso.store import Store, slim
+from datetime import timedelta
+from typing import Any
 
-from .factories import pod
+from ftso import names
+from ftso.store import Listing, Store, slim
+
+from .factories import NOW, pod
+
+LABELS = {names.LABEL_SERVICE: "demo"}
 
 
 def test_slim_pod_keeps_what_the_operator_reads() -> None:
@@ -35,3 +41,80 @@ def test_newest_wins_and_a_stale_delete_keeps_the_recreated_pod() -> None:
     store.drop_pod(first)  # the delete event of the old incarnation arrives late
     assert store.pods[key]["demo-0"]["metadata"]["uid"] == "new-uid"
     assert store.keys_on_node("node-0") == {key}
+
+
+def _versioned(ordinal: int, version: int, uid: str = "") -> dict[str, Any]:
+    body = pod(ordinal)
+    body["metadata"]["resourceVersion"] = str(version)
+    if uid:
+        body["metadata"]["uid"] = uid
+    return body
+
+
+def test_relist_drops_what_vanished_while_the_watch_was_down() -> None:
+    store = Store()
+    key = store.put_pod(_versioned(0, 10))
+    store.put_pod(_versioned(1, 11))
+    assert key is not None
+    reset = store.relist_pods(Listing("ns", [_versioned(1, 11)], 20))
+    assert not reset
+    assert set(store.pods[key]) == {"demo-1"}
+    assert store.keys_on_node("node-0") == {key}
+
+
+def test_relist_keeps_what_a_watch_event_brought_after_the_list() -> None:
+    store = Store()
+    key = store.put_pod(_versioned(2, 25))  # created after the list's snapshot, seen by the watch
+    store.relist_pods(Listing("ns", [], 20))
+    assert key is not None and set(store.pods[key]) == {"demo-2"}
+
+
+def test_relist_only_touches_its_own_namespace() -> None:
+    store = Store()
+    key = store.put_pod(_versioned(0, 10))
+    store.relist_pods(Listing("other", [], 20))
+    assert key is not None and set(store.pods[key]) == {"demo-0"}
+
+
+def test_versions_gone_back_reset_the_view_instead_of_freezing_it() -> None:
+    """After an etcd restore every resourceVersion is lower than what we hold: take the list as it is."""
+    store = Store()
+    key = store.put_pod(_versioned(0, 500))
+    store.put_pod(_versioned(1, 501))
+    assert not store.relist_pods(Listing("ns", [_versioned(0, 500), _versioned(1, 501)], 510))
+    restored = _versioned(0, 90)
+    restored["status"]["phase"] = "Pending"
+    assert store.relist_pods(Listing("ns", [restored], 100))
+    assert key is not None and set(store.pods[key]) == {"demo-0"}
+    assert store.pods[key]["demo-0"]["status"]["phase"] == "Pending"
+    # From then on, watch events newer than the restore are taken again.
+    newer = _versioned(0, 101)
+    store.put_pod(newer)
+    assert store.pods[key]["demo-0"]["metadata"]["resourceVersion"] == "101"
+
+
+def test_owned_index_and_resources_relist_the_same_way() -> None:
+    store = Store()
+    service = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "5", "labels": LABELS}}
+    store.services.put(service)
+    assert not store.services.relist(Listing("ns", [service], 9))
+    assert store.services.get(("ns", "demo"))
+    store.services.relist(Listing("ns", [], 9))
+    assert not store.services.get(("ns", "demo"))
+    resource = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "7"}}
+    store.put_resource(resource)
+    store.relist_resources(Listing(None, [], 9))
+    assert ("ns", "demo") not in store.resources
+
+
+def test_heartbeat_silence_puts_the_node_view_in_doubt() -> None:
+    store = Store()
+    assert store.heartbeat_doubt(NOW, 15) == ""  # no heartbeat watch yet: nothing to doubt
+    lease = {"metadata": {"name": "node-0"}, "spec": {"renewTime": "t1"}}
+    store.put_lease(lease, NOW)
+    assert store.heartbeat_doubt(NOW + timedelta(seconds=14), 15) == ""
+    assert "in doubt" in store.heartbeat_doubt(NOW + timedelta(seconds=16), 15)
+    store.put_lease(
+        {"metadata": {"name": "node-1"}, "spec": {"renewTime": "t1"}}, NOW + timedelta(seconds=16)
+    )
+    assert store.heartbeat_doubt(NOW + timedelta(seconds=17), 15) == ""

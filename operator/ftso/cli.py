@@ -27,6 +27,7 @@ def _run(args: argparse.Namespace) -> int:
         context=args.context,
         workers=args.workers,
         resync_seconds=args.resync_seconds,
+        max_lost_node_share=args.max_lost_node_share,
         liveness_endpoint=args.liveness or None,
         metrics_port=args.metrics_port or None,
         leader_election_namespace=args.leader_election_namespace or None,
@@ -235,7 +236,18 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument("--workers", type=int, default=16, help="reconciles running in parallel (default 16)")
-    run.add_argument("--resync-seconds", type=float, default=60.0, help="periodic resync interval")
+    run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=OperatorSettings.resync_seconds,
+        help="interval of the authoritative relist and look at every resource",
+    )
+    run.add_argument(
+        "--max-lost-node-share",
+        type=float,
+        default=OperatorSettings.max_lost_node_share,
+        help="when more than this share of nodes looks lost at once, hold node loss (default 0.5)",
+    )
     run.add_argument(
         "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)"
     )

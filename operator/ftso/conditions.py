@@ -14,6 +14,7 @@ INVALID_SPEC = "InvalidSpec"
 PRIMARY_UNAVAILABLE = "PrimaryUnavailable"
 FAILING_OVER = "FailingOver"
 CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
+NODE_LOSS_SUSPENDED = "NodeLossSuspended"
 
 
 @dataclass(frozen=True)

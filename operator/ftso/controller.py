@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from ftso import names
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
+from ftso.health import DEFAULT_MAX_LOST_NODE_SHARE
 from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.reconcile import EventSpec, FtsView, Observed, Plan, decide
@@ -25,7 +28,15 @@ class StaleStatus(Exception):
     """Someone wrote the resource since we read it; the reconcile runs again on fresh state."""
 
 
-def observe(store: Store, key: Key, now: datetime) -> Observed | None:
+@dataclass(frozen=True)
+class ViewSettings:
+    """How far the operator trusts its own view of the nodes."""
+
+    max_lost_node_share: float = DEFAULT_MAX_LOST_NODE_SHARE
+    heartbeat_silence_seconds: float = 15.0
+
+
+def observe(store: Store, key: Key, now: datetime, view: ViewSettings = ViewSettings()) -> Observed | None:
     body = store.resources.get(key)
     if body is None:
         return None
@@ -61,28 +72,97 @@ def observe(store: Store, key: Key, now: datetime) -> Observed | None:
             for j in store.jobs.get(key).values()
             if any(ref.get("uid") == uid for ref in (j.get("metadata") or {}).get("ownerReferences") or [])
         ),
+        node_view_in_doubt=store.heartbeat_doubt(now, view.heartbeat_silence_seconds),
+        max_lost_node_share=view.max_lost_node_share,
     )
+
+
+class TokenBucket:
+    def __init__(self, burst: float, per_second: float, clock: Callable[[], float]) -> None:
+        self.burst, self.per_second, self.clock = burst, per_second, clock
+        self.tokens, self.at = burst, clock()
+
+    def _refill(self) -> None:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_second)
+        self.at = now
+
+    def available(self) -> bool:
+        self._refill()
+        return self.tokens >= 1
+
+    def take(self) -> None:
+        self.tokens -= 1
+
+
+class NodeLossBudget:
+    """Force-deletions for node loss are rate-limited per resource and for the whole cluster: a view that
+    passes every other check still cannot empty the cluster at once (as the node lifecycle controller
+    limits its evictions)."""
+
+    def __init__(
+        self,
+        *,
+        per_resource: tuple[float, float] = (3, 0.5),
+        cluster: tuple[float, float] = (30, 5.0),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._per_resource = per_resource
+        self._clock = clock
+        self._cluster = TokenBucket(*cluster, clock)
+        self._resources: dict[Key, TokenBucket] = {}
+
+    def allow(self, key: Key) -> bool:
+        bucket = self._resources.setdefault(key, TokenBucket(*self._per_resource, self._clock))
+        if not (bucket.available() and self._cluster.available()):
+            return False
+        bucket.take()
+        self._cluster.take()
+        return True
+
+
+NODE_LOSS_RETRY_SECONDS = 1.0
 
 
 class Controller:
     def __init__(
-        self, client: KubeClient, store: Store, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+        self,
+        client: KubeClient,
+        store: Store,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        view: ViewSettings = ViewSettings(),
+        node_loss_budget: NodeLossBudget | None = None,
     ) -> None:
         self.client = client
         self.store = store
         self.clock = clock
+        self.view = view
+        self.node_loss_budget = node_loss_budget or NodeLossBudget()
         self.instance = socket.gethostname()
         self.on_plan: Callable[[Key, Plan], Awaitable[None]] | None = None
 
     async def reconcile(self, key: Key) -> float | None:
-        observed = observe(self.store, key, self.clock())
+        observed = observe(self.store, key, self.clock(), self.view)
         if observed is None:
             return None
         plan = decide(observed)
+        self._limit_node_loss(key, plan)
         await self.execute(key, observed, plan)
         if self.on_plan is not None:
             await self.on_plan(key, plan)
         return plan.requeue_after
+
+    def _limit_node_loss(self, key: Key, plan: Plan) -> None:
+        kept = [d for d in plan.deletes if not d.force or self.node_loss_budget.allow(key)]
+        if len(kept) < len(plan.deletes):
+            logger.warning(
+                "%s/%s: %d deletion(s) for node loss wait for the rate limit",
+                *key,
+                len(plan.deletes) - len(kept),
+            )
+            plan.deletes = kept
+            plan.requeue_after = min(plan.requeue_after or NODE_LOSS_RETRY_SECONDS, NODE_LOSS_RETRY_SECONDS)
 
     async def execute(self, key: Key, observed: Observed, plan: Plan) -> None:
         namespace = key[0]

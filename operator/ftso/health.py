@@ -55,16 +55,52 @@ def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_sec
     return ""
 
 
+# More than this share of the nodes looking lost at once says more about the operator's view (a partition,
+# a paused API server, a stalled watch) than about the nodes: node loss is then held, as Kubernetes' node
+# lifecycle controller stops evicting in a full disruption.
+DEFAULT_MAX_LOST_NODE_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class NodeLossHold:
+    """Why node loss must not be acted on now (no deletions, no failovers for it)."""
+
+    reason: str  # HeartbeatsInDoubt or PartitionSuspected
+    message: str
+
+
+def node_loss_held(
+    nodes: Mapping[str, NodeView],
+    now: datetime,
+    lost_after_seconds: int,
+    *,
+    max_lost_share: float = DEFAULT_MAX_LOST_NODE_SHARE,
+    view_in_doubt: str = "",
+) -> NodeLossHold | None:
+    if view_in_doubt:
+        return NodeLossHold("HeartbeatsInDoubt", view_in_doubt)
+    lost = sum(1 for n in nodes.values() if node_problem(n, n.name, now, lost_after_seconds))
+    if lost and (lost == len(nodes) or lost / len(nodes) > max_lost_share):
+        return NodeLossHold(
+            "PartitionSuspected",
+            f"{lost} of {len(nodes)} nodes look lost at once (more than {max_lost_share:.0%}): more likely "
+            "the operator's view than the nodes; node loss is held until heartbeats return",
+        )
+    return None
+
+
 def judge_pod(
     pod: PodView,
     nodes: Mapping[str, NodeView],
     health: HealthSpec,
     now: datetime,
     node_lost_after_seconds: int = 20,
+    *,
+    trust_nodes: bool = True,
 ) -> Verdict:
     if pod.deleting:
         return Verdict(Health.TERMINATING, "pod is being deleted")
-    if pod.node_name:
+    if pod.node_name and trust_nodes:
         problem = node_problem(nodes.get(pod.node_name), pod.node_name, now, node_lost_after_seconds)
         if problem:
             return Verdict(Health.LOST, problem)

@@ -34,7 +34,15 @@ from ftso.checkpoints import (
     decide_checkpoints,
     restore_source,
 )
-from ftso.health import Health, Verdict, judge_pod, node_problem
+from ftso.health import (
+    DEFAULT_MAX_LOST_NODE_SHARE,
+    Health,
+    NodeLossHold,
+    Verdict,
+    judge_pod,
+    node_loss_held,
+    node_problem,
+)
 from ftso.hooks import HookCall
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.roles import PLANNED, RoleDecision, decide_primary
@@ -63,6 +71,9 @@ class Observed:
     # Ready addresses of <name>-primary's EndpointSlices: when they hold exactly the new primary, it is routed.
     primary_endpoints: frozenset[str] = frozenset()
     jobs: tuple[JobView, ...] = ()
+    # Set when the operator's own view of the nodes cannot be trusted (its heartbeat watch went silent).
+    node_view_in_doubt: str = ""
+    max_lost_node_share: float = DEFAULT_MAX_LOST_NODE_SHARE
 
 
 @dataclass(frozen=True)
@@ -268,11 +279,50 @@ def _recovery(
     }
 
 
+def pending_fences(history: list[dict[str, Any]]) -> dict[str, str]:
+    """Pod name -> uid of every failed-over primary not yet known gone: the fence lives in status, so a
+    reconcile that died after deciding a failover cannot let the old primary come back as a replica."""
+    return {
+        str(h["from"]): str(h["fenceUid"])
+        for h in history
+        if h.get("kind") == "Failover" and h.get("fenceUid") and not h.get("fencedAt")
+    }
+
+
+def _mark_fenced(history: list[dict[str, Any]], pods: tuple[PodView, ...], now: str) -> None:
+    """A fence is done once the pod it names (by uid) is gone from the API."""
+    uids = {p.uid for p in pods}
+    for record in history:
+        if record.get("fenceUid") and not record.get("fencedAt") and record["fenceUid"] not in uids:
+            record["fencedAt"] = now
+
+
+def _node_loss_condition(
+    held: NodeLossHold | None, previous: Mapping[str, Any], events: list[EventSpec]
+) -> cond.Condition:
+    was_held = cond.is_true(previous.get("conditions") or [], cond.NODE_LOSS_SUSPENDED)
+    if held is not None and not was_held:
+        events.append(EventSpec("Warning", "NodeLossSuspended", held.message))
+    elif was_held and held is None:
+        events.append(EventSpec("Normal", "NodeLossResumed", "node heartbeats are trusted again"))
+    if held is None:
+        return cond.Condition(cond.NODE_LOSS_SUSPENDED, False, "NodesTrusted")
+    return cond.Condition(cond.NODE_LOSS_SUSPENDED, True, held.reason, held.message)
+
+
 def _canonical(status: Mapping[str, Any]) -> str:
     return json.dumps(status, sort_keys=True, default=str)
 
 
-def desired_role(pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str, fence: str = "") -> str:
+def desired_role(
+    pod: PodView,
+    verdict: Verdict,
+    *,
+    spec: FtsSpec,
+    primary: str,
+    fence: str = "",
+    fences: Mapping[str, str] | None = None,
+) -> str:
     if not spec.primary_replica:
         return names.ROLE_REPLICA
     if pod.name == primary:
@@ -280,6 +330,7 @@ def desired_role(pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str,
     if (
         pod.role == names.ROLE_FENCED
         or pod.name == fence
+        or (fences or {}).get(pod.name) == pod.uid
         or (pod.role == names.ROLE_PRIMARY and verdict.gone)
     ):
         return names.ROLE_FENCED  # a failed former primary: out of every Service until it is gone
@@ -353,8 +404,22 @@ def decide(observed: Observed) -> Plan:
     primary = str(previous.get("primary") or "")
     pods = observed.pods
     by_name = {p.name: p for p in pods}
+    held = node_loss_held(
+        observed.nodes,
+        observed.now,
+        spec.failover.node_lost_after_seconds,
+        max_lost_share=observed.max_lost_node_share,
+        view_in_doubt=observed.node_view_in_doubt,
+    )
     verdicts = {
-        p.name: judge_pod(p, observed.nodes, spec.health, observed.now, spec.failover.node_lost_after_seconds)
+        p.name: judge_pod(
+            p,
+            observed.nodes,
+            spec.health,
+            observed.now,
+            spec.failover.node_lost_after_seconds,
+            trust_nodes=held is None,
+        )
         for p in pods
     }
     history = [dict(h) for h in previous.get("failovers") or []]
@@ -410,6 +475,11 @@ def decide(observed: Observed) -> Plan:
                     "kind": "Switchover" if decision.reason in PLANNED else "Failover",
                     "reason": decision.reason + (f": {decision.detail}" if decision.detail else ""),
                     "from": decision.previous,
+                    **(
+                        {"fenceUid": by_name[decision.previous].uid}
+                        if decision.reason == "Failover" and decision.previous in by_name
+                        else {}
+                    ),
                     "to": decision.primary,
                     "detectedAt": format_time(decision.detected_at or observed.now),
                     "decidedAt": now,
@@ -447,7 +517,11 @@ def decide(observed: Observed) -> Plan:
     restore_from = restore_source(spec, {"recovery": recovery}, checkpoint_plan.last_successful)
 
     fence = decision.previous if decision.reason in ("Failover", "Lost") else ""
-    roles = {p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary, fence=fence) for p in pods}
+    fences = pending_fences(history)
+    roles = {
+        p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary, fence=fence, fences=fences)
+        for p in pods
+    }
     if not acting:
         roles = {p.name: p.role or roles[p.name] for p in pods}  # paused or invalid: labels stay as they are
     serving = {
@@ -489,7 +563,7 @@ def decide(observed: Observed) -> Plan:
                 if node_problem(n, n.name, observed.now, spec.failover.node_lost_after_seconds)
             )
         )
-        if len(avoid) == len(observed.nodes):
+        if held is not None or len(avoid) == len(observed.nodes):
             avoid = ()  # every node suspect says more about our view than the nodes: let the scheduler choose
         for ordinal in range(spec.replicas):
             name = names.pod_name(fts.name, ordinal)
@@ -562,6 +636,8 @@ def decide(observed: Observed) -> Plan:
     )
     if routed_event is not None:
         events.append(routed_event)
+    if acting:
+        _mark_fenced(history, pods, now)
     serving_count = sum(1 for p in active if serving[p.name])
     primary_serving = not spec.primary_replica or (bool(primary) and serving.get(primary, False))
     unhealthy = [
@@ -605,6 +681,7 @@ def decide(observed: Observed) -> Plan:
             "; ".join(problems),
         ),
     ]
+    condition_list.append(_node_loss_condition(held, previous, events))
     if checkpoint_plan.condition is not None:
         condition_list.append(checkpoint_plan.condition)
     if spec.primary_replica:

@@ -11,8 +11,13 @@ class OperatorSettings:
     kubeconfig: str | None = None
     context: str | None = None
     workers: int = 16
-    # A periodic look at every resource, in case an event was missed: cheap, it reads only the cache.
-    resync_seconds: float = 60.0
+    # A periodic authoritative relist (paged) of everything the operator watches, then a look at every
+    # resource: objects that vanished while a watch was down are dropped, a view gone back is reset.
+    resync_seconds: float = 20.0
+    # More than this share of nodes looking lost at once holds node loss (a partition, not node failures).
+    max_lost_node_share: float = 0.5
+    # No Lease renewal of any node seen for this long: the heartbeat watch is suspect and restarted.
+    heartbeat_silence_seconds: float = 15.0
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
     metrics_port: int | None = None
     # With a namespace, replicas elect one leader through a Lease there; without, this process acts alone.

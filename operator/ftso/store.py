@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -75,6 +76,38 @@ def owner_key(body: Mapping[str, Any]) -> Key | None:
     return (metadata["namespace"], owner)
 
 
+def _rv(body: Mapping[str, Any]) -> int:
+    try:
+        return int(_meta(body).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One authoritative LIST of a kind in one namespace (None: every namespace)."""
+
+    namespace: str | None
+    items: list[Body]
+    resource_version: int
+
+    def in_scope(self, namespace: str) -> bool:
+        return self.namespace is None or namespace == self.namespace
+
+    def regressed(self, seen: dict[str | None, int]) -> bool:
+        """Lists' versions only grow; one older than the last list says etcd was restored. Remembers it."""
+        last = seen.get(self.namespace, 0)
+        seen[self.namespace] = self.resource_version
+        return self.resource_version < last
+
+    def vanished(self, stored: Mapping[str, Mapping[str, Any]], *, reset: bool) -> list[str]:
+        """Stored names the list does not hold and that no watch event made after the list explains."""
+        listed = {_meta(b).get("name") for b in self.items}
+        return [
+            n for n, b in stored.items() if n not in listed and (reset or _rv(b) <= self.resource_version)
+        ]
+
+
 def _newer(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> bool:
     """Our own write responses and watch events race; keep whichever the API server produced last."""
     if old is None:
@@ -90,6 +123,7 @@ class OwnedIndex:
 
     def __init__(self) -> None:
         self._by_owner: dict[Key, dict[str, Body]] = defaultdict(dict)
+        self._listed: dict[str | None, int] = {}  # namespace -> resourceVersion of the last LIST
 
     def get(self, key: Key) -> dict[str, Body]:
         return self._by_owner.get(key, {})
@@ -109,6 +143,22 @@ class OwnedIndex:
                 del self._by_owner[key]
         return key
 
+    def relist(self, listing: Listing) -> bool:
+        """Make the index agree with an authoritative LIST; True when it had to reset (versions went back)."""
+        scoped = {k: v for k, v in self._by_owner.items() if listing.in_scope(k[0])}
+        reset = listing.regressed(self._listed)
+        for key, objs in scoped.items():
+            for name in listing.vanished(objs, reset=reset):
+                del objs[name]
+            if not objs:
+                del self._by_owner[key]
+        for item in listing.items:
+            owner = owner_key(item)
+            if reset and owner is not None and owner in self._by_owner:
+                self._by_owner[owner].pop(str(_meta(item).get("name")), None)  # older versions lose no more
+            self.put(item)
+        return reset
+
 
 class Store:
     def __init__(self) -> None:
@@ -121,7 +171,10 @@ class Store:
         self.nodes: dict[str, Body] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
+        self.last_lease_event_at: datetime | None = None  # any node's: silence says the watch is in doubt
         self._pods_by_node: dict[str, set[tuple[Key, str]]] = defaultdict(set)
+        self._pods_listed: dict[str | None, int] = {}
+        self._resources_listed: dict[str | None, int] = {}
 
     # Resources
 
@@ -134,6 +187,21 @@ class Store:
 
     def drop_resource(self, key: Key) -> None:
         self.resources.pop(key, None)
+
+    def relist_resources(self, listing: Listing) -> bool:
+        reset = listing.regressed(self._resources_listed)
+        by_namespace: dict[str, dict[str, Body]] = defaultdict(dict)
+        for (namespace, name), body in self.resources.items():
+            if listing.in_scope(namespace):
+                by_namespace[namespace][name] = body
+        for namespace, bodies in by_namespace.items():
+            for name in listing.vanished(bodies, reset=reset):
+                del self.resources[(namespace, name)]
+        for item in listing.items:
+            if reset:
+                self.resources.pop((_meta(item)["namespace"], _meta(item)["name"]), None)
+            self.put_resource(item)
+        return reset
 
     # Owned objects
 
@@ -166,6 +234,20 @@ class Store:
             del self.pods[key]
         return key
 
+    def relist_pods(self, listing: Listing) -> bool:
+        scoped = {k: v for k, v in self.pods.items() if listing.in_scope(k[0])}
+        reset = listing.regressed(self._pods_listed)
+        for pods in scoped.values():
+            for name in listing.vanished(pods, reset=reset):
+                self.drop_pod(pods[name])
+        for item in listing.items:
+            owner = owner_key(item)
+            old = self.pods.get(owner, {}).get(_meta(item)["name"]) if owner is not None else None
+            if reset and old is not None:
+                self.drop_pod(old)
+            self.put_pod(item)
+        return reset
+
     def ready_addresses(self, key: Key, service: str) -> frozenset[str]:
         """Ready endpoint addresses of one of the resource's Services, from its EndpointSlices."""
         addresses: set[str] = set()
@@ -187,6 +269,13 @@ class Store:
         self.nodes.pop(name, None)
         return self.keys_on_node(name)
 
+    def relist_nodes(self, items: list[Body]) -> None:
+        listed = {_meta(n)["name"] for n in items}
+        for name in [n for n in self.nodes if n not in listed]:
+            self.drop_node(name)
+        for item in items:
+            self.put_node(item)
+
     def put_lease(self, body: Body, now: datetime) -> None:
         """Remember when we saw each node's Lease renewed, by our own clock: a kubelet's clock may be off."""
         name = _meta(body)["name"]
@@ -195,6 +284,20 @@ class Store:
         if old is None or (old.get("spec") or {}).get("renewTime") != renew_time:
             self.lease_renewed_at[name] = now
         self.leases[name] = body
+        self.last_lease_event_at = now
+
+    def heartbeat_doubt(self, now: datetime, silence_seconds: float) -> str:
+        """Nodes renew their Lease every few seconds; when no renewal of any node arrived for a while, the
+        silence is our watch's, not the nodes': their heartbeats must not be judged."""
+        if self.last_lease_event_at is None:
+            return ""
+        silent = (now - self.last_lease_event_at).total_seconds()
+        if silent <= silence_seconds:
+            return ""
+        return (
+            f"no node heartbeat seen for {silent:.0f}s: the operator's heartbeat watch is in doubt, not the "
+            "nodes; node loss is held until heartbeats arrive"
+        )
 
     def keys_on_node(self, node: str) -> set[Key]:
         return {key for key, _ in self._pods_by_node.get(node, set())}

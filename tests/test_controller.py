@@ -1,0 +1,115 @@
+"""The I/O half around `decide`: what the controller sends to the API, with a fake client in place of it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from ftso.client import KubeClient
+from ftso.controller import Controller, NodeLossBudget
+from ftso.store import Store
+
+from .factories import NOW, node, pod, raw_spec
+
+
+class FakeClient:
+    """Records every write; answers each with the object it was sent, as the API server would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls: list[tuple[str, str, str]] = []
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        self.calls.append(("PATCH", kind + (f"/{subresource}" if subresource else ""), name))
+        if subresource == "status":
+            return {**self.store.resources[(namespace, name)], "status": patch["status"]}
+        current = self.store.pods[(namespace, name.rsplit("-", 1)[0])][name]
+        metadata = current["metadata"]
+        labels = {**metadata.get("labels", {}), **patch["metadata"]["labels"]}
+        annotations = {**metadata.get("annotations", {}), **patch["metadata"]["annotations"]}
+        return {**current, "metadata": {**metadata, "labels": labels, "annotations": annotations}}
+
+    async def delete(self, kind: str, namespace: str, name: str, **_: Any) -> None:
+        self.calls.append(("DELETE", kind, name))
+        if kind == "Pod":  # force-deleted: gone at once, as the watch would tell
+            self.store.drop_pod(self.store.pods[(namespace, name.rsplit("-", 1)[0])][name])
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("POST", body["kind"], body["metadata"].get("name", "")))
+        return body
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("APPLY", body["kind"], body["metadata"]["name"]))
+        return body
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _store_with_lost_nodes(services: int) -> Store:
+    """`services` resources of 3 pods each; node-0 is NotReady, so each loses one pod."""
+    store = Store()
+    for n, ready in (("node-0", False), ("node-1", True), ("node-2", True)):
+        store.put_node(node(n, ready=ready))
+    for i in range(services):
+        name = f"svc{i}"
+        store.put_resource(
+            {
+                "metadata": {"name": name, "namespace": "ns", "uid": "uid-demo", "resourceVersion": "1"},
+                "spec": raw_spec(),
+                "status": {"primary": f"{name}-1", "term": 1},
+            }
+        )
+        for ordinal in range(3):
+            body = pod(
+                ordinal, name=name, node_name=f"node-{ordinal}", role="primary" if ordinal == 1 else "replica"
+            )
+            store.put_pod(body)
+    return store
+
+
+def _reconcile_all(controller: Controller, services: int) -> list[float | None]:
+    async def run() -> list[float | None]:
+        return [await controller.reconcile(("ns", f"svc{i}")) for i in range(services)]
+
+    return asyncio.run(run())
+
+
+def test_node_loss_deletions_are_rate_limited_for_the_cluster() -> None:
+    clock = Clock()
+    store = _store_with_lost_nodes(5)
+    client = FakeClient(store)
+    budget = NodeLossBudget(per_resource=(3, 0.5), cluster=(2, 1.0), clock=clock)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW, node_loss_budget=budget)
+    controller.client = client  # type: ignore[assignment]
+    requeues = _reconcile_all(controller, 5)
+    deleted = [name for verb, kind, name in client.calls if verb == "DELETE" and kind == "Pod"]
+    assert deleted == ["svc0-0", "svc1-0"], "two tokens in the cluster bucket, no more"
+    assert all(r is not None and r <= 1.0 for r in requeues[2:]), "the held ones look again soon"
+    clock.now += 3.0  # refilled, but never beyond the burst of two
+    client.calls.clear()
+    _reconcile_all(controller, 5)
+    deleted = [name for verb, kind, name in client.calls if verb == "DELETE" and kind == "Pod"]
+    assert deleted == ["svc2-0", "svc3-0"]
+    clock.now += 1.0
+    client.calls.clear()
+    _reconcile_all(controller, 5)
+    deleted = [name for verb, kind, name in client.calls if verb == "DELETE" and kind == "Pod"]
+    assert deleted == ["svc4-0"]
+
+
+def test_node_loss_budget_per_resource() -> None:
+    clock = Clock()
+    budget = NodeLossBudget(per_resource=(2, 0.5), cluster=(100, 100.0), clock=clock)
+    key = ("ns", "a")
+    assert [budget.allow(key) for _ in range(3)] == [True, True, False]
+    assert budget.allow(("ns", "b")), "another resource has its own bucket"
+    clock.now += 2.0
+    assert budget.allow(key) and not budget.allow(key)
