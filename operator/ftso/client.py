@@ -2,7 +2,8 @@
 
 A small async REST client over aiohttp that sends and receives plain dicts; credentials come from
 the kubeconfig or the in-cluster service account, loaded by the `kubernetes` package. Transient
-failures (connection errors, 429, 5xx) are retried with exponential backoff and jitter.
+failures (connection errors, 429, 5xx) are retried with exponential backoff and jitter. With leader
+election, every write first asks the write guard whether this replica still leads (`NotLeader` if not).
 """
 
 from __future__ import annotations
@@ -50,6 +51,11 @@ class ApiError(Exception):
     @property
     def transient(self) -> bool:
         return self.status == 429 or self.status >= 500
+
+
+class NotLeader(Exception):
+    """A write refused before it was sent: this replica no longer leads. Deliberately not an ApiError,
+    so that no handler of "not found" or "conflict" swallows it; it aborts the reconcile."""
 
 
 @dataclass
@@ -148,6 +154,13 @@ class KubeClient:
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.requests: Counter[str] = Counter()
         self._session: aiohttp.ClientSession | None = None
+        # Whether this replica may write now; None: it acts alone (no leader election), always.
+        self.write_guard: Callable[[], bool] | None = None
+
+    def ensure_leading(self) -> None:
+        """Raise NotLeader unless this replica may act: for side effects outside this client (hooks)."""
+        if self.write_guard is not None and not self.write_guard():
+            raise NotLeader("this replica no longer leads; nothing was sent")
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
@@ -172,7 +185,10 @@ class KubeClient:
         body: Any = None,
         params: Mapping[str, str] | None = None,
         content_type: str = JSON,
+        guarded: bool = True,
+        attempts: int | None = None,
     ) -> dict[str, Any]:
+        """`guarded=False` only for the leader election's own Lease, which must be written to lead at all."""
         headers = {"Accept": JSON, "User-Agent": "ftso-operator"}
         authorization = self.credentials.authorization()
         if authorization:
@@ -182,7 +198,10 @@ class KubeClient:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         delay = 0.05
-        for attempt in range(1, self.attempts + 1):
+        attempts = attempts or self.attempts
+        for attempt in range(1, attempts + 1):
+            if guarded and method != "GET":
+                self.ensure_leading()  # before each attempt: leadership may end during a retry's wait
             self.requests[method] += 1
             try:
                 async with self._session_now().request(
@@ -196,7 +215,7 @@ class KubeClient:
                     error = _error(response.status, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = ApiError(0, "ConnectionError", str(exc) or type(exc).__name__)
-            if not (error.transient or error.status == 0) or attempt == self.attempts:
+            if not (error.transient or error.status == 0) or attempt == attempts:
                 raise error
             logger.debug("retrying %s %s after %s", method, path, error)
             await asyncio.sleep(delay * (1 + random.random()))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import kopf
 
 from ftso import metrics, names
 from ftso.api.spec import DEFAULT_NODE_LOST_AFTER_SECONDS, MIN_NODE_LOST_AFTER_SECONDS
-from ftso.client import KubeClient
+from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.reconcile import Plan
@@ -27,6 +28,8 @@ from ftso.workqueue import WorkQueue
 logger = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
+PRIME_BACKOFF_BASE = 0.5
+PRIME_BACKOFF_MAX = 30.0
 
 
 class Runtime:
@@ -78,7 +81,19 @@ class Runtime:
 
     async def prime(self) -> None:
         """Fill the store from one LIST of each kind before the first reconcile: a reconcile that saw the
-        resource but not yet its pods would create pods that exist and report a wrong status."""
+        resource but not yet its pods would create pods that exist and report a wrong status. Retried
+        whole, with backoff, until it succeeds: an API hiccup at startup must not leave us dead or blind."""
+        delay = PRIME_BACKOFF_BASE
+        while True:
+            try:
+                await self._prime_once()
+                return
+            except (ApiError, ValueError) as error:
+                logger.warning("could not read the cluster's state, retrying in %.1fs: %s", delay, error)
+            await asyncio.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, PRIME_BACKOFF_MAX)
+
+    async def _prime_once(self) -> None:
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
         for node in await self.client.list("Node", None):
             self.store.put_node(node)
@@ -184,6 +199,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
                 renew_seconds=max(0.2, ours.lease_seconds / 4),
             ),
         )
+        runtime.client.write_guard = elector.leading  # every write asks first; the Lease's own bypass it
         runtime.background.append(
             asyncio.create_task(elector.run(runtime.start, _stop_acting), name="ftso-leader")
         )
