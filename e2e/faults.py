@@ -61,11 +61,20 @@ def heal_all_nodes(kube: Kube) -> None:
 
 def make_pod_unready(kube: Kube, namespace: str, pod: str) -> None:
     """The pod stays Running but its Ready condition turns False, as when its readiness probe fails."""
+    _set_pod_ready(kube, namespace, pod, False)
+
+
+def make_pod_ready(kube: Kube, namespace: str, pod: str) -> None:
+    """Its readiness probe passes again."""
+    _set_pod_ready(kube, namespace, pod, True)
+
+
+def _set_pod_ready(kube: Kube, namespace: str, pod: str, ready: bool) -> None:
     path = f"/api/v1/namespaces/{namespace}/pods/{pod}/status"
     current = kube.get(f"/api/v1/namespaces/{namespace}/pods/{pod}") or {}
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     conditions = [
-        {**c, "status": "False", "lastTransitionTime": now}
+        {**c, "status": "True" if ready else "False", "lastTransitionTime": now}
         if c.get("type") in ("Ready", "ContainersReady")
         else c
         for c in (current.get("status") or {}).get("conditions") or []

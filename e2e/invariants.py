@@ -1,11 +1,15 @@
-"""The safety invariant of failover, checked over every change the API server reported:
-never two pods of one resource labelled primary and serving at once, and terms never going back."""
+"""The safety invariants of failover, checked over every change the API server reported: never two pods
+of one resource labelled primary and serving at once, never a serving primary with a stale term, never two
+ready endpoints behind `<name>-primary`, and terms never going back."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from e2e.recorder import Seen
+from e2e.kube import Kube
+from e2e.recorder import Seen, WatchRecorder
 
 ROLE = "ftso.dev/role"
 SERVING = "ftso.dev/serving"
@@ -34,8 +38,35 @@ def check_pods(events: list[Seen]) -> int:
             and (pod["metadata"].get("labels") or {}).get(SERVING) == "true"
         )
         assert len(serving_primaries) <= 1, f"two serving primaries at once: {serving_primaries}"
+        newest = max((_term(p) for p in state.values()), default=0)
+        stale = [n for n in serving_primaries if _term(state[n]) < newest]
+        assert not stale, f"serving primary {stale} has a term older than {newest}"
         checked += 1
     return checked
+
+
+def _term(pod: dict[str, Any]) -> int:
+    return int((pod["metadata"].get("annotations") or {}).get(TERM, "0"))
+
+
+def check_primary_endpoints(events: list[Seen]) -> int:
+    """Replays the EndpointSlices of one `<name>-primary` Service: at most one ready address at any time.
+    Returns how many states were checked."""
+    ready_by_slice: dict[str, set[str]] = {}
+    for seen in events:
+        name = seen.object["metadata"]["name"]
+        if seen.type == "DELETED":
+            ready_by_slice.pop(name, None)
+        else:
+            ready_by_slice[name] = {
+                address
+                for endpoint in seen.object.get("endpoints") or []
+                if (endpoint.get("conditions") or {}).get("ready")
+                for address in endpoint.get("addresses") or []
+            }
+        ready = set().union(*ready_by_slice.values())
+        assert len(ready) <= 1, f"{len(ready)} ready endpoints behind the primary Service: {sorted(ready)}"
+    return len(events)
 
 
 def check_terms(events: list[Seen]) -> list[tuple[int, str]]:
@@ -55,3 +86,25 @@ def check_terms(events: list[Seen]) -> list[tuple[int, str]]:
         if not sequence or sequence[-1] != (term, primary):
             sequence.append((term, primary))
     return sequence
+
+
+@contextlib.contextmanager
+def invariant_watch(
+    kube: Kube, namespace: str, name: str = "svc"
+) -> Iterator[tuple[WatchRecorder, WatchRecorder]]:
+    """Records pods, resources and the primary Service's EndpointSlices while the block runs, then checks
+    every invariant over everything that happened."""
+    pods = WatchRecorder(kube.kubeconfig, f"/api/v1/namespaces/{namespace}/pods", "ftso.dev/service")
+    resources = WatchRecorder(
+        kube.kubeconfig, f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+    )
+    slices = WatchRecorder(
+        kube.kubeconfig,
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+        f"kubernetes.io/service-name={name}-primary",
+    )
+    with pods, resources, slices:
+        yield pods, resources
+    assert check_pods(pods.snapshot()) > 0
+    check_terms(resources.snapshot())
+    check_primary_endpoints(slices.snapshot())

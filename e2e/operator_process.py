@@ -11,19 +11,27 @@ from pathlib import Path
 
 class OperatorProcess:
     def __init__(
-        self, kubeconfig: str, log_path: Path, namespaces: tuple[str, ...] = (), extra: tuple[str, ...] = ()
+        self,
+        kubeconfig: str,
+        log_path: Path,
+        namespaces: tuple[str, ...] = (),
+        extra: tuple[str, ...] = (),
+        *,
+        launcher: tuple[str, ...] = ("ftso",),
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.namespaces = namespaces
         self.extra = extra
+        # The module run with `python -m` and its own arguments: `ftso`, or a test wrapper around it.
+        self.launcher = launcher
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
         args = [
             sys.executable,
             "-m",
-            "ftso",
+            *self.launcher,
             "--kubeconfig",
             self.kubeconfig,
             "run",

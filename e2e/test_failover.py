@@ -3,10 +3,8 @@ every pod and status change the API server reported during each test."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +17,7 @@ from e2e.faults import (
     stop_heartbeat,
 )
 from e2e.fts import Fts, manifest
-from e2e.invariants import check_pods, check_terms
+from e2e.invariants import invariant_watch
 from e2e.kube import Kube, condition, ftso_cli, pod_ready, wait_for
 from e2e.operator_process import OperatorProcess
 from e2e.recorder import WatchRecorder
@@ -27,18 +25,6 @@ from e2e.recorder import WatchRecorder
 FAST = {
     "failover": {"delaySeconds": 2, "nodeLostAfterSeconds": 12, "minIntervalSeconds": 0, "maxPerHour": 100}
 }
-
-
-@contextlib.contextmanager
-def invariant_watch(kube: Kube, namespace: str) -> Iterator[tuple[WatchRecorder, WatchRecorder]]:
-    pods = WatchRecorder(kube.kubeconfig, f"/api/v1/namespaces/{namespace}/pods", "ftso.dev/service")
-    resources = WatchRecorder(
-        kube.kubeconfig, f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
-    )
-    with pods, resources:
-        yield pods, resources
-    assert check_pods(pods.snapshot()) > 0
-    check_terms(resources.snapshot())
 
 
 def _ready(kube: Kube, namespace: str, **spec: Any) -> tuple[Fts, dict[str, Any]]:

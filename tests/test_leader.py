@@ -326,12 +326,14 @@ class FlakyLister:
         self.failures = failures
         self.kinds: list[str] = []
 
-    async def list(self, kind: str, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
+    async def list_all(
+        self, kind: str, namespace: str | None, label_selector: str = ""
+    ) -> tuple[list[dict[str, Any]], int]:
         if self.failures:
             self.failures -= 1
             raise ApiError(503, "ServiceUnavailable", "starting")
         self.kinds.append(kind)
-        return [node("node-0")] if kind == "Node" else []
+        return ([node("node-0")] if kind == "Node" else []), 1
 
 
 def test_priming_retries_transient_failures_until_it_has_read_everything(

@@ -9,6 +9,7 @@ election, every write first asks the write guard whether this replica still lead
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import logging
 import random
@@ -296,6 +297,22 @@ class KubeClient:
         params = {"labelSelector": label_selector} if label_selector else None
         result = await self.request("GET", _path(*KIND_PATHS[kind], namespace), params=params)
         return list(result.get("items") or [])
+
+    async def list_all(
+        self, kind: str, namespace: str | None, label_selector: str = "", page: int = 500
+    ) -> tuple[builtins.list[dict[str, Any]], int]:
+        """Every object, read in pages from one consistent snapshot, and that snapshot's resourceVersion."""
+        items: builtins.list[dict[str, Any]] = []
+        params = {"limit": str(page)}
+        if label_selector:
+            params["labelSelector"] = label_selector
+        while True:
+            result = await self.request("GET", _path(*KIND_PATHS[kind], namespace), params=params)
+            items += result.get("items") or []
+            metadata = result.get("metadata") or {}
+            if not metadata.get("continue"):
+                return items, int(metadata.get("resourceVersion") or 0)
+            params = {**params, "continue": str(metadata["continue"])}
 
     async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
         namespace = body["metadata"].get("namespace")

@@ -172,6 +172,8 @@ class Controller:
             await self._ignore_missing(
                 self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
             )
+        if plan.hooks:
+            self.client.ensure_leading()  # hooks do not go through the client: ask the same guard first
         for hook, problem in await call_hooks(plan.hooks):
             await self._post_event(
                 observed, EventSpec("Warning", "HookFailed", f"{hook.role} hook of {hook.pod}: {problem}")

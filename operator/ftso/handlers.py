@@ -17,12 +17,12 @@ import kopf
 
 from ftso import metrics, names
 from ftso.api.spec import DEFAULT_NODE_LOST_AFTER_SECONDS, MIN_NODE_LOST_AFTER_SECONDS
-from ftso.client import ApiError, KubeClient
-from ftso.controller import Controller
+from ftso.client import ApiError, KubeClient, NotLeader
+from ftso.controller import Controller, ViewSettings
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.reconcile import Plan
 from ftso.settings import OperatorSettings
-from ftso.store import Body, Key, Store
+from ftso.store import Body, Key, Listing, Store
 from ftso.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -39,19 +39,29 @@ class Runtime:
         self.settings = settings
         self.store = Store()
         self.client = KubeClient.from_environment(settings.kubeconfig, settings.context)
-        self.controller = Controller(self.client, self.store)
+        self.controller = Controller(
+            self.client,
+            self.store,
+            view=ViewSettings(settings.max_lost_node_share, settings.heartbeat_silence_seconds),
+        )
         self.controller.on_plan = self._observe_plan
         self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
         self.background: list[asyncio.Task[None]] = []
         self._stale: dict[tuple[str, Key], bool] = {}
         self._stale_nodes: set[str] = set()
         self._promoted_at: dict[Key, float] = {}
+        self._lease_watch: asyncio.Task[None] | None = None
+        self._lease_watch_started = 0.0
+        self._heartbeats_in_doubt = False
 
     async def reconcile(self, key: Key) -> float | None:
         started = time.perf_counter()
         metrics.RECONCILES.inc()
         try:
             return await self.controller.reconcile(key)
+        except NotLeader:
+            logger.warning("reconcile of %s/%s stopped: this replica no longer leads", *key)
+            return None  # the process is about to exit; the new leader takes the key over
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
             raise
@@ -75,9 +85,9 @@ class Runtime:
         metrics.LEADER.set(1)
         self.background += [
             asyncio.create_task(self.resync_forever(), name="ftso-resync"),
-            asyncio.create_task(self.follow_node_leases(), name="ftso-node-leases"),
             asyncio.create_task(self.watch_heartbeats(), name="ftso-heartbeats"),
         ]
+        self._restart_lease_watch()
 
     async def prime(self) -> None:
         """Fill the store from one LIST of each kind before the first reconcile: a reconcile that saw the
@@ -94,21 +104,9 @@ class Runtime:
             delay = min(delay * 2, PRIME_BACKOFF_MAX)
 
     async def _prime_once(self) -> None:
-        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
-        for node in await self.client.list("Node", None):
-            self.store.put_node(node)
-        for namespace in namespaces:
-            for kind, put in (
-                ("Pod", self.store.put_pod),
-                ("Service", self.store.services.put),
-                ("PodDisruptionBudget", self.store.pdbs.put),
-                ("EndpointSlice", self.store.endpoint_slices.put),
-                ("Job", self.store.jobs.put),
-            ):
-                for item in await self.client.list(kind, namespace, names.LABEL_SERVICE):
-                    put(item)
-            for resource in await self.client.list(names.KIND, namespace):
-                self.queue.add(self.store.put_resource(resource))
+        await self.relist()
+        for key in list(self.store.resources):
+            self.queue.add(key)
 
     async def follow_node_leases(self) -> None:
         """Node heartbeats, watched by our client: kopf serves only the operator's own namespaces."""
@@ -119,12 +117,35 @@ class Runtime:
 
         await self.client.watch("Lease", NODE_LEASE_NAMESPACE, on_event)
 
+    def _restart_lease_watch(self) -> None:
+        if self._lease_watch is not None:
+            self._lease_watch.cancel()
+        self._lease_watch = asyncio.create_task(self.follow_node_leases(), name="ftso-node-leases")
+        self._lease_watch_started = time.monotonic()
+
+    def _check_heartbeat_silence(self, now: datetime) -> None:
+        """A silent heartbeat watch (stalled stream, paused API server, dead task) is restarted; while the
+        silence lasts, and when it ends, every resource is looked at (node loss is held meanwhile)."""
+        doubt = self.store.heartbeat_doubt(now, self.settings.heartbeat_silence_seconds)
+        if bool(doubt) != self._heartbeats_in_doubt:
+            self._heartbeats_in_doubt = bool(doubt)
+            logger.warning("%s", doubt or "node heartbeats arrive again")
+            for key in list(self.store.resources):
+                self.queue.add(key)
+        watch_dead = self._lease_watch is None or self._lease_watch.done()
+        quiet_since_start = (
+            time.monotonic() - self._lease_watch_started > self.settings.heartbeat_silence_seconds
+        )
+        if watch_dead or (doubt and quiet_since_start):
+            self._restart_lease_watch()
+
     async def watch_heartbeats(self) -> None:
         """Leases are renewed every few seconds; reconciling on each renewal would be waste. Instead, look
         four times a second and queue a resource only when one of its nodes turns stale or fresh for it."""
         while True:
             await asyncio.sleep(0.25)
             now = datetime.now(UTC)
+            self._check_heartbeat_silence(now)
             for node, renewed in list(self.store.lease_renewed_at.items()):
                 age = (now - renewed).total_seconds()
                 if age <= MIN_NODE_LOST_AFTER_SECONDS and node not in self._stale_nodes:
@@ -148,8 +169,32 @@ class Runtime:
     async def resync_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
+            try:
+                await self.relist()
+            except ApiError as error:
+                logger.warning("periodic relist failed, the next one will try again: %s", error)
             for key in list(self.store.resources):
                 self.queue.add(key)
+
+    async def relist(self) -> None:
+        """An authoritative, paged LIST of everything watched: what vanished while a watch was down is
+        dropped, what changed is taken, and a view whose versions went back (etcd restored) is reset."""
+        nodes, _ = await self.client.list_all("Node", None)
+        self.store.relist_nodes(nodes)
+        namespaces: list[str | None] = list(self.settings.namespaces) or [None]
+        for namespace in namespaces:
+            for kind, relist in (
+                ("Pod", self.store.relist_pods),
+                ("Service", self.store.services.relist),
+                ("PodDisruptionBudget", self.store.pdbs.relist),
+                ("EndpointSlice", self.store.endpoint_slices.relist),
+                ("Job", self.store.jobs.relist),
+            ):
+                items, version = await self.client.list_all(kind, namespace, names.LABEL_SERVICE)
+                if relist(Listing(namespace, items, version)):
+                    logger.warning("the API's %s versions went back (etcd restored?): view reset", kind)
+            items, version = await self.client.list_all(names.KIND, namespace)
+            self.store.relist_resources(Listing(namespace, items, version))
 
 
 def _stop_acting() -> None:
@@ -174,8 +219,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.level = logging.WARNING
     if not ours.verbose:
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)  # one line per watch event is noise
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
+    # A watch that stalls silently is cut and restarted within a minute; the periodic relist covers the gap.
+    settings.watching.server_timeout = 45
+    settings.watching.client_timeout = 60
     settings.networking.request_timeout = 30
     # kopf keeps a worker task per object while events arrive; with thousands of pods, let idle ones go soon.
     settings.queueing.idle_timeout = 1.0

@@ -504,6 +504,11 @@ def build_status_schema() -> Schema:
                         "routedAt": _str(
                             "When <name>-primary routed to the new primary.", format="date-time"
                         ),
+                        "fenceUid": _str(
+                            "UID of the failed primary: while it exists it is fenced (out of every Service) "
+                            "and deleted, by whichever reconcile comes next."
+                        ),
+                        "fencedAt": _str("When the fenced pod was seen gone.", format="date-time"),
                     },
                     required=["term", "kind", "to"],
                 ),
