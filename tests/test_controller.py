@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ftso.client import KubeClient
+from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller, NodeLossBudget
 from ftso.store import Store
 
@@ -15,8 +15,9 @@ from .factories import NOW, node, pod, raw_spec
 class FakeClient:
     """Records every write; answers each with the object it was sent, as the API server would."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, missing: frozenset[str] = frozenset()) -> None:
         self.store = store
+        self.missing = missing  # pods the API server no longer has, though the view still does
         self.calls: list[tuple[str, str, str]] = []
 
     async def merge_patch(
@@ -33,6 +34,8 @@ class FakeClient:
 
     async def delete(self, kind: str, namespace: str, name: str, **_: Any) -> None:
         self.calls.append(("DELETE", kind, name))
+        if name in self.missing:
+            raise ApiError(404, "NotFound", f'pods "{name}" not found')
         if kind == "Pod":  # force-deleted: gone at once, as the watch would tell
             self.store.drop_pod(self.store.pods[(namespace, name.rsplit("-", 1)[0])][name])
 
@@ -113,3 +116,17 @@ def test_node_loss_budget_per_resource() -> None:
     assert budget.allow(("ns", "b")), "another resource has its own bucket"
     clock.now += 2.0
     assert budget.allow(key) and not budget.allow(key)
+
+
+def test_a_pod_the_api_no_longer_has_leaves_the_view_and_is_replaced() -> None:
+    """Its delete event fell between the startup LIST and the watch: the 404 of our own delete says it."""
+    store = _store_with_lost_nodes(1)
+    client = FakeClient(store, missing=frozenset({"svc0-0"}))
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    _reconcile_all(controller, 1)
+    assert ("DELETE", "Pod", "svc0-0") in client.calls
+    assert "svc0-0" not in store.pods[("ns", "svc0")]
+    client.calls.clear()
+    _reconcile_all(controller, 1)
+    assert ("POST", "Pod", "svc0-0") in client.calls

@@ -169,8 +169,8 @@ class Controller:
         if plan.write_status:
             await self._write_status(key, plan.status)
         for patch in plan.patches:  # in order: demotions before promotions
-            await self._ignore_missing(
-                self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
+            await self._forget_if_missing(
+                key, patch.name, self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
             )
         if plan.hooks:
             self.client.ensure_leading()  # hooks do not go through the client: ask the same guard first
@@ -180,10 +180,12 @@ class Controller:
             )
         await asyncio.gather(
             *(
-                self._ignore_missing(
+                self._forget_if_missing(
+                    key,
+                    d.name,
                     self.client.delete(
                         "Pod", namespace, d.name, uid=d.uid, grace_seconds=0 if d.force else None
-                    )
+                    ),
                 )
                 for d in plan.deletes
             )
@@ -245,6 +247,17 @@ class Controller:
         }.get(str(kind))
         if index is not None:
             index.put(obj)
+
+    async def _forget_if_missing(self, key: Key, pod: str, call: Awaitable[Any]) -> None:
+        """A pod the API says is gone leaves the view at once: its delete event may have fallen between
+        the startup LIST and the start of the watch, and nothing else would ever drop it."""
+        try:
+            await call
+        except ApiError as error:
+            if error.not_found and (body := self.store.pods.get(key, {}).get(pod)) is not None:
+                self.store.drop_pod(body)
+            if not (error.not_found or error.conflict):
+                raise
 
     @staticmethod
     async def _ignore_missing(call: Awaitable[Any]) -> None:

@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 PRIME_BACKOFF_BASE = 0.5
 PRIME_BACKOFF_MAX = 30.0
+FIRST_RELIST_SECONDS = 5.0
 
 
 class Runtime:
@@ -167,8 +168,12 @@ class Runtime:
                     self._stale_nodes.discard(node)
 
     async def resync_forever(self) -> None:
+        # The first relist comes soon: kopf's watches start after our startup LIST, and a delete between
+        # the two would be in neither.
+        delay = min(FIRST_RELIST_SECONDS, self.settings.resync_seconds)
         while True:
-            await asyncio.sleep(self.settings.resync_seconds)
+            await asyncio.sleep(delay)
+            delay = self.settings.resync_seconds
             try:
                 await self.relist()
             except ApiError as error:
