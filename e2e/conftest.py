@@ -11,7 +11,7 @@ import pytest
 
 from e2e.faults import heal_all_nodes, lease_age
 from e2e.kube import ROOT, Kube, kubeconfig_path, wait_for
-from e2e.operator_process import OperatorProcess
+from e2e.operator_process import OperatorPair, OperatorProcess
 
 LOGS = ROOT / ".e2e-logs"
 
@@ -81,6 +81,18 @@ def operator(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> Iter
     process.stop()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(f"--- operator log ({'alive' if alive else 'dead'}) ---\n{process.log_tail()}")
+
+
+@pytest.fixture
+def ha_operator(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> Iterator[OperatorPair]:
+    """Two operator replicas with leader election on, limited to the test's namespace."""
+    LOGS.mkdir(exist_ok=True)
+    pair = OperatorPair(kube.kubeconfig, LOGS, namespace).start()
+    yield pair
+    alive = pair.alive
+    pair.stop()
+    if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
+        print(f"--- operator logs ({'alive' if alive else 'dead'}) ---\n{pair.log_tail()}")
 
 
 @pytest.hookimpl(wrapper=True)

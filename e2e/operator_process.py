@@ -76,3 +76,41 @@ class OperatorProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+class OperatorPair:
+    """Two replicas of the operator electing a leader through a Lease in the test's namespace, as the
+    chart runs it. Looks like one OperatorProcess to a test: kill, stop and start act on both."""
+
+    LEASE_SECONDS = 4
+
+    def __init__(self, kubeconfig: str, log_dir: Path, namespace: str) -> None:
+        election = ("--leader-election-namespace", namespace, "--lease-seconds", str(self.LEASE_SECONDS))
+        self.replicas = [
+            OperatorProcess(kubeconfig, log_dir / f"{namespace}-{i}.log", (namespace,), election)
+            for i in range(2)
+        ]
+
+    def start(self) -> OperatorPair:
+        for replica in self.replicas:
+            replica.start()
+        return self
+
+    def kill(self) -> None:
+        for replica in self.replicas:
+            replica.kill()
+
+    def stop(self) -> None:
+        for replica in self.replicas:
+            replica.stop()
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        return any(r.alive for r in self.replicas)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(f"--- replica {i} ---\n{r.log_tail(lines)}" for i, r in enumerate(self.replicas))

@@ -21,7 +21,7 @@ from e2e.faults import (
 from e2e.fts import Fts, manifest
 from e2e.invariants import invariant_watch
 from e2e.kube import Kube, condition, wait_for
-from e2e.operator_process import OperatorProcess
+from e2e.operator_process import OperatorPair, OperatorProcess
 
 FAST = {"delaySeconds": 2, "nodeLostAfterSeconds": 12}
 
@@ -48,7 +48,7 @@ def _routed_after(fts: Fts, old: str, term: int, timeout: float = 30) -> dict[st
 
 
 def test_back_to_back_primary_kills_each_fail_over_at_once(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: Kube, namespace: str, ha_operator: OperatorPair
 ) -> None:
     """The default anti-flapping limits (10 s apart, 12 an hour) never hold back a gone primary."""
     with invariant_watch(kube, namespace):
@@ -76,7 +76,7 @@ def heartbeats_back(kube: Kube, healthy_nodes: None) -> Iterator[list[str]]:
 
 
 def test_most_nodes_silent_at_once_is_held_not_acted_on(
-    kube: Kube, namespace: str, operator: OperatorProcess, heartbeats_back: list[str]
+    kube: Kube, namespace: str, ha_operator: OperatorPair, heartbeats_back: list[str]
 ) -> None:
     """Two of three nodes stop their heartbeats together: a partition of the operator's view, not two
     node failures. No pod is deleted, no failover; a condition and an Event say why; then service resumes."""
@@ -114,7 +114,7 @@ def test_most_nodes_silent_at_once_is_held_not_acted_on(
 
 
 def test_operator_killed_after_the_failover_write_still_fences(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: Kube, namespace: str, ha_operator: OperatorPair
 ) -> None:
     """The operator dies right after writing the new term, before any label moved; the old primary turns
     Ready again meanwhile. The next operator fences it from the record in status: it never serves again."""
@@ -122,7 +122,7 @@ def test_operator_killed_after_the_failover_write_still_fences(
         fts, status = _ready(kube, namespace)
         old = status["primary"]
         old_uid = next(p["metadata"]["uid"] for p in fts.pods() if p["metadata"]["name"] == old)
-        operator.stop()
+        ha_operator.stop()
         crashing = OperatorProcess(
             kube.kubeconfig,
             LOGS / f"{namespace}-crashing.log",
@@ -144,7 +144,7 @@ def test_operator_killed_after_the_failover_write_still_fences(
             "the crash left the labels as they were"
         )
         make_pod_ready(kube, namespace, old)
-        operator.start()
+        ha_operator.start()
         _routed_after(fts, old, status["term"])
         wait_for(lambda: old_uid not in _uids(fts), what=f"{old} (uid {old_uid}) fenced and deleted")
         wait_for(lambda: fts.status()["failovers"][-1].get("fencedAt"), what="the fence recorded as done")

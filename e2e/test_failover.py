@@ -19,7 +19,7 @@ from e2e.faults import (
 from e2e.fts import Fts, manifest
 from e2e.invariants import invariant_watch
 from e2e.kube import Kube, condition, ftso_cli, pod_ready, wait_for
-from e2e.operator_process import OperatorProcess
+from e2e.operator_process import OperatorPair, OperatorProcess
 from e2e.recorder import WatchRecorder
 
 FAST = {
@@ -53,7 +53,7 @@ def _new_primary_routed(fts: Fts, old: str, term: int, timeout: float = 30) -> d
     )
 
 
-def test_primary_force_deleted(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_primary_force_deleted(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
         force_delete_pod(kube, namespace, status["primary"])
@@ -70,7 +70,7 @@ def test_primary_force_deleted(kube: Kube, namespace: str, operator: OperatorPro
     )
 
 
-def test_primary_container_failed(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_primary_container_failed(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
         fail_container(kube, namespace, status["primary"])
@@ -78,7 +78,7 @@ def test_primary_container_failed(kube: Kube, namespace: str, operator: Operator
         fts.wait_ready()
 
 
-def test_primary_unready_past_the_delay(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_primary_unready_past_the_delay(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace, failover={**FAST["failover"], "delaySeconds": 3})
         make_pod_unready(kube, namespace, status["primary"])
@@ -94,7 +94,7 @@ def _first_seen(recorder: WatchRecorder, predicate: Any) -> float | None:
 
 
 def test_primary_node_not_ready_fails_over_before_kubernetes_marks_the_pod(
-    kube: Kube, namespace: str, operator: OperatorProcess, healthy_nodes: None
+    kube: Kube, namespace: str, ha_operator: OperatorPair, healthy_nodes: None
 ) -> None:
     with invariant_watch(kube, namespace) as (pods, resources):
         fts, status = _ready(kube, namespace)
@@ -117,7 +117,7 @@ def test_primary_node_not_ready_fails_over_before_kubernetes_marks_the_pod(
 
 
 def test_primary_node_heartbeat_stopped(
-    kube: Kube, namespace: str, operator: OperatorProcess, healthy_nodes: None
+    kube: Kube, namespace: str, ha_operator: OperatorPair, healthy_nodes: None
 ) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
@@ -140,7 +140,7 @@ def test_primary_node_heartbeat_stopped(
         )
 
 
-def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
         target = next(
@@ -162,7 +162,7 @@ def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, operat
 
 
 def test_switchover_to_an_unhealthy_pod_is_refused(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: Kube, namespace: str, ha_operator: OperatorPair
 ) -> None:
     fts, status = _ready(kube, namespace, health={"unreadyTimeoutSeconds": 120})
     target = next(
@@ -183,7 +183,7 @@ def test_switchover_to_an_unhealthy_pod_is_refused(
 
 
 def test_switchover_through_the_annotation_gitops_style(
-    kube: Kube, namespace: str, operator: OperatorProcess
+    kube: Kube, namespace: str, ha_operator: OperatorPair
 ) -> None:
     fts, status = _ready(kube, namespace)
     kube.patch(fts.path, {"metadata": {"annotations": {"ftso.dev/switchover": "@change-42"}}})
@@ -191,13 +191,13 @@ def test_switchover_through_the_annotation_gitops_style(
     assert fts.status()["switchover"]["request"] == "@change-42"
 
 
-def test_operator_killed_mid_failover(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_operator_killed_mid_failover(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
-        operator.kill()
+        ha_operator.kill()
         force_delete_pod(kube, namespace, status["primary"])
         time.sleep(1)
-        operator.start()
+        ha_operator.start()
         _new_primary_routed(fts, status["primary"], status["term"])
         fts.wait_ready()
         assert fts.status()["term"] == status["term"] + 1
@@ -220,7 +220,7 @@ def test_two_operators_racing(kube: Kube, namespace: str, operator: OperatorProc
         second.stop()
 
 
-def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, operator: OperatorProcess) -> None:
+def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
     fts = Fts(kube, namespace)
     fts.create(
         manifest(
@@ -255,7 +255,7 @@ def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, operator: 
 
 @pytest.mark.parametrize("replicas", [1])
 def test_single_replica_primary_comes_back_with_a_new_term(
-    kube: Kube, namespace: str, operator: OperatorProcess, replicas: int
+    kube: Kube, namespace: str, ha_operator: OperatorPair, replicas: int
 ) -> None:
     fts, status = _ready(kube, namespace, replicas=replicas)
     force_delete_pod(kube, namespace, status["primary"])

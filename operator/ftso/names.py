@@ -1,4 +1,4 @@
-"""Public names that users, their scripts and the tests rely on (fixed by DESIGN.md)."""
+"""Public names that users, their scripts and the tests rely on: the API, labels, annotations, Services."""
 
 from typing import Final
 
