@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from ftso.checkpoints import CHECKPOINT_ANNOTATION, JobView
+from ftso import names
+from ftso.checkpoints import JobView
 from ftso.model import format_time
 from ftso.reconcile import Observed, decide
 from ftso.schedule import CronError, next_after, parse_cron
@@ -119,9 +120,11 @@ def test_missed_slots_are_caught_up_once() -> None:
 
 
 def test_a_request_while_one_runs_is_coalesced() -> None:
-    first = decide(_observe(annotations={CHECKPOINT_ANNOTATION: "r1"}))
+    first = decide(_observe(annotations={names.ANNOTATION_CHECKPOINT: "r1"}))
     running = (JobView(first.job_creates[0]["metadata"]["name"], "x", "Running"),)
-    second = decide(_observe(status=first.status, jobs=running, annotations={CHECKPOINT_ANNOTATION: "r2"}))
+    second = decide(
+        _observe(status=first.status, jobs=running, annotations={names.ANNOTATION_CHECKPOINT: "r2"})
+    )
     assert second.job_creates == []
     assert second.status["checkpointSchedule"]["lastRequest"] == "r2"
     assert len(second.status["checkpoints"]) == 1

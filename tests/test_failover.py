@@ -7,8 +7,7 @@ from typing import Any
 
 from ftso import names
 from ftso.model import format_time
-from ftso.reconcile import SWITCHOVER_ANNOTATION, Observed, decide
-from ftso.roles import ANNOTATION_LAG, ANNOTATION_PRIORITY
+from ftso.reconcile import Observed, decide
 
 from .factories import NOW, node, observed, pod, raw_spec
 
@@ -22,7 +21,7 @@ def _three(term: int = 1) -> list[dict[str, Any]]:
 
 
 def _with_annotation(pods: list[dict[str, Any]], status: dict[str, Any], value: str) -> Observed:
-    return observed(pods, status=status, annotations={SWITCHOVER_ANNOTATION: value})
+    return observed(pods, status=status, annotations={names.ANNOTATION_SWITCHOVER: value})
 
 
 def _conditions(plan_status: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -87,11 +86,11 @@ def test_stale_node_heartbeat_loses_the_primary_and_avoids_the_node() -> None:
 
 def test_priority_and_lag_choose_the_candidate() -> None:
     pods = [*_three()[1:], pod(3, node_name="node-0")]
-    pods[0]["metadata"]["annotations"][ANNOTATION_LAG] = "5"
-    pods[1]["metadata"]["annotations"][ANNOTATION_LAG] = "0.5"
+    pods[0]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = "5"
+    pods[1]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = "0.5"
     plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
     assert plan.status["primary"] == "demo-3"  # lag 0 beats 0.5 and 5
-    pods[0]["metadata"]["annotations"][ANNOTATION_PRIORITY] = "10"
+    pods[0]["metadata"]["annotations"][names.ANNOTATION_FAILOVER_PRIORITY] = "10"
     plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
     assert plan.status["primary"] == "demo-1"  # priority first
 

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 
 from ftso.api.spec import HealthSpec
-from ftso.health import Health, judge_pod
+from ftso.health import judge_pod
 from ftso.model import node_view, pod_view
+from ftso.names import Health
 
 from .factories import NOW, node, pod
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from ftso.hooks import HookCall, call_hooks
+from ftso.hooks import call_hooks
+from ftso.plan import HookCall
 from ftso.reconcile import decide
 
 from .factories import observed, pod, raw_spec

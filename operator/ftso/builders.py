@@ -14,7 +14,7 @@ from ftso.api.spec import FtsSpec, ProbeSettings, container_ports
 from ftso.model import PodView
 
 ROLE_VOLUME = "ftso-role"
-ROLE_MOUNT_PATH = "/etc/ftso"
+CHECKPOINT_VOLUME = "ftso-checkpoints"
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Owner:
             "namespace": self.namespace,
             "labels": {
                 names.LABEL_SERVICE: self.name,
-                "app.kubernetes.io/managed-by": "ftso",
+                names.LABEL_MANAGED_BY: names.MANAGED_BY,
                 **(labels or {}),
             },
             "ownerReferences": [self.reference()],
@@ -110,16 +110,11 @@ def _role_volume() -> dict[str, Any]:
     }
 
 
-CHECKPOINT_VOLUME = "ftso-checkpoints"
-CHECKPOINT_MOUNT = "/checkpoints"
-ANNOTATION_RESTORED_FROM = names.PREFIX + "restored-from"
-
-
 def _checkpoint_env(checkpoint_id: str) -> list[dict[str, Any]]:
     return [
         {"name": "FTSO_CHECKPOINT_ID", "value": checkpoint_id},
-        {"name": "FTSO_CHECKPOINT_DIR", "value": CHECKPOINT_MOUNT},
-        {"name": "FTSO_CHECKPOINT_PATH", "value": f"{CHECKPOINT_MOUNT}/{checkpoint_id}"},
+        {"name": "FTSO_CHECKPOINT_DIR", "value": names.CHECKPOINT_MOUNT},
+        {"name": "FTSO_CHECKPOINT_PATH", "value": f"{names.CHECKPOINT_MOUNT}/{checkpoint_id}"},
     ]
 
 
@@ -128,7 +123,7 @@ def _with_checkpoint_storage(container: Mapping[str, Any], env: list[dict[str, A
     result["env"] = [*env, *(result.get("env") or [])]
     result["volumeMounts"] = [
         *(result.get("volumeMounts") or []),
-        {"name": CHECKPOINT_VOLUME, "mountPath": CHECKPOINT_MOUNT},
+        {"name": CHECKPOINT_VOLUME, "mountPath": names.CHECKPOINT_MOUNT},
     ]
     return result
 
@@ -153,7 +148,7 @@ def build_checkpoint_job(
         {"name": "FTSO_TERM", "value": str(term)},
         *_checkpoint_env(checkpoint_id),
     ]
-    labels = {names.PREFIX + "checkpoint": checkpoint_id}
+    labels = {names.LABEL_CHECKPOINT: checkpoint_id}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -163,7 +158,7 @@ def build_checkpoint_job(
             "activeDeadlineSeconds": checkpoint.timeout_seconds,
             "template": {
                 "metadata": {
-                    "labels": {**checkpoint.labels, names.LABEL_SERVICE + "-checkpoint": owner.name, **labels}
+                    "labels": {**checkpoint.labels, names.LABEL_CHECKPOINT_OF: owner.name, **labels}
                 },
                 "spec": {
                     "restartPolicy": "Never",
@@ -194,7 +189,7 @@ def build_pod(
     for container in pod_spec["containers"]:
         mounts = container.setdefault("volumeMounts", [])
         if not any(m.get("name") == ROLE_VOLUME for m in mounts):
-            mounts.append({"name": ROLE_VOLUME, "mountPath": ROLE_MOUNT_PATH, "readOnly": True})
+            mounts.append({"name": ROLE_VOLUME, "mountPath": names.ROLE_MOUNT_PATH, "readOnly": True})
     volumes = pod_spec.setdefault("volumes", [])
     if not any(v.get("name") == ROLE_VOLUME for v in volumes):
         volumes.append(_role_volume())
@@ -243,7 +238,7 @@ def build_pod(
         ]
         pod_spec["initContainers"] = [*(pod_spec.get("initContainers") or []), restore]
         pod_spec["volumes"] = [*pod_spec["volumes"], {"name": CHECKPOINT_VOLUME, **spec.checkpoint.storage}]
-        metadata["annotations"][ANNOTATION_RESTORED_FROM] = restore_from
+        metadata["annotations"][names.ANNOTATION_RESTORED_FROM] = restore_from
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 

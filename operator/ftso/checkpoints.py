@@ -11,14 +11,14 @@ from typing import Any
 from ftso import conditions as cond
 from ftso import names
 from ftso.api.spec import CHECKPOINT_HISTORY_LIMIT, CheckpointSpec, FtsSpec
-from ftso.health import Health, Verdict
+from ftso.health import Verdict
 from ftso.model import PodView, format_time, parse_time
+from ftso.names import CheckpointResult, ConditionType, EventReason, Health, Reason
 from ftso.schedule import CronError, next_after, parse_cron
+from ftso.status import CheckpointRecord, Recovery, ScheduleState, checkpoint_records, schedule_state
 
-CHECKPOINT_ANNOTATION = names.PREFIX + "checkpoint"
-LABEL_CHECKPOINT = names.PREFIX + "checkpoint"
-CHECKPOINT_MOUNT = "/checkpoints"
 CATCH_UP_LIMIT = 100_000
+SKIPPED_RETRY_SECONDS = 10  # no healthy pod to copy: look again soon, a replacement may be up by then
 
 
 @dataclass(frozen=True)
@@ -33,18 +33,18 @@ class JobView:
 def job_view(raw: Mapping[str, Any]) -> JobView:
     metadata = raw.get("metadata") or {}
     status = raw.get("status") or {}
-    result, reason, finished = "Running", "", None
+    result, reason, finished = CheckpointResult.RUNNING, "", None
     for c in status.get("conditions") or []:
         if c.get("status") != "True":
             continue
         if c.get("type") in ("Complete", "SuccessCriteriaMet"):
-            result, finished = "Succeeded", parse_time(c.get("lastTransitionTime"))
+            result, finished = CheckpointResult.SUCCEEDED, parse_time(c.get("lastTransitionTime"))
         elif c.get("type") in ("Failed", "FailureTarget"):
-            result, reason = "Failed", str(c.get("reason") or "Failed")
+            result, reason = CheckpointResult.FAILED, str(c.get("reason") or "Failed")
             finished = parse_time(c.get("lastTransitionTime"))
     return JobView(
         name=str(metadata.get("name", "")),
-        checkpoint_id=str((metadata.get("labels") or {}).get(LABEL_CHECKPOINT, "")),
+        checkpoint_id=str((metadata.get("labels") or {}).get(names.LABEL_CHECKPOINT, "")),
         result=result,
         reason=reason,
         finished_at=finished or parse_time(status.get("completionTime")),
@@ -53,10 +53,10 @@ def job_view(raw: Mapping[str, Any]) -> JobView:
 
 @dataclass
 class CheckpointPlan:
-    history: list[dict[str, Any]]
-    schedule_state: dict[str, Any]
+    history: list[CheckpointRecord]
+    schedule_state: ScheduleState
     last_successful: str = ""
-    start: dict[str, Any] | None = None  # the history entry of a checkpoint to start now
+    start: CheckpointRecord | None = None  # the history entry of a checkpoint to start now
     delete_jobs: list[str] = field(default_factory=list)
     events: list[tuple[str, str, str]] = field(default_factory=list)  # (type, reason, message)
     condition: cond.Condition | None = None
@@ -112,133 +112,150 @@ def _unique_id(now: datetime, taken: set[str]) -> str:
     return candidate
 
 
-def decide_checkpoints(
-    spec: FtsSpec,
-    *,
-    name: str,
-    created_at: datetime,
-    request: str,
-    previous: Mapping[str, Any],
-    jobs: Sequence[JobView],
-    pods: Sequence[PodView],
-    verdicts: Mapping[str, Verdict],
-    primary: str,
-    term: int,
-    now: datetime,
-    acting: bool,
-) -> CheckpointPlan:
-    history = [dict(h) for h in previous.get("checkpoints") or []]
-    schedule_state = dict(previous.get("checkpointSchedule") or {})
-    plan = CheckpointPlan(history=history, schedule_state=schedule_state)
-    checkpoint = spec.checkpoint
-    by_name = {j.name: j for j in jobs}
+@dataclass(frozen=True)
+class CheckpointInputs:
+    """What the checkpoint decision reads besides the spec."""
 
-    # What the Jobs say about the checkpoints still running.
+    name: str
+    created_at: datetime
+    request: str  # the ftso.dev/checkpoint annotation
+    previous: Mapping[str, Any]  # the status as read
+    jobs: Sequence[JobView]
+    pods: Sequence[PodView]
+    verdicts: Mapping[str, Verdict]
+    primary: str
+    term: int
+    now: datetime
+    acting: bool
+
+
+def decide_checkpoints(spec: FtsSpec, given: CheckpointInputs) -> CheckpointPlan:
+    plan = CheckpointPlan(
+        history=checkpoint_records(given.previous), schedule_state=schedule_state(given.previous)
+    )
+    by_name = {j.name: j for j in given.jobs}
+    plan.events += _follow_jobs(plan.history, by_name, given.now)
+    if spec.checkpoint is not None and given.acting:
+        _start_due(plan, spec.checkpoint, given)
+        # A started checkpoint whose Job is missing (we stopped between writing status and creating it).
+        missing = [
+            e for e in plan.history if e["result"] == CheckpointResult.RUNNING and e["job"] not in by_name
+        ]
+        plan.start = plan.start or next(iter(missing), None)
+    _retain(plan, spec.checkpoint, given.now)
+    known = {e["job"] for e in plan.history}
+    plan.delete_jobs += [
+        j.name for j in given.jobs if j.name not in known and j.result != CheckpointResult.RUNNING
+    ]
+    succeeded = [e for e in plan.history if e["result"] == CheckpointResult.SUCCEEDED]
+    plan.last_successful = (
+        succeeded[-1]["id"] if succeeded else str(given.previous.get("lastSuccessfulCheckpoint") or "")
+    )
+    plan.condition = _condition(plan.history, plan.last_successful)
+    return plan
+
+
+def _follow_jobs(
+    history: list[CheckpointRecord], jobs: Mapping[str, JobView], now: datetime
+) -> list[tuple[str, str, str]]:
+    """What the Jobs say about the checkpoints still running; the history entries take their results."""
+    events: list[tuple[str, str, str]] = []
     for entry in history:
-        if entry.get("result") != "Running":
-            continue
-        job = by_name.get(str(entry.get("job")))
-        if job is None or job.result == "Running":
+        job = jobs.get(entry["job"])
+        if (
+            entry["result"] != CheckpointResult.RUNNING
+            or job is None
+            or job.result == CheckpointResult.RUNNING
+        ):
             continue
         finished = job.finished_at or now
         started = parse_time(entry.get("startedAt")) or finished
-        entry.update(
-            result=job.result,
-            reason=job.reason,
-            finishedAt=format_time(finished),
-            durationSeconds=max(0, int((finished - started).total_seconds())),
-        )
-        if job.result == "Succeeded":
-            plan.events.append(
+        entry["result"] = job.result
+        entry["reason"] = job.reason
+        entry["finishedAt"] = format_time(finished)
+        entry["durationSeconds"] = max(0, int((finished - started).total_seconds()))
+        if job.result == CheckpointResult.SUCCEEDED:
+            events.append(
                 (
                     "Normal",
-                    "CheckpointSucceeded",
-                    f"checkpoint {entry['id']} of {entry.get('sourcePod')} done",
+                    EventReason.CHECKPOINT_SUCCEEDED,
+                    f"checkpoint {entry['id']} of {entry['sourcePod']} done",
                 )
             )
         else:
-            plan.events.append(
-                ("Warning", "CheckpointFailed", f"checkpoint {entry['id']} failed: {job.reason}")
+            events.append(
+                ("Warning", EventReason.CHECKPOINT_FAILED, f"checkpoint {entry['id']} failed: {job.reason}")
             )
+    return events
 
-    if checkpoint is not None and acting:
-        running = any(e.get("result") == "Running" for e in history)
-        base = parse_time(schedule_state.get("lastScheduleTime")) or created_at
-        slot, upcoming = (None, None) if checkpoint.suspend else latest_slot(checkpoint, base, now)
-        plan.next_look = upcoming
-        requested = bool(request) and request != schedule_state.get("lastRequest")
-        if running and (slot is not None or requested):
-            # Never two at once: the running checkpoint answers the request, and a slot that fell due
-            # while it ran is counted as served.
-            if slot is not None:
-                schedule_state["lastScheduleTime"] = format_time(slot)
-            if requested:
-                schedule_state["lastRequest"] = request
-        elif slot is not None or requested:
-            source = choose_source(checkpoint, pods, verdicts, primary)
-            if source is None:
-                plan.events.append(
-                    ("Warning", "CheckpointSkipped", "no healthy pod to take a checkpoint from")
-                )
-                plan.next_look = now + timedelta(seconds=10)
-            else:
-                checkpoint_id = _unique_id(now, {str(e.get("id")) for e in history})
-                entry = {
-                    "id": checkpoint_id,
-                    "job": f"{name}-ckpt-{checkpoint_id}",
-                    "result": "Running",
-                    "sourcePod": source.name,
-                    "term": term,
-                    "startedAt": format_time(now),
-                }
-                history.append(entry)
-                plan.start = entry
-                plan.events.append(
-                    (
-                        "Normal",
-                        "CheckpointStarted",
-                        f"checkpoint {checkpoint_id} of {source.name} (term {term})",
-                    )
-                )
-                if slot is not None:
-                    schedule_state["lastScheduleTime"] = format_time(slot)
-                if requested:
-                    schedule_state["lastRequest"] = request
-        # A started checkpoint whose Job is missing (we stopped between writing status and creating it).
-        for entry in history:
-            if (
-                entry.get("result") == "Running"
-                and entry.get("job") not in by_name
-                and entry is not plan.start
-            ):
-                plan.start = plan.start or entry
 
-    _retain(plan, checkpoint, now)
-    known = {str(e.get("job")) for e in plan.history}
-    plan.delete_jobs += [j.name for j in jobs if j.name not in known and j.result != "Running"]
-    succeeded = [e for e in plan.history if e.get("result") == "Succeeded"]
-    plan.last_successful = (
-        str(succeeded[-1]["id"]) if succeeded else str(previous.get("lastSuccessfulCheckpoint") or "")
-    )
-    done = [e for e in plan.history if e.get("result") in ("Succeeded", "Failed")]
-    if done:
-        last = done[-1]
-        ok = last.get("result") == "Succeeded"
-        message = f"checkpoint {last['id']} " + ("succeeded" if ok else f"failed ({last.get('reason')})")
-        if not ok and plan.last_successful:
-            message += f"; the last good one is {plan.last_successful}"
-        plan.condition = cond.Condition(
-            cond.CHECKPOINT_SUCCEEDED, ok, "Succeeded" if ok else str(last.get("reason") or "Failed"), message
+def _start_due(plan: CheckpointPlan, checkpoint: CheckpointSpec, given: CheckpointInputs) -> None:
+    """Start a checkpoint when a slot fell due or a new request came, unless one is running already."""
+    state = plan.schedule_state
+    running = any(e["result"] == CheckpointResult.RUNNING for e in plan.history)
+    base = parse_time(state.get("lastScheduleTime")) or given.created_at
+    slot, upcoming = (None, None) if checkpoint.suspend else latest_slot(checkpoint, base, given.now)
+    plan.next_look = upcoming
+    requested = bool(given.request) and given.request != state.get("lastRequest")
+    if slot is None and not requested:
+        return
+    if not running:
+        # Never two at once: a running checkpoint answers the request, and a slot that fell due while it
+        # ran is counted as served.
+        source = choose_source(checkpoint, given.pods, given.verdicts, given.primary)
+        if source is None:
+            plan.events.append(
+                ("Warning", EventReason.CHECKPOINT_SKIPPED, "no healthy pod to take a checkpoint from")
+            )
+            plan.next_look = given.now + timedelta(seconds=SKIPPED_RETRY_SECONDS)
+            return
+        plan.start = _new_entry(plan, given, source)
+    if slot is not None:
+        state["lastScheduleTime"] = format_time(slot)
+    if requested:
+        state["lastRequest"] = given.request
+
+
+def _new_entry(plan: CheckpointPlan, given: CheckpointInputs, source: PodView) -> CheckpointRecord:
+    checkpoint_id = _unique_id(given.now, {e["id"] for e in plan.history})
+    entry: CheckpointRecord = {
+        "id": checkpoint_id,
+        "job": f"{given.name}-ckpt-{checkpoint_id}",
+        "result": CheckpointResult.RUNNING,
+        "sourcePod": source.name,
+        "term": given.term,
+        "startedAt": format_time(given.now),
+    }
+    plan.history.append(entry)
+    plan.events.append(
+        (
+            "Normal",
+            EventReason.CHECKPOINT_STARTED,
+            f"checkpoint {checkpoint_id} of {source.name} (term {given.term})",
         )
-    return plan
+    )
+    return entry
+
+
+def _condition(history: Sequence[CheckpointRecord], last_successful: str) -> cond.Condition | None:
+    done = [e for e in history if e["result"] in (CheckpointResult.SUCCEEDED, CheckpointResult.FAILED)]
+    if not done:
+        return None
+    last = done[-1]
+    ok = last["result"] == CheckpointResult.SUCCEEDED
+    message = f"checkpoint {last['id']} " + ("succeeded" if ok else f"failed ({last.get('reason')})")
+    if not ok and last_successful:
+        message += f"; the last good one is {last_successful}"
+    reason = Reason.SUCCEEDED if ok else (last.get("reason") or Reason.FAILED)
+    return cond.Condition(ConditionType.CHECKPOINT_SUCCEEDED, ok, reason, message)
 
 
 def _retain(plan: CheckpointPlan, checkpoint: CheckpointSpec | None, now: datetime) -> None:
     keep_last = checkpoint.keep_last if checkpoint else CHECKPOINT_HISTORY_LIMIT
     max_age = checkpoint.max_age_seconds if checkpoint else 0
-    succeeded = [e for e in plan.history if e.get("result") == "Succeeded"]
+    succeeded = [e for e in plan.history if e["result"] == CheckpointResult.SUCCEEDED]
     newest_good = succeeded[-1] if succeeded else None
-    drop: list[dict[str, Any]] = succeeded[:-keep_last] if len(succeeded) > keep_last else []
+    drop: list[CheckpointRecord] = succeeded[:-keep_last] if len(succeeded) > keep_last else []
     if max_age:
         for entry in plan.history:
             finished = parse_time(entry.get("finishedAt"))
@@ -250,22 +267,23 @@ def _retain(plan: CheckpointPlan, checkpoint: CheckpointSpec | None, now: dateti
                 drop.append(entry)
     kept = [e for e in plan.history if not any(e is d for d in drop)]
     while len(kept) > CHECKPOINT_HISTORY_LIMIT:
-        victim = next((e for e in kept if e.get("result") != "Running" and e is not newest_good), None)
+        victim = next(
+            (e for e in kept if e["result"] != CheckpointResult.RUNNING and e is not newest_good), None
+        )
         if victim is None:
             break
         kept.remove(victim)
         drop.append(victim)
-    plan.delete_jobs += [str(e["job"]) for e in drop if e.get("job")]
+    plan.delete_jobs += [e["job"] for e in drop if e.get("job")]
     plan.history = kept
 
 
-def restore_source(spec: FtsSpec, status: Mapping[str, Any], last_successful: str) -> str:
+def restore_source(spec: FtsSpec, recovery: Recovery, last_successful: str) -> str:
     """Which checkpoint a new pod loads, or "": an automatic recovery in progress first, then spec.restore."""
     if spec.checkpoint is None or spec.checkpoint.restore_template is None:
         return ""
-    recovery = status.get("recovery") or {}
     if recovery.get("checkpoint") and not recovery.get("completedAt"):
-        return str(recovery["checkpoint"])
+        return recovery["checkpoint"]
     if spec.restore_from == "latest":
         return last_successful
     return spec.restore_from

@@ -148,8 +148,6 @@ def _report(work: Callable[[], tuple[int, str]]) -> int:
 
 
 def _switchover(args: argparse.Namespace) -> int:
-    from ftso.reconcile import SWITCHOVER_ANNOTATION
-
     request = f"{args.to or ''}@{int(time.time() * 1000)}"
 
     def answer(status: dict[str, Any]) -> tuple[int, str] | None:
@@ -164,15 +162,13 @@ def _switchover(args: argparse.Namespace) -> int:
         return 0, f"{reply.get('message')} (term {status.get('term')})"
 
     async def work(client: KubeClient) -> tuple[int, str]:
-        await _patch(client, args, {"metadata": {"annotations": {SWITCHOVER_ANNOTATION: request}}})
+        await _patch(client, args, {"metadata": {"annotations": {names.ANNOTATION_SWITCHOVER: request}}})
         return await _await_answer(client, args, answer)
 
     return _report(lambda: _with_client(args, work))
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
-    from ftso.checkpoints import CHECKPOINT_ANNOTATION
-
     request = f"cli-{int(time.time() * 1000)}"
 
     def answer(status: dict[str, Any]) -> tuple[int, str] | None:
@@ -188,7 +184,7 @@ def _checkpoint(args: argparse.Namespace) -> int:
         )
 
     async def work(client: KubeClient) -> tuple[int, str]:
-        await _patch(client, args, {"metadata": {"annotations": {CHECKPOINT_ANNOTATION: request}}})
+        await _patch(client, args, {"metadata": {"annotations": {names.ANNOTATION_CHECKPOINT: request}}})
         return await _await_answer(client, args, answer)
 
     return _report(lambda: _with_client(args, work))

@@ -6,20 +6,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-READY = "Ready"
-AVAILABLE = "Available"
-PROGRESSING = "Progressing"
-DEGRADED = "Degraded"
-INVALID_SPEC = "InvalidSpec"
-PRIMARY_UNAVAILABLE = "PrimaryUnavailable"
-FAILING_OVER = "FailingOver"
-CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
-NODE_LOSS_SUSPENDED = "NodeLossSuspended"
+from ftso.names import ConditionType
+from ftso.status import ConditionRecord
 
 
 @dataclass(frozen=True)
 class Condition:
-    type: str
+    type: ConditionType
     status: bool
     reason: str
     message: str = ""
@@ -27,27 +20,31 @@ class Condition:
 
 def merge_conditions(
     previous: Iterable[Mapping[str, Any]], current: Iterable[Condition], *, generation: int, now: str
-) -> list[dict[str, Any]]:
+) -> list[ConditionRecord]:
     """The new conditions list; lastTransitionTime moves only when a condition's status flips."""
     before = {c.get("type"): c for c in previous}
-    merged: list[dict[str, Any]] = []
+    merged: list[ConditionRecord] = []
     for condition in current:
         status = "True" if condition.status else "False"
         old = before.get(condition.type) or {}
         merged.append(
             {
-                "type": condition.type,
+                "type": str(condition.type),
                 "status": status,
                 "observedGeneration": generation,
                 "lastTransitionTime": old.get("lastTransitionTime", now)
                 if old.get("status") == status
                 else now,
-                "reason": condition.reason,
+                "reason": str(condition.reason),
                 "message": condition.message,
             }
         )
     return merged
 
 
-def is_true(conditions: Iterable[Mapping[str, Any]], type_: str) -> bool:
+def is_true(conditions: Iterable[Mapping[str, Any]], type_: ConditionType) -> bool:
     return any(c.get("type") == type_ and c.get("status") == "True" for c in conditions)
+
+
+def reason_of(conditions: Iterable[Mapping[str, Any]], type_: ConditionType) -> str:
+    return next((str(c.get("reason") or "") for c in conditions if c.get("type") == type_), "")

@@ -18,7 +18,10 @@ from ftso.client import ApiError, KubeClient
 from ftso.health import DEFAULT_MAX_LOST_NODE_SHARE
 from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
-from ftso.reconcile import EventSpec, FtsView, Observed, Plan, decide
+from ftso.names import EventReason
+from ftso.plan import EventSpec, Plan
+from ftso.reconcile import FtsView, Observed, decide
+from ftso.status import FtsStatus
 from ftso.store import Key, Store
 
 logger = logging.getLogger(__name__)
@@ -176,7 +179,8 @@ class Controller:
             self.client.ensure_leading()  # hooks do not go through the client: ask the same guard first
         for hook, problem in await call_hooks(plan.hooks):
             await self._post_event(
-                observed, EventSpec("Warning", "HookFailed", f"{hook.role} hook of {hook.pod}: {problem}")
+                observed,
+                EventSpec("Warning", EventReason.HOOK_FAILED, f"{hook.role} hook of {hook.pod}: {problem}"),
             )
         await asyncio.gather(
             *(
@@ -204,7 +208,7 @@ class Controller:
         for event in plan.events:
             await self._post_event(observed, event)
 
-    async def _write_status(self, key: Key, status: dict[str, Any]) -> None:
+    async def _write_status(self, key: Key, status: FtsStatus) -> None:
         body = self.store.resources[key]
         patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": status}
         try:
@@ -285,7 +289,7 @@ class Controller:
             "reason": event.reason,
             "message": event.message[:1024],
             "source": {"component": names.COMPONENT},
-            "reportingComponent": "ftso.dev/operator",
+            "reportingComponent": names.REPORTING_COMPONENT,
             "reportingInstance": self.instance,
             "firstTimestamp": now,
             "lastTimestamp": now,

@@ -20,7 +20,7 @@ from ftso.api.spec import DEFAULT_NODE_LOST_AFTER_SECONDS, MIN_NODE_LOST_AFTER_S
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
 from ftso.leader import LeaderElector, LeaseSettings
-from ftso.reconcile import Plan
+from ftso.plan import Plan
 from ftso.settings import OperatorSettings
 from ftso.store import Body, Key, Listing, Store
 from ftso.workqueue import WorkQueue
@@ -74,7 +74,7 @@ class Runtime:
         if plan.promotion:
             metrics.PROMOTIONS.labels(reason=plan.promotion).inc()
             self._promoted_at[key] = time.monotonic()
-        if any(e.reason in ("FailoverCompleted", "SwitchoverCompleted") for e in plan.events):
+        if plan.routed:
             promoted_at = self._promoted_at.pop(key, None)
             if promoted_at is not None:
                 metrics.FAILOVER_SECONDS.observe(time.monotonic() - promoted_at)
@@ -216,7 +216,7 @@ def _runtime(memo: Any) -> Runtime:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     ours: OperatorSettings = memo.settings
-    settings.persistence.finalizer = f"{names.PREFIX}finalizer"
+    settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=names.GROUP, key="last-handled-configuration"

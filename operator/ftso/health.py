@@ -5,19 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from ftso.api.spec import HealthSpec
 from ftso.model import NodeView, PodView
-
-
-class Health(StrEnum):
-    HEALTHY = "Healthy"
-    STARTING = "Starting"
-    DEGRADED = "Degraded"
-    FAILED = "Failed"
-    LOST = "Lost"
-    TERMINATING = "Terminating"
+from ftso.names import Health, Reason
 
 
 @dataclass(frozen=True)
@@ -65,7 +56,7 @@ DEFAULT_MAX_LOST_NODE_SHARE = 0.5
 class NodeLossHold:
     """Why node loss must not be acted on now (no deletions, no failovers for it)."""
 
-    reason: str  # HeartbeatsInDoubt or PartitionSuspected
+    reason: Reason  # HeartbeatsInDoubt or PartitionSuspected
     message: str
 
 
@@ -78,11 +69,11 @@ def node_loss_held(
     view_in_doubt: str = "",
 ) -> NodeLossHold | None:
     if view_in_doubt:
-        return NodeLossHold("HeartbeatsInDoubt", view_in_doubt)
+        return NodeLossHold(Reason.HEARTBEATS_IN_DOUBT, view_in_doubt)
     lost = sum(1 for n in nodes.values() if node_problem(n, n.name, now, lost_after_seconds))
     if lost and (lost == len(nodes) or lost / len(nodes) > max_lost_share):
         return NodeLossHold(
-            "PartitionSuspected",
+            Reason.PARTITION_SUSPECTED,
             f"{lost} of {len(nodes)} nodes look lost at once (more than {max_lost_share:.0%}): more likely "
             "the operator's view than the nodes; node loss is held until heartbeats return",
         )

@@ -6,20 +6,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass
 
 import aiohttp
 
+from ftso.plan import HookCall
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class HookCall:
-    pod: str
-    url: str
-    role: str
-    term: int
-    timeout_seconds: float
 
 
 async def call_hook(session: aiohttp.ClientSession, hook: HookCall) -> str:

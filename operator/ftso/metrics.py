@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from ftso.client import KubeClient
-    from ftso.reconcile import Plan
+    from ftso.plan import Plan
     from ftso.store import Key
 
 REGISTRY = CollectorRegistry(auto_describe=True)

@@ -115,6 +115,6 @@ def node_view(raw: Mapping[str, Any], renewed: datetime | None = None) -> NodeVi
     return NodeView(
         name=metadata.get("name", ""),
         ready=ready,
-        zone=(metadata.get("labels") or {}).get("topology.kubernetes.io/zone", ""),
+        zone=(metadata.get("labels") or {}).get(names.LABEL_ZONE, ""),
         lease_renewed_at=renewed,
     )

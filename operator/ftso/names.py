@@ -1,5 +1,8 @@
-"""Public names that users, their scripts and the tests rely on: the API, labels, annotations, Services."""
+"""Every public name: the API, labels, annotations, the finalizer, Services, mount paths, and the values of
+roles, health, phases, condition types and reasons, Event reasons and promotion reasons. Users, their
+scripts, dashboards and the tests rely on these; nothing else in the package spells them."""
 
+from enum import StrEnum
 from typing import Final
 
 GROUP: Final = "ftso.dev"
@@ -16,8 +19,23 @@ LABEL_SERVICE: Final = PREFIX + "service"
 LABEL_ROLE: Final = PREFIX + "role"
 LABEL_SERVING: Final = PREFIX + "serving"
 LABEL_ORDINAL: Final = PREFIX + "ordinal"
+LABEL_CHECKPOINT: Final = PREFIX + "checkpoint"  # on a checkpoint Job and its pods: the checkpoint id
+LABEL_CHECKPOINT_OF: Final = LABEL_SERVICE + "-checkpoint"  # on checkpoint pods: the resource's name
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "ftso"
+LABEL_ZONE: Final = "topology.kubernetes.io/zone"
+
 ANNOTATION_TERM: Final = PREFIX + "term"
 ANNOTATION_TEMPLATE_HASH: Final = PREFIX + "template-hash"
+ANNOTATION_RESTORED_FROM: Final = PREFIX + "restored-from"
+# Set by users (or GitOps) on the resource: requests answered once in status.
+ANNOTATION_SWITCHOVER: Final = PREFIX + "switchover"  # "<pod>@<nonce>"; an empty pod: the best replica
+ANNOTATION_CHECKPOINT: Final = PREFIX + "checkpoint"  # any new value: take a checkpoint now
+# Set by the workload on its pods: how good a candidate for primary each one is.
+ANNOTATION_FAILOVER_PRIORITY: Final = PREFIX + "failover-priority"
+ANNOTATION_REPLICATION_LAG: Final = PREFIX + "replication-lag"
+
+FINALIZER: Final = PREFIX + "finalizer"  # kopf's setting; kopf adds it to nothing (no change handlers)
 
 ROLE_PRIMARY: Final = "primary"
 ROLE_REPLICA: Final = "replica"
@@ -26,8 +44,136 @@ ROLE_FENCED: Final = "fenced"
 MODE_PRIMARY_REPLICA: Final = "PrimaryReplica"
 MODE_ACTIVE_ACTIVE: Final = "ActiveActive"
 
+ROLE_MOUNT_PATH: Final = "/etc/ftso"  # files `role` and `term`, kept current by the kubelet
+CHECKPOINT_MOUNT: Final = "/checkpoints"  # checkpoint storage in checkpoint Jobs and restore containers
+
 FIELD_MANAGER: Final = "ftso"
-COMPONENT: Final = "ftso-operator"
+COMPONENT: Final = "ftso-operator"  # Events' source
+REPORTING_COMPONENT: Final = PREFIX + "operator"
+
+
+class Health(StrEnum):
+    """The operator's judgement of a pod, in status.pods[].health."""
+
+    HEALTHY = "Healthy"
+    STARTING = "Starting"
+    DEGRADED = "Degraded"
+    FAILED = "Failed"
+    LOST = "Lost"
+    TERMINATING = "Terminating"
+
+
+class Promotion(StrEnum):
+    """Why the primary changed (or could not): failover records, Events, the promotions metric."""
+
+    ELECTED = "Elected"
+    FAILOVER = "Failover"
+    SWITCHOVER = "Switchover"
+    SCALE_DOWN = "ScaleDown"
+    ROLLING_UPDATE = "RollingUpdate"
+    LOST = "Lost"  # the primary is gone and nobody can take over
+
+
+PLANNED: Final = frozenset({Promotion.SWITCHOVER, Promotion.SCALE_DOWN, Promotion.ROLLING_UPDATE})
+
+
+class ChangeKind(StrEnum):
+    """status.failovers[].kind."""
+
+    FAILOVER = "Failover"
+    SWITCHOVER = "Switchover"
+
+
+class CheckpointResult(StrEnum):
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class SwitchoverResult(StrEnum):
+    COMPLETED = "Completed"
+    REFUSED = "Refused"
+
+
+class Phase(StrEnum):
+    READY = "Ready"
+    UPDATING = "Updating"
+    DEGRADED = "Degraded"
+    PENDING = "Pending"
+    UNAVAILABLE = "Unavailable"
+    PAUSED = "Paused"
+    INVALID = "Invalid"
+
+
+class ConditionType(StrEnum):
+    READY = "Ready"
+    AVAILABLE = "Available"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    INVALID_SPEC = "InvalidSpec"
+    PRIMARY_UNAVAILABLE = "PrimaryUnavailable"
+    FAILING_OVER = "FailingOver"
+    CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
+    NODE_LOSS_SUSPENDED = "NodeLossSuspended"
+
+
+class Reason(StrEnum):
+    """Condition reasons (a failed checkpoint's condition carries its Job's reason instead)."""
+
+    ALL_REPLICAS_READY = "AllReplicasReady"
+    NOT_ALL_REPLICAS_READY = "NotAllReplicasReady"
+    SERVING = "Serving"
+    PRIMARY_NOT_SERVING = "PrimaryNotServing"
+    NO_SERVING_PODS = "NoServingPods"
+    STABLE = "Stable"
+    PAUSED = "Paused"
+    INVALID_SPEC = "InvalidSpec"
+    REPLACING = "Replacing"
+    SCALING = "Scaling"
+    CREATING = "Creating"
+    ROLLING_UPDATE = "RollingUpdate"
+    STARTING = "Starting"
+    PODS_UNHEALTHY = "PodsUnhealthy"
+    ALL_HEALTHY = "AllHealthy"
+    OPERATOR_VALIDATION_FAILED = "OperatorValidationFailed"
+    SPEC_VALID = "SpecValid"
+    NODES_TRUSTED = "NodesTrusted"
+    PARTITION_SUSPECTED = "PartitionSuspected"
+    HEARTBEATS_IN_DOUBT = "HeartbeatsInDoubt"
+    THROTTLED = "Throttled"
+    IN_PROGRESS = "InProgress"
+    IDLE = "Idle"
+    NO_HEALTHY_REPLICA = "NoHealthyReplica"
+    PRIMARY_ELECTED = "PrimaryElected"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class EventReason(StrEnum):
+    BECAME_PRIMARY = "BecamePrimary"
+    PRIMARY_UNAVAILABLE = "PrimaryUnavailable"
+    FAILOVER_THROTTLED = "FailoverThrottled"
+    SWITCHOVER_REFUSED = "SwitchoverRefused"
+    FAILOVER_STARTED = "FailoverStarted"
+    SWITCHOVER_STARTED = "SwitchoverStarted"
+    FAILOVER_COMPLETED = "FailoverCompleted"
+    SWITCHOVER_COMPLETED = "SwitchoverCompleted"
+    RECOVERY_STARTED = "RecoveryStarted"
+    RECOVERED_FROM_CHECKPOINT = "RecoveredFromCheckpoint"
+    NODE_LOSS_SUSPENDED = "NodeLossSuspended"
+    NODE_LOSS_RESUMED = "NodeLossResumed"
+    POD_LOST = "PodLost"
+    POD_FAILED = "PodFailed"
+    FENCED = "Fenced"
+    SCALED_DOWN = "ScaledDown"
+    CREATED = "Created"
+    ROLLED = "Rolled"
+    INVALID_SPEC = "InvalidSpec"
+    CHECKPOINT_STARTED = "CheckpointStarted"
+    CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
+    CHECKPOINT_FAILED = "CheckpointFailed"
+    CHECKPOINT_SKIPPED = "CheckpointSkipped"
+    HOOK_FAILED = "HookFailed"
 
 
 def service_names(name: str) -> tuple[str, str, str]:

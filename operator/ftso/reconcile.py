@@ -1,9 +1,24 @@
-"""The pure heart of the operator: observed state in, a plan of actions and the new status out."""
+"""The pure heart of the operator: observed state in, a plan of actions and the new status out.
+
+`decide` runs named phases in order. Each is a pure function of the observation and of earlier phases'
+results; it returns its own outputs and Events and changes nothing it was given:
+
+    judge            Judgement    the spec, node-loss hold, every pod's health
+    plan_rollout     Rollout      outdated pods, how many may go down now, whether the primary must move
+    decide_roles     Roles        who is primary at which term; the failover record; the switchover answer
+    plan_checkpoints Checkpoints  checkpoint history, Jobs to start and delete; automatic recovery
+    assign_labels    Labels       each pod's role and serving label, and the patches that move them
+    plan_pods        PodWork      replacements, creations, scale-down, the rollout's next pods, hooks
+    plan_owned       OwnedWork    the Services and the PodDisruptionBudget
+    stamp_history    History      routedAt and fencedAt on the failover records
+    tally            Tally        counts and progress, what the conditions say
+    report           Report       conditions and phase
+"""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,7 +33,6 @@ from ftso.api.spec import (
     resolve_max_unavailable,
 )
 from ftso.builders import (
-    ANNOTATION_RESTORED_FROM,
     Owner,
     build_checkpoint_job,
     build_pdb,
@@ -27,25 +41,26 @@ from ftso.builders import (
     drifted,
     template_hash,
 )
-from ftso.checkpoints import (
-    CHECKPOINT_ANNOTATION,
-    CheckpointPlan,
-    JobView,
-    decide_checkpoints,
-    restore_source,
-)
-from ftso.health import (
-    DEFAULT_MAX_LOST_NODE_SHARE,
-    Health,
-    NodeLossHold,
-    Verdict,
-    judge_pod,
-    node_loss_held,
-    node_problem,
-)
-from ftso.hooks import HookCall
+from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
+from ftso.health import NodeLossHold, Verdict, judge_pod, node_loss_held, node_problem
 from ftso.model import NodeView, PodView, format_time, parse_time
-from ftso.roles import PLANNED, RoleDecision, decide_primary
+from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
+from ftso.plan import EventSpec, HookCall, Plan, PodDelete, PodPatch
+from ftso.roles import RoleDecision, decide_primary
+from ftso.settings import OperatorSettings
+from ftso.status import (
+    FailoverRecord,
+    FtsStatus,
+    PodStatus,
+    Recovery,
+    SwitchoverAnswer,
+    failover_records,
+    recovery_state,
+)
+
+# Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
+# not a resync period.
+PROGRESS_RECHECK_SECONDS = 5
 
 
 @dataclass(frozen=True)
@@ -73,255 +88,309 @@ class Observed:
     jobs: tuple[JobView, ...] = ()
     # Set when the operator's own view of the nodes cannot be trusted (its heartbeat watch went silent).
     node_view_in_doubt: str = ""
-    max_lost_node_share: float = DEFAULT_MAX_LOST_NODE_SHARE
+    max_lost_node_share: float = OperatorSettings.max_lost_node_share
+
+
+# Phase 1: judge
 
 
 @dataclass(frozen=True)
-class PodDelete:
-    name: str
-    uid: str
-    force: bool
-    reason: str
+class Judgement:
+    """What every later phase reads: the observation, the parsed spec and the health of every pod."""
 
-
-@dataclass(frozen=True)
-class PodPatch:
-    name: str
-    labels: dict[str, str]
-    annotations: dict[str, str]
-
-
-@dataclass(frozen=True)
-class EventSpec:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
-
-
-@dataclass
-class Plan:
-    status: dict[str, Any]
-    write_status: bool = False
-    # A new term is written with the resource's resourceVersion as precondition: two writers cannot both win.
-    guard_status: bool = False
-    patches: list[PodPatch] = field(default_factory=list)
-    deletes: list[PodDelete] = field(default_factory=list)
-    creates: list[dict[str, Any]] = field(default_factory=list)
-    owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
-    applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
-    events: list[EventSpec] = field(default_factory=list)
-    hooks: list[HookCall] = field(default_factory=list)  # after the labels moved
-    job_creates: list[dict[str, Any]] = field(default_factory=list)
-    job_deletes: list[str] = field(default_factory=list)
-    requeue_after: float | None = None
-    promotion: str = ""  # why a new primary was chosen, when one was
+    observed: Observed
+    spec: FtsSpec
+    owner: Owner
+    stamp: str  # now, as written to status
+    verdicts: Mapping[str, Verdict]
+    held: NodeLossHold | None  # node loss is not acted on while set
+    problems: tuple[str, ...]  # what only the operator can find wrong with the spec
+    desired_hash: str
 
     @property
-    def acts(self) -> bool:
-        return bool(
-            self.patches
-            or self.deletes
-            or self.creates
-            or self.owned_creates
-            or self.applies
-            or self.job_creates
-            or self.job_deletes
-        )
+    def now(self) -> datetime:
+        return self.observed.now
+
+    @property
+    def pods(self) -> tuple[PodView, ...]:
+        return self.observed.pods
+
+    @property
+    def by_name(self) -> Mapping[str, PodView]:
+        return {p.name: p for p in self.observed.pods}
+
+    @property
+    def previous(self) -> Mapping[str, Any]:
+        return self.observed.fts.status
+
+    @property
+    def acting(self) -> bool:
+        """Paused or invalid: report, change nothing."""
+        return not self.spec.paused and not self.problems
+
+    def health(self, pod: PodView) -> Health:
+        return self.verdicts[pod.name].health
+
+    def updated(self, pod: PodView) -> bool:
+        return pod.template_hash == self.desired_hash
 
 
-SWITCHOVER_ANNOTATION = names.PREFIX + "switchover"
-PROGRESS_RECHECK_SECONDS = 5
+def judge(observed: Observed) -> Judgement:
+    fts = observed.fts
+    spec = parse_spec(fts.spec)
+    lost_after = spec.failover.node_lost_after_seconds
+    held = node_loss_held(
+        observed.nodes,
+        observed.now,
+        lost_after,
+        max_lost_share=observed.max_lost_node_share,
+        view_in_doubt=observed.node_view_in_doubt,
+    )
+    verdicts = {
+        p.name: judge_pod(p, observed.nodes, spec.health, observed.now, lost_after, trust_nodes=held is None)
+        for p in observed.pods
+    }
+    return Judgement(
+        observed=observed,
+        spec=spec,
+        owner=Owner(fts.name, fts.namespace, fts.uid),
+        stamp=format_time(observed.now),
+        verdicts=verdicts,
+        held=held,
+        problems=tuple(operator_judged_problems(spec)),
+        desired_hash=template_hash(spec),
+    )
+
+
+# Phase 2: rollout
+
+
+@dataclass(frozen=True)
+class Rollout:
+    in_range: tuple[PodView, ...]  # pods with an ordinal below spec.replicas, not being deleted
+    outdated: tuple[PodView, ...]  # ... of which run an older template
+    room: int  # pods the rollout may take down now: maxUnavailable less those down already
+    steady: bool  # every pod in range present and Healthy
+    wants_primary: bool  # only the primary is outdated: time for a switchover to an updated replica
+
+
+def plan_rollout(j: Judgement) -> Rollout:
+    replicas = j.spec.replicas
+    in_range = tuple(p for p in j.pods if 0 <= p.ordinal < replicas and not p.deleting)
+    outdated = tuple(p for p in in_range if not j.updated(p))
+    healthy = sum(1 for p in in_range if j.health(p) == Health.HEALTHY)
+    steady = len(in_range) == replicas and healthy == replicas
+    primary = str(j.previous.get("primary") or "")
+    budget = resolve_max_unavailable(j.spec.max_unavailable, replicas)
+    return Rollout(
+        in_range=in_range,
+        outdated=outdated,
+        room=max(0, budget - (replicas - healthy)) if outdated else 0,
+        steady=steady,
+        wants_primary=steady and bool(outdated) and all(p.name == primary for p in outdated) and replicas > 1,
+    )
+
+
+# Phase 3: roles
+
+
+@dataclass(frozen=True)
+class Roles:
+    decision: RoleDecision
+    history: tuple[FailoverRecord, ...]  # with the new change of primary, if any
+    switchover: SwitchoverAnswer | dict[str, Any]
+    events: tuple[EventSpec, ...]
+
+    @property
+    def primary(self) -> str:
+        return self.decision.primary
+
+    @property
+    def term(self) -> int:
+        return self.decision.term
+
+
+def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
+    previous = j.previous
+    history = tuple(failover_records(previous))
+    answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
+    primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
+    if not (j.acting and j.spec.primary_replica):
+        return Roles(RoleDecision(primary, term), history, answer, ())
+    annotations = j.observed.fts.annotations
+    decision = decide_primary(
+        primary=primary,
+        term=term,
+        pods=j.by_name,
+        verdicts=j.verdicts,
+        replicas=j.spec.replicas,
+        updated={p.name: j.updated(p) for p in j.pods},
+        rollout_wants_primary=rollout.wants_primary,
+        failover=j.spec.failover,
+        history=history,
+        now=j.now,
+        switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
+        switchover_answered=str(answer.get("request") or ""),
+    )
+    if decision.promoted and decision.reason != Promotion.ELECTED:
+        history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
+    # Said once: a failover still throttled since the last reconcile posts no second Event.
+    throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
+    events = tuple(
+        e
+        for e in _role_events(decision)
+        if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
+    )
+    return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
+    failed = j.by_name.get(decision.previous)
+    record: FailoverRecord = {
+        "term": decision.term,
+        "kind": ChangeKind.SWITCHOVER if decision.planned else ChangeKind.FAILOVER,
+        "reason": f"{decision.reason}" + (f": {decision.detail}" if decision.detail else ""),
+        "from": decision.previous,
+        "to": decision.primary,
+        "detectedAt": format_time(decision.detected_at or j.now),
+        "decidedAt": j.stamp,
+    }
+    if decision.reason == Promotion.FAILOVER and failed is not None:
+        record["fenceUid"] = failed.uid  # the fence lives in status: see pending_fences
+    return record
 
 
 def _role_events(decision: RoleDecision) -> list[EventSpec]:
-    if decision.reason == "Elected":
-        return [
-            EventSpec("Normal", "BecamePrimary", f"{decision.primary} became primary (term {decision.term})")
-        ]
-    if decision.reason == "Lost":
-        return [
-            EventSpec(
-                "Warning",
-                "PrimaryUnavailable",
-                f"primary {decision.previous} failed ({decision.detail}) and no healthy replica can take over",
-            )
-        ]
+    if decision.reason == Promotion.ELECTED:
+        message = f"{decision.primary} became primary (term {decision.term})"
+        return [EventSpec("Normal", EventReason.BECAME_PRIMARY, message)]
+    if decision.reason == Promotion.LOST:
+        message = (
+            f"primary {decision.previous} failed ({decision.detail}) and no healthy replica can take over"
+        )
+        return [EventSpec("Warning", EventReason.PRIMARY_UNAVAILABLE, message)]
     events: list[EventSpec] = []
     if decision.throttled:
-        events.append(
-            EventSpec(
-                "Warning",
-                "FailoverThrottled",
-                f"primary {decision.previous or '-'} needs a failover: {decision.throttled}",
-            )
+        message = f"primary {decision.previous or '-'} needs a failover: {decision.throttled}"
+        events.append(EventSpec("Warning", EventReason.FAILOVER_THROTTLED, message))
+    answer = decision.switchover
+    if answer is not None and answer["result"] == names.SwitchoverResult.REFUSED:
+        events.append(EventSpec("Warning", EventReason.SWITCHOVER_REFUSED, answer["message"]))
+    if decision.reason == Promotion.FAILOVER:
+        message = (
+            f"{decision.previous or 'no primary'} failed ({decision.detail or 'gone'}); promoting "
+            f"{decision.primary} (term {decision.term})"
         )
-    if decision.switchover is not None and decision.switchover["result"] == "Refused":
-        events.append(EventSpec("Warning", "SwitchoverRefused", decision.switchover["message"]))
-    if decision.reason == "Failover":
-        events.append(
-            EventSpec(
-                "Warning",
-                "FailoverStarted",
-                f"{decision.previous or 'no primary'} failed ({decision.detail or 'gone'}); promoting {decision.primary} "
-                f"(term {decision.term})",
-            )
+        events.append(EventSpec("Warning", EventReason.FAILOVER_STARTED, message))
+    elif decision.reason is not None:
+        message = (
+            f"promoting {decision.primary} in place of {decision.previous} (term {decision.term}, "
+            f"{decision.reason})"
         )
-    elif decision.reason:
-        events.append(
-            EventSpec(
-                "Normal",
-                "SwitchoverStarted",
-                f"promoting {decision.primary} in place of {decision.previous} (term {decision.term}, {decision.reason})",
-            )
-        )
+        events.append(EventSpec("Normal", EventReason.SWITCHOVER_STARTED, message))
     return events
 
 
-def _mark_routed(
-    history: list[dict[str, Any]], primary: str, pod_ip: str, endpoints: frozenset[str], now: str
-) -> EventSpec | None:
-    """Fill routedAt of the newest change of primary once <name>-primary routes to exactly the new primary."""
-    if not history or history[-1].get("routedAt") or history[-1].get("to") != primary:
-        return None
-    if not pod_ip or endpoints != {pod_ip}:
-        return None
-    last = history[-1]
-    last["routedAt"] = now
-    reason = "FailoverCompleted" if last.get("kind") == "Failover" else "SwitchoverCompleted"
-    return EventSpec(
-        "Normal",
-        reason,
-        f"{primary} is primary and routed (term {last.get('term')}, from {last.get('from') or '-'})",
+# Phase 4: checkpoints and recovery
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    plan: CheckpointPlan
+    recovery: Recovery
+    restore_from: str  # the checkpoint new pods load, or ""
+    events: tuple[EventSpec, ...]
+
+
+def plan_checkpoints(j: Judgement, roles: Roles) -> Checkpoints:
+    fts = j.observed.fts
+    given = CheckpointInputs(
+        name=fts.name,
+        created_at=fts.created_at or j.now,
+        request=fts.annotations.get(names.ANNOTATION_CHECKPOINT, ""),
+        previous=j.previous,
+        jobs=j.observed.jobs,
+        pods=[p for p in j.pods if not p.deleting],
+        verdicts=j.verdicts,
+        primary=roles.primary,
+        term=roles.term,
+        now=j.now,
+        acting=j.acting,
     )
-
-
-def _hook_calls(
-    spec: FtsSpec, decision: RoleDecision, pods: Mapping[str, PodView], verdicts: Mapping[str, Verdict]
-) -> list[HookCall]:
-    hooks = spec.failover.hooks
-    if hooks is None or not decision.promoted:
-        return []
-    calls = []
-    new = pods.get(decision.primary)
-    if new is not None and new.pod_ip:
-        calls.append(
-            HookCall(
-                new.name,
-                f"http://{new.pod_ip}:{hooks.port}{hooks.promote_path}",
-                names.ROLE_PRIMARY,
-                decision.term,
-                hooks.timeout_seconds,
-            )
-        )
-    old = pods.get(decision.previous) if decision.previous else None
-    if old is not None and old.pod_ip and verdicts[old.name].health != Health.LOST:
-        role = names.ROLE_REPLICA if decision.reason in PLANNED else names.ROLE_FENCED
-        calls.append(
-            HookCall(
-                old.name,
-                f"http://{old.pod_ip}:{hooks.port}{hooks.demote_path}",
-                role,
-                decision.term,
-                hooks.timeout_seconds,
-            )
-        )
-    return calls
+    plan = decide_checkpoints(j.spec, given)
+    recovery, recovery_events = _recovery(j, plan, roles.decision)
+    return Checkpoints(
+        plan=plan,
+        recovery=recovery,
+        restore_from=restore_source(j.spec, recovery, plan.last_successful),
+        events=(*(EventSpec(*e) for e in plan.events), *recovery_events),
+    )
 
 
 def _recovery(
-    spec: FtsSpec,
-    previous: Mapping[str, Any],
-    checkpoints: CheckpointPlan,
-    decision: RoleDecision,
-    pods: tuple[PodView, ...],
-    verdicts: Mapping[str, Verdict],
-    *,
-    now: datetime,
-    acting: bool,
-    events: list[EventSpec],
-) -> dict[str, Any]:
+    j: Judgement, checkpoints: CheckpointPlan, decision: RoleDecision
+) -> tuple[Recovery, list[EventSpec]]:
     """The last rung: every pod lost and no replica to promote. New pods load the latest good checkpoint and
     one of them becomes primary with a new term; the age of that checkpoint is what may have been lost."""
-    recovery = dict(previous.get("recovery") or {})
+    recovery = recovery_state(j.previous)
     active = bool(recovery.get("checkpoint")) and not recovery.get("completedAt")
     if active and decision.promoted:
-        recovery["completedAt"] = format_time(now)
-        events.append(
-            EventSpec(
-                "Normal",
-                "RecoveredFromCheckpoint",
-                f"{decision.primary} is primary (term {decision.term}), restored from checkpoint "
-                f"{recovery['checkpoint']}; data-loss window {recovery.get('dataLossWindowSeconds')}s",
-            )
+        recovery["completedAt"] = j.stamp
+        message = (
+            f"{decision.primary} is primary (term {decision.term}), restored from checkpoint "
+            f"{recovery.get('checkpoint')}; data-loss window {recovery.get('dataLossWindowSeconds')}s"
         )
-        return recovery
-    if active or not acting or not spec.primary_replica or decision.primary or decision.term == 0:
-        return recovery
-    if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
-        return recovery
-    if any(verdicts[p.name].health in (Health.HEALTHY, Health.STARTING, Health.DEGRADED) for p in pods):
-        return recovery  # someone may still come back with the data
-    entry = next((e for e in checkpoints.history if e.get("id") == checkpoints.last_successful), {})
-    finished = parse_time(entry.get("finishedAt")) or now
-    window = max(0, int((now - finished).total_seconds()))
-    events.append(
-        EventSpec(
-            "Warning",
-            "RecoveryStarted",
-            f"every pod is lost: recreating them from checkpoint {checkpoints.last_successful} "
-            f"(data-loss window {window}s)",
-        )
+        return recovery, [EventSpec("Normal", EventReason.RECOVERED_FROM_CHECKPOINT, message)]
+    if active or not _recovery_needed(j, checkpoints, decision):
+        return recovery, []
+    entry = next((e for e in checkpoints.history if e["id"] == checkpoints.last_successful), None)
+    finished = parse_time(entry.get("finishedAt") if entry else None) or j.now
+    window = max(0, int((j.now - finished).total_seconds()))
+    message = (
+        f"every pod is lost: recreating them from checkpoint {checkpoints.last_successful} "
+        f"(data-loss window {window}s)"
     )
-    return {
+    started: Recovery = {
         "checkpoint": checkpoints.last_successful,
-        "startedAt": format_time(now),
+        "startedAt": j.stamp,
         "dataLossWindowSeconds": window,
     }
+    return started, [EventSpec("Warning", EventReason.RECOVERY_STARTED, message)]
 
 
-def pending_fences(history: list[dict[str, Any]]) -> dict[str, str]:
+def _recovery_needed(j: Judgement, checkpoints: CheckpointPlan, decision: RoleDecision) -> bool:
+    spec = j.spec
+    if not j.acting or not spec.primary_replica or decision.primary or decision.term == 0:
+        return False
+    if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
+        return False
+    # Someone may still come back with the data.
+    alive = (Health.HEALTHY, Health.STARTING, Health.DEGRADED)
+    return not any(j.health(p) in alive for p in j.pods)
+
+
+# Phase 5: labels
+
+
+@dataclass(frozen=True)
+class Labels:
+    roles: Mapping[str, str]  # pod name -> its role label
+    serving: Mapping[str, bool]  # pod name -> whether the Services route to it
+    patches: tuple[PodPatch, ...]  # demotions first
+
+
+def pending_fences(history: Sequence[FailoverRecord]) -> dict[str, str]:
     """Pod name -> uid of every failed-over primary not yet known gone: the fence lives in status, so a
     reconcile that died after deciding a failover cannot let the old primary come back as a replica."""
     return {
-        str(h["from"]): str(h["fenceUid"])
+        h["from"]: h["fenceUid"]
         for h in history
-        if h.get("kind") == "Failover" and h.get("fenceUid") and not h.get("fencedAt")
+        if h["kind"] == ChangeKind.FAILOVER and h.get("fenceUid") and not h.get("fencedAt")
     }
 
 
-def _mark_fenced(history: list[dict[str, Any]], pods: tuple[PodView, ...], now: str) -> None:
-    """A fence is done once the pod it names (by uid) is gone from the API."""
-    uids = {p.uid for p in pods}
-    for record in history:
-        if record.get("fenceUid") and not record.get("fencedAt") and record["fenceUid"] not in uids:
-            record["fencedAt"] = now
-
-
-def _node_loss_condition(
-    held: NodeLossHold | None, previous: Mapping[str, Any], events: list[EventSpec]
-) -> cond.Condition:
-    was_held = cond.is_true(previous.get("conditions") or [], cond.NODE_LOSS_SUSPENDED)
-    if held is not None and not was_held:
-        events.append(EventSpec("Warning", "NodeLossSuspended", held.message))
-    elif was_held and held is None:
-        events.append(EventSpec("Normal", "NodeLossResumed", "node heartbeats are trusted again"))
-    if held is None:
-        return cond.Condition(cond.NODE_LOSS_SUSPENDED, False, "NodesTrusted")
-    return cond.Condition(cond.NODE_LOSS_SUSPENDED, True, held.reason, held.message)
-
-
-def _canonical(status: Mapping[str, Any]) -> str:
-    return json.dumps(status, sort_keys=True, default=str)
-
-
 def desired_role(
-    pod: PodView,
-    verdict: Verdict,
-    *,
-    spec: FtsSpec,
-    primary: str,
-    fence: str = "",
-    fences: Mapping[str, str] | None = None,
+    pod: PodView, verdict: Verdict, *, spec: FtsSpec, primary: str, fences: Mapping[str, str]
 ) -> str:
     if not spec.primary_replica:
         return names.ROLE_REPLICA
@@ -329,16 +398,33 @@ def desired_role(
         return names.ROLE_PRIMARY
     if (
         pod.role == names.ROLE_FENCED
-        or pod.name == fence
-        or (fences or {}).get(pod.name) == pod.uid
+        or fences.get(pod.name) == pod.uid
         or (pod.role == names.ROLE_PRIMARY and verdict.gone)
     ):
         return names.ROLE_FENCED  # a failed former primary: out of every Service until it is gone
     return names.ROLE_REPLICA
 
 
+def assign_labels(j: Judgement, roles: Roles) -> Labels:
+    decision = roles.decision
+    fences = pending_fences(roles.history)
+    if decision.reason in (Promotion.FAILOVER, Promotion.LOST) and decision.previous in j.by_name:
+        fences[decision.previous] = j.by_name[decision.previous].uid
+    role = {
+        p.name: desired_role(p, j.verdicts[p.name], spec=j.spec, primary=roles.primary, fences=fences)
+        for p in j.pods
+    }
+    if not j.acting:  # paused or invalid: labels stay as they are, a pod may only stop serving
+        role = {p.name: p.role or role[p.name] for p in j.pods}
+    serving = {p.name: j.health(p) == Health.HEALTHY and role[p.name] != names.ROLE_FENCED for p in j.pods}
+    if not j.acting:
+        serving = {p.name: serving[p.name] and p.labels.get(names.LABEL_SERVING) == "true" for p in j.pods}
+        return Labels(role, serving, ())
+    return Labels(role, serving, tuple(_pod_patches(j.pods, role, serving, roles.term)))
+
+
 def _pod_patches(
-    pods: tuple[PodView, ...], roles: Mapping[str, str], serving: Mapping[str, bool], term: int
+    pods: Sequence[PodView], roles: Mapping[str, str], serving: Mapping[str, bool], term: int
 ) -> list[PodPatch]:
     demotions: list[PodPatch] = []
     others: list[PodPatch] = []
@@ -361,412 +447,490 @@ def _pod_patches(
     return demotions + others
 
 
-def _status_pods(
-    pods: tuple[PodView, ...],
-    verdicts: Mapping[str, Verdict],
-    roles: Mapping[str, str],
-    serving: Mapping[str, bool],
-    nodes: Mapping[str, NodeView],
-    desired_hash: str,
-    previous: list[Mapping[str, Any]],
-    now: str,
-) -> list[dict[str, Any]]:
-    before = {p.get("name"): p for p in previous}
-    entries: list[dict[str, Any]] = []
-    for pod in sorted(pods, key=lambda p: (p.ordinal, p.name)):
-        verdict = verdicts[pod.name]
+# Phase 6: pods
+
+
+@dataclass(frozen=True)
+class PodWork:
+    deletes: tuple[PodDelete, ...] = ()
+    creates: tuple[dict[str, Any], ...] = ()
+    hooks: tuple[HookCall, ...] = ()
+    job_creates: tuple[dict[str, Any], ...] = ()
+    job_deletes: tuple[str, ...] = ()
+    events: tuple[EventSpec, ...] = ()
+    progress: str = ""  # the first kind of work in progress (names.Reason), or ""
+
+
+def plan_pods(
+    j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, checkpoints: Checkpoints
+) -> PodWork:
+    if not j.acting:
+        return PodWork()
+    replaced = [
+        r for p in sorted(j.pods, key=lambda p: -p.ordinal) if (r := _replacement(j, p, labels, roles))
+    ]
+    creates, created = _creations(j, roles.term, checkpoints.restore_from)
+    rolled: list[tuple[PodDelete, EventSpec]] = []
+    if not replaced and not creates:
+        rolled = _rollout_next(j, rollout, roles)
+    progress = next((reason for _, _, reason in replaced), "") or (Reason.CREATING if creates else "")
+    return PodWork(
+        deletes=(*(d for d, _, _ in replaced), *(d for d, _ in rolled)),
+        creates=tuple(creates),
+        hooks=tuple(_hook_calls(j, roles.decision)),
+        job_creates=_checkpoint_jobs(j, checkpoints, roles.term),
+        job_deletes=tuple(checkpoints.plan.delete_jobs),
+        events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled)),
+        progress=progress or (Reason.ROLLING_UPDATE if rollout.outdated else ""),
+    )
+
+
+def _replacement(
+    j: Judgement, pod: PodView, labels: Labels, roles: Roles
+) -> tuple[PodDelete, EventSpec, Reason] | None:
+    """Why this pod must go now, if it must: lost, failed, fenced, or scaled away."""
+    verdict = j.verdicts[pod.name]
+    if pod.deleting:
+        return None
+    if verdict.health in (Health.LOST, Health.FAILED):
+        lost = verdict.health == Health.LOST
+        reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED
+        event = EventSpec("Warning", reason, f"replacing {pod.name}: {verdict.reason}")
+        return PodDelete(pod.name, pod.uid, lost, verdict.reason), event, Reason.REPLACING
+    if labels.roles[pod.name] == names.ROLE_FENCED:
+        event = EventSpec("Normal", EventReason.FENCED, f"replacing {pod.name}: it was failed over")
+        return PodDelete(pod.name, pod.uid, False, "fenced former primary"), event, Reason.REPLACING
+    if not 0 <= pod.ordinal < j.spec.replicas and pod.name != roles.primary:
+        event = EventSpec(
+            "Normal", EventReason.SCALED_DOWN, f"deleted {pod.name}: replicas is {j.spec.replicas}"
+        )
+        return PodDelete(pod.name, pod.uid, False, "scaled down"), event, Reason.SCALING
+    return None
+
+
+def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[str, Any]], list[EventSpec]]:
+    avoid = _nodes_to_avoid(j)
+    creates = [
+        build_pod(
+            j.spec,
+            j.owner,
+            ordinal,
+            role=names.ROLE_REPLICA,
+            term=term,
+            avoid_nodes=avoid,
+            restore_from=restore_from,
+        )
+        for ordinal in range(j.spec.replicas)
+        if names.pod_name(j.owner.name, ordinal) not in j.by_name
+    ]
+    if not creates:
+        return [], []
+    created = ", ".join(p["metadata"]["name"] for p in creates)
+    suffix = f", restored from checkpoint {restore_from}" if restore_from else ""
+    return creates, [EventSpec("Normal", EventReason.CREATED, f"created pods {created}{suffix}")]
+
+
+def _nodes_to_avoid(j: Judgement) -> tuple[str, ...]:
+    """Nodes a replacement must not land on: those judged lost but not yet tainted by Kubernetes."""
+    nodes = j.observed.nodes
+    lost_after = j.spec.failover.node_lost_after_seconds
+    avoid = tuple(sorted(n.name for n in nodes.values() if node_problem(n, n.name, j.now, lost_after)))
+    if j.held is not None or len(avoid) == len(nodes):
+        return ()  # every node suspect says more about our view than the nodes: let the scheduler choose
+    return avoid
+
+
+def _rollout_next(j: Judgement, rollout: Rollout, roles: Roles) -> list[tuple[PodDelete, EventSpec]]:
+    """The next outdated pods to replace, highest ordinals first, the primary last (after a switchover), as
+    many as maxUnavailable leaves room for."""
+    if rollout.room == 0 or roles.decision.reason == Promotion.ROLLING_UPDATE:
+        return []
+    victims = sorted((p for p in rollout.outdated if p.name != roles.primary), key=lambda p: -p.ordinal)
+    if not victims and j.spec.replicas == 1:
+        victims = list(rollout.outdated[:1])  # nobody to hand over to
+    return [
+        (
+            PodDelete(v.name, v.uid, False, "rolling update"),
+            EventSpec("Normal", EventReason.ROLLED, f"replacing {v.name} to apply the new template"),
+        )
+        for v in victims[: rollout.room]
+    ]
+
+
+def _hook_calls(j: Judgement, decision: RoleDecision) -> list[HookCall]:
+    hooks = j.spec.failover.hooks
+    if hooks is None or not decision.promoted:
+        return []
+    calls = []
+    new = j.by_name.get(decision.primary)
+    if new is not None and new.pod_ip:
+        url = f"http://{new.pod_ip}:{hooks.port}{hooks.promote_path}"
+        calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, decision.term, hooks.timeout_seconds))
+    old = j.by_name.get(decision.previous) if decision.previous else None
+    if old is not None and old.pod_ip and j.health(old) != Health.LOST:
+        role = names.ROLE_REPLICA if decision.planned else names.ROLE_FENCED
+        url = f"http://{old.pod_ip}:{hooks.port}{hooks.demote_path}"
+        calls.append(HookCall(old.name, url, role, decision.term, hooks.timeout_seconds))
+    return calls
+
+
+def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple[dict[str, Any], ...]:
+    start = checkpoints.plan.start
+    source = j.by_name.get(start["sourcePod"]) if start is not None else None
+    if start is None or source is None:
+        return ()
+    job = build_checkpoint_job(
+        j.spec,
+        j.owner,
+        checkpoint_id=start["id"],
+        job_name=start["job"],
+        source=source,
+        term=int(start.get("term") or term),
+    )
+    return (job,)
+
+
+# Phase 7: Services and the PodDisruptionBudget
+
+
+@dataclass(frozen=True)
+class OwnedWork:
+    creates: tuple[dict[str, Any], ...] = ()  # missing
+    applies: tuple[dict[str, Any], ...] = ()  # changed by someone: server-side apply takes our fields back
+
+
+def plan_owned(j: Judgement) -> OwnedWork:
+    if not j.acting:
+        return OwnedWork()
+    creates, applies = [], []
+    for desired in [*build_services(j.spec, j.owner), build_pdb(j.spec, j.owner)]:
+        seen = (
+            j.observed.pdb
+            if desired["kind"] == "PodDisruptionBudget"
+            else j.observed.services.get(desired["metadata"]["name"])
+        )
+        if seen is None:
+            creates.append(desired)
+        elif drifted(desired, seen):
+            applies.append(desired)
+    return OwnedWork(tuple(creates), tuple(applies))
+
+
+# Phase 8: history
+
+
+@dataclass(frozen=True)
+class History:
+    records: tuple[FailoverRecord, ...]
+    routed: EventSpec | None  # the newest change of primary became routed now
+
+
+def stamp_history(j: Judgement, roles: Roles) -> History:
+    pod = j.by_name.get(roles.primary)
+    ip = pod.pod_ip if pod is not None else ""
+    records, routed = _mark_routed(roles.history, roles.primary, ip, j.observed.primary_endpoints, j.stamp)
+    if j.acting:
+        records = _mark_fenced(records, j.pods, j.stamp)
+    return History(records, routed)
+
+
+def _mark_routed(
+    history: tuple[FailoverRecord, ...], primary: str, pod_ip: str, endpoints: frozenset[str], now: str
+) -> tuple[tuple[FailoverRecord, ...], EventSpec | None]:
+    """Fill routedAt of the newest change of primary once <name>-primary routes to exactly the new primary."""
+    if not history or history[-1].get("routedAt") or history[-1]["to"] != primary:
+        return history, None
+    if not pod_ip or endpoints != {pod_ip}:
+        return history, None
+    last = history[-1].copy()
+    last["routedAt"] = now
+    failover = last["kind"] == ChangeKind.FAILOVER
+    reason = EventReason.FAILOVER_COMPLETED if failover else EventReason.SWITCHOVER_COMPLETED
+    message = f"{primary} is primary and routed (term {last['term']}, from {last['from'] or '-'})"
+    return (*history[:-1], last), EventSpec("Normal", reason, message)
+
+
+def _mark_fenced(
+    history: tuple[FailoverRecord, ...], pods: Sequence[PodView], now: str
+) -> tuple[FailoverRecord, ...]:
+    """A fence is done once the pod it names (by uid) is gone from the API."""
+    uids = {p.uid for p in pods}
+    return tuple(
+        _fenced(r, now)
+        if r.get("fenceUid") and not r.get("fencedAt") and r.get("fenceUid") not in uids
+        else r
+        for r in history
+    )
+
+
+def _fenced(record: FailoverRecord, now: str) -> FailoverRecord:
+    done = record.copy()
+    done["fencedAt"] = now
+    return done
+
+
+# Phase 9: tally
+
+
+@dataclass(frozen=True)
+class Tally:
+    active: tuple[PodView, ...]  # not being deleted
+    serving: int
+    primary_serving: bool  # always True in ActiveActive mode
+    unhealthy: tuple[str, ...]
+    ready: bool
+    available: bool
+    progress: str  # names.Reason of the work in progress, or ""
+    summary: str
+
+
+def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: PodWork) -> Tally:
+    replicas = j.spec.replicas
+    active = tuple(p for p in j.pods if not p.deleting)
+    serving = sum(1 for p in active if labels.serving[p.name])
+    primary_serving = not j.spec.primary_replica or (
+        bool(roles.primary) and labels.serving.get(roles.primary, False)
+    )
+    all_good = (
+        len(rollout.in_range) == replicas
+        and not rollout.outdated
+        and len(active) == replicas
+        and all(labels.serving[p.name] or labels.roles[p.name] == names.ROLE_FENCED for p in rollout.in_range)
+        and serving == replicas
+    )
+    bad = (Health.FAILED, Health.LOST, Health.DEGRADED)
+    return Tally(
+        active=active,
+        serving=serving,
+        primary_serving=primary_serving,
+        unhealthy=tuple(p.name for p in active if j.health(p) in bad),
+        ready=all_good and primary_serving,
+        available=serving > 0 and primary_serving,
+        progress=_progress(j, rollout, work, active),
+        summary=f"{serving}/{replicas} replicas serving",
+    )
+
+
+def _progress(j: Judgement, rollout: Rollout, work: PodWork, active: Sequence[PodView]) -> str:
+    if work.progress:
+        return work.progress
+    if len(rollout.in_range) != j.spec.replicas or len(active) != len(rollout.in_range):
+        return Reason.SCALING
+    if any(j.health(p) == Health.STARTING for p in active):
+        return Reason.STARTING
+    return ""
+
+
+# Phase 10: report
+
+
+@dataclass(frozen=True)
+class Report:
+    conditions: tuple[cond.Condition, ...]
+    phase: Phase
+    events: tuple[EventSpec, ...]
+
+
+def report(
+    j: Judgement, rollout: Rollout, roles: Roles, history: History, counts: Tally, checkpoints: Checkpoints
+) -> Report:
+    node_loss, node_events = _node_loss_condition(j.held, j.previous)
+    conditions = [*_workload_conditions(j, counts), node_loss]
+    if checkpoints.plan.condition is not None:
+        conditions.append(checkpoints.plan.condition)
+    if j.spec.primary_replica:
+        conditions += _primary_conditions(roles, history)
+    phase, phase_events = _phase(j, rollout, counts)
+    return Report(tuple(conditions), phase, (*node_events, *phase_events))
+
+
+def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
+    ready, available, summary, progress = counts.ready, counts.available, counts.summary, counts.progress
+    progressing: str = Reason.PAUSED
+    if not j.spec.paused:
+        progressing = (progress or Reason.STABLE) if j.acting else Reason.INVALID_SPEC
+    if available:
+        serving = Reason.SERVING
+    else:
+        serving = Reason.PRIMARY_NOT_SERVING if counts.serving else Reason.NO_SERVING_PODS
+    unhealthy = ", ".join(
+        f"{n}: {j.verdicts[n].health.value} ({j.verdicts[n].reason})" for n in counts.unhealthy
+    )
+    ready_reason = Reason.ALL_REPLICAS_READY if ready else Reason.NOT_ALL_REPLICAS_READY
+    return [
+        cond.Condition(ConditionType.READY, ready, ready_reason, summary),
+        cond.Condition(ConditionType.AVAILABLE, available, serving, summary),
+        cond.Condition(
+            ConditionType.PROGRESSING,
+            bool(progress) and j.acting,
+            progressing,
+            f"{progress}: {summary}" if progress else "",
+        ),
+        cond.Condition(
+            ConditionType.DEGRADED,
+            bool(counts.unhealthy),
+            Reason.PODS_UNHEALTHY if counts.unhealthy else Reason.ALL_HEALTHY,
+            unhealthy,
+        ),
+        cond.Condition(
+            ConditionType.INVALID_SPEC,
+            bool(j.problems),
+            Reason.OPERATOR_VALIDATION_FAILED if j.problems else Reason.SPEC_VALID,
+            "; ".join(j.problems),
+        ),
+    ]
+
+
+def _node_loss_condition(
+    held: NodeLossHold | None, previous: Mapping[str, Any]
+) -> tuple[cond.Condition, list[EventSpec]]:
+    was_held = cond.is_true(previous.get("conditions") or [], ConditionType.NODE_LOSS_SUSPENDED)
+    events = []
+    if held is not None and not was_held:
+        events.append(EventSpec("Warning", EventReason.NODE_LOSS_SUSPENDED, held.message))
+    elif was_held and held is None:
+        events.append(EventSpec("Normal", EventReason.NODE_LOSS_RESUMED, "node heartbeats are trusted again"))
+    if held is None:
+        return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, False, Reason.NODES_TRUSTED), events
+    return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, True, held.reason, held.message), events
+
+
+def _primary_conditions(roles: Roles, history: History) -> list[cond.Condition]:
+    records, throttled, primary = history.records, roles.decision.throttled, roles.primary
+    in_flight = bool(records) and not records[-1].get("routedAt")
+    failing_over = Reason.THROTTLED if throttled else Reason.IN_PROGRESS if in_flight else Reason.IDLE
+    promoting = f"promoting {records[-1]['to']} (term {records[-1]['term']})" if in_flight else ""
+    return [
+        cond.Condition(
+            ConditionType.FAILING_OVER, in_flight or bool(throttled), failing_over, throttled or promoting
+        ),
+        cond.Condition(
+            ConditionType.PRIMARY_UNAVAILABLE,
+            not primary,
+            Reason.PRIMARY_ELECTED if primary else Reason.NO_HEALTHY_REPLICA,
+            "" if primary else "no healthy pod can be primary",
+        ),
+    ]
+
+
+def _phase(j: Judgement, rollout: Rollout, counts: Tally) -> tuple[Phase, list[EventSpec]]:
+    if j.problems:
+        said = cond.is_true(j.previous.get("conditions") or [], ConditionType.INVALID_SPEC)
+        events = [] if said else [EventSpec("Warning", EventReason.INVALID_SPEC, "; ".join(j.problems))]
+        return Phase.INVALID, events
+    if j.spec.paused:
+        return Phase.PAUSED, []
+    if counts.ready:
+        return Phase.READY, []
+    if counts.available:
+        return (Phase.UPDATING if rollout.outdated else Phase.DEGRADED), []
+    starting = all(j.health(p) == Health.STARTING for p in counts.active)
+    return (Phase.PENDING if starting else Phase.UNAVAILABLE), []
+
+
+# The status, and decide itself
+
+
+def build_status(
+    j: Judgement,
+    roles: Roles,
+    labels: Labels,
+    history: History,
+    checkpoints: Checkpoints,
+    counts: Tally,
+    outcome: Report,
+) -> FtsStatus:
+    fts, active = j.observed.fts, counts.active
+    return {
+        "observedGeneration": fts.generation,
+        "phase": outcome.phase,
+        "replicas": len(active),
+        "readyReplicas": sum(1 for p in active if p.ready),
+        "servingReplicas": counts.serving,
+        "updatedReplicas": sum(1 for p in active if j.updated(p)),
+        "selector": f"{names.LABEL_SERVICE}={fts.name}",
+        "primary": roles.primary,
+        "term": roles.term,
+        "pods": _status_pods(j, labels),
+        "failovers": list(history.records),
+        "checkpoints": checkpoints.plan.history,
+        "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
+        "checkpointSchedule": checkpoints.plan.schedule_state,
+        "recovery": checkpoints.recovery,
+        "switchover": roles.switchover,
+        "conditions": cond.merge_conditions(
+            j.previous.get("conditions") or [], outcome.conditions, generation=fts.generation, now=j.stamp
+        ),
+    }
+
+
+def _status_pods(j: Judgement, labels: Labels) -> list[PodStatus]:
+    before = {p.get("name"): p for p in j.previous.get("pods") or []}
+    entries: list[PodStatus] = []
+    for pod in sorted(j.pods, key=lambda p: (p.ordinal, p.name)):
+        verdict = j.verdicts[pod.name]
         old = before.get(pod.name) or {}
-        node = nodes.get(pod.node_name)
-        entry: dict[str, Any] = {
+        node = j.observed.nodes.get(pod.node_name)
+        entry: PodStatus = {
             "name": pod.name,
             "node": pod.node_name,
             "zone": node.zone if node else "",
-            "role": roles[pod.name],
-            "health": verdict.health.value,
-            "serving": serving[pod.name],
-            "since": old.get("since", now) if old.get("health") == verdict.health.value else now,
+            "role": labels.roles[pod.name],
+            "health": verdict.health,
+            "serving": labels.serving[pod.name],
+            "since": old.get("since", j.stamp) if old.get("health") == verdict.health else j.stamp,
             "reason": verdict.reason,
-            "updated": pod.template_hash == desired_hash,
+            "updated": j.updated(pod),
         }
-        if pod.annotations.get(ANNOTATION_RESTORED_FROM):
-            entry["restoredFrom"] = pod.annotations[ANNOTATION_RESTORED_FROM]
+        if pod.annotations.get(names.ANNOTATION_RESTORED_FROM):
+            entry["restoredFrom"] = pod.annotations[names.ANNOTATION_RESTORED_FROM]
         entries.append(entry)
     return entries
 
 
+def _canonical(status: Mapping[str, Any]) -> str:
+    return json.dumps(status, sort_keys=True, default=str)
+
+
+def _requeue_after(j: Judgement, roles: Roles, checkpoints: Checkpoints, counts: Tally) -> float | None:
+    deadlines = [v.deadline for v in j.verdicts.values() if v.deadline is not None]
+    if roles.decision.retry_at is not None:
+        deadlines.append(roles.decision.retry_at)
+    if checkpoints.plan.next_look is not None:
+        deadlines.append(checkpoints.plan.next_look)
+    if j.acting and counts.progress:
+        deadlines.append(j.now + timedelta(seconds=PROGRESS_RECHECK_SECONDS))
+    if not deadlines:
+        return None
+    return max(0.1, (min(deadlines) - j.now).total_seconds() + 0.1)
+
+
 def decide(observed: Observed) -> Plan:
-    fts = observed.fts
-    spec = parse_spec(fts.spec)
-    owner = Owner(fts.name, fts.namespace, fts.uid)
-    now = format_time(observed.now)
-    previous = fts.status
-    term = int(previous.get("term") or 0)
-    primary = str(previous.get("primary") or "")
-    pods = observed.pods
-    by_name = {p.name: p for p in pods}
-    held = node_loss_held(
-        observed.nodes,
-        observed.now,
-        spec.failover.node_lost_after_seconds,
-        max_lost_share=observed.max_lost_node_share,
-        view_in_doubt=observed.node_view_in_doubt,
+    j = judge(observed)
+    rollout = plan_rollout(j)
+    roles = decide_roles(j, rollout)
+    checkpoints = plan_checkpoints(j, roles)
+    labels = assign_labels(j, roles)
+    work = plan_pods(j, rollout, roles, labels, checkpoints)
+    owned = plan_owned(j)
+    history = stamp_history(j, roles)
+    counts = tally(j, rollout, roles, labels, work)
+    outcome = report(j, rollout, roles, history, counts, checkpoints)
+    status = build_status(j, roles, labels, history, checkpoints, counts, outcome)
+    routed = [history.routed] if history.routed is not None else []
+    return Plan(
+        status=status,
+        write_status=_canonical(status) != _canonical({k: j.previous.get(k) for k in status}),
+        patches=list(labels.patches),
+        deletes=list(work.deletes),
+        creates=list(work.creates),
+        owned_creates=list(owned.creates),
+        applies=list(owned.applies),
+        events=[*roles.events, *checkpoints.events, *work.events, *routed, *outcome.events],
+        hooks=list(work.hooks),
+        job_creates=list(work.job_creates),
+        job_deletes=list(work.job_deletes),
+        requeue_after=_requeue_after(j, roles, checkpoints, counts),
+        promotion=str(roles.decision.reason) if roles.decision.promoted else "",
+        routed=history.routed is not None,
     )
-    verdicts = {
-        p.name: judge_pod(
-            p,
-            observed.nodes,
-            spec.health,
-            observed.now,
-            spec.failover.node_lost_after_seconds,
-            trust_nodes=held is None,
-        )
-        for p in pods
-    }
-    history = [dict(h) for h in previous.get("failovers") or []]
-    switchover_answer = dict(previous.get("switchover") or {})
-    desired_hash = template_hash(spec)
-    updated = {p.name: p.template_hash == desired_hash for p in pods}
-    problems = operator_judged_problems(spec)
-    events: list[EventSpec] = []
-    acting = not spec.paused and not problems
-
-    in_range = [p for p in pods if 0 <= p.ordinal < spec.replicas and not p.deleting]
-    healthy_in_range = [p for p in in_range if verdicts[p.name].health == Health.HEALTHY]
-    outdated = [p for p in in_range if not updated[p.name]]
-    budget = resolve_max_unavailable(spec.max_unavailable, spec.replicas)
-    all_present = len(in_range) == spec.replicas
-    rollout_ready = (
-        all_present
-        and bool(outdated)
-        and spec.replicas - len(healthy_in_range) < budget
-        and all(verdicts[p.name].health == Health.HEALTHY for p in in_range)
-    )
-    rollout_wants_primary = rollout_ready and all(p.name == primary for p in outdated) and spec.replicas > 1
-
-    decision = RoleDecision(primary, term)
-    if acting and spec.primary_replica:
-        decision = decide_primary(
-            primary=primary,
-            term=term,
-            pods=by_name,
-            verdicts=verdicts,
-            replicas=spec.replicas,
-            updated=updated,
-            rollout_wants_primary=rollout_wants_primary,
-            failover=spec.failover,
-            history=history,
-            now=observed.now,
-            switchover_request=fts.annotations.get(SWITCHOVER_ANNOTATION, ""),
-            switchover_answered=str(switchover_answer.get("request") or ""),
-        )
-        was_throttled = any(
-            c.get("type") == cond.FAILING_OVER and c.get("reason") == "Throttled"
-            for c in previous.get("conditions") or []
-        )
-        events.extend(
-            e for e in _role_events(decision) if not (was_throttled and e.reason == "FailoverThrottled")
-        )
-        if decision.switchover is not None:
-            switchover_answer = decision.switchover
-        if decision.promoted and decision.reason != "Elected":
-            history.append(
-                {
-                    "term": decision.term,
-                    "kind": "Switchover" if decision.reason in PLANNED else "Failover",
-                    "reason": decision.reason + (f": {decision.detail}" if decision.detail else ""),
-                    "from": decision.previous,
-                    **(
-                        {"fenceUid": by_name[decision.previous].uid}
-                        if decision.reason == "Failover" and decision.previous in by_name
-                        else {}
-                    ),
-                    "to": decision.primary,
-                    "detectedAt": format_time(decision.detected_at or observed.now),
-                    "decidedAt": now,
-                }
-            )
-            history = history[-FAILOVER_HISTORY_LIMIT:]
-    primary, term = decision.primary, decision.term
-
-    checkpoint_plan = decide_checkpoints(
-        spec,
-        name=fts.name,
-        created_at=fts.created_at or observed.now,
-        request=fts.annotations.get(CHECKPOINT_ANNOTATION, ""),
-        previous=previous,
-        jobs=observed.jobs,
-        pods=[p for p in pods if not p.deleting],
-        verdicts=verdicts,
-        primary=primary,
-        term=term,
-        now=observed.now,
-        acting=acting,
-    )
-    events.extend(EventSpec(*e) for e in checkpoint_plan.events)
-    recovery = _recovery(
-        spec,
-        previous,
-        checkpoint_plan,
-        decision,
-        pods,
-        verdicts,
-        now=observed.now,
-        acting=acting,
-        events=events,
-    )
-    restore_from = restore_source(spec, {"recovery": recovery}, checkpoint_plan.last_successful)
-
-    fence = decision.previous if decision.reason in ("Failover", "Lost") else ""
-    fences = pending_fences(history)
-    roles = {
-        p.name: desired_role(p, verdicts[p.name], spec=spec, primary=primary, fence=fence, fences=fences)
-        for p in pods
-    }
-    if not acting:
-        roles = {p.name: p.role or roles[p.name] for p in pods}  # paused or invalid: labels stay as they are
-    serving = {
-        p.name: verdicts[p.name].health == Health.HEALTHY and roles[p.name] != names.ROLE_FENCED for p in pods
-    }
-    if not acting:
-        serving = {p.name: serving[p.name] and p.labels.get(names.LABEL_SERVING) == "true" for p in pods}
-
-    plan = Plan(status={})
-    progress_reason = ""
-    if acting:
-        plan.patches = _pod_patches(pods, roles, serving, term)
-        for pod in sorted(pods, key=lambda p: -p.ordinal):
-            verdict = verdicts[pod.name]
-            if pod.deleting:
-                continue
-            if verdict.health == Health.LOST:
-                plan.deletes.append(PodDelete(pod.name, pod.uid, True, verdict.reason))
-                events.append(EventSpec("Warning", "PodLost", f"replacing {pod.name}: {verdict.reason}"))
-                progress_reason = progress_reason or "Replacing"
-            elif verdict.health == Health.FAILED:
-                plan.deletes.append(PodDelete(pod.name, pod.uid, False, verdict.reason))
-                events.append(EventSpec("Warning", "PodFailed", f"replacing {pod.name}: {verdict.reason}"))
-                progress_reason = progress_reason or "Replacing"
-            elif roles[pod.name] == names.ROLE_FENCED:
-                plan.deletes.append(PodDelete(pod.name, pod.uid, False, "fenced former primary"))
-                events.append(EventSpec("Normal", "Fenced", f"replacing {pod.name}: it was failed over"))
-                progress_reason = progress_reason or "Replacing"
-            elif not 0 <= pod.ordinal < spec.replicas and pod.name != primary:
-                plan.deletes.append(PodDelete(pod.name, pod.uid, False, "scaled down"))
-                events.append(
-                    EventSpec("Normal", "ScaledDown", f"deleted {pod.name}: replicas is {spec.replicas}")
-                )
-                progress_reason = progress_reason or "Scaling"
-        avoid = tuple(
-            sorted(
-                n.name
-                for n in observed.nodes.values()
-                if node_problem(n, n.name, observed.now, spec.failover.node_lost_after_seconds)
-            )
-        )
-        if held is not None or len(avoid) == len(observed.nodes):
-            avoid = ()  # every node suspect says more about our view than the nodes: let the scheduler choose
-        for ordinal in range(spec.replicas):
-            name = names.pod_name(fts.name, ordinal)
-            if name in by_name:
-                continue
-            plan.creates.append(
-                build_pod(
-                    spec,
-                    owner,
-                    ordinal,
-                    role=names.ROLE_REPLICA,
-                    term=term,
-                    avoid_nodes=avoid,
-                    restore_from=restore_from,
-                )
-            )
-            progress_reason = progress_reason or "Creating"
-        if plan.creates:
-            created = ", ".join(p["metadata"]["name"] for p in plan.creates)
-            suffix = f", restored from checkpoint {restore_from}" if restore_from else ""
-            events.append(EventSpec("Normal", "Created", f"created pods {created}{suffix}"))
-        plan.hooks = _hook_calls(spec, decision, by_name, verdicts)
-        start = checkpoint_plan.start
-        if start is not None:
-            source = by_name.get(str(start.get("sourcePod")))
-            if source is not None:
-                plan.job_creates.append(
-                    build_checkpoint_job(
-                        spec,
-                        owner,
-                        checkpoint_id=str(start["id"]),
-                        job_name=str(start["job"]),
-                        source=source,
-                        term=int(start.get("term") or term),
-                    )
-                )
-        plan.job_deletes = checkpoint_plan.delete_jobs
-        if rollout_ready and not plan.deletes and not plan.creates and decision.reason != "RollingUpdate":
-            victims = sorted((p for p in outdated if p.name != primary), key=lambda p: -p.ordinal)
-            victim = victims[0] if victims else (outdated[0] if spec.replicas == 1 else None)
-            if victim is not None:
-                plan.deletes.append(PodDelete(victim.name, victim.uid, False, "rolling update"))
-                events.append(
-                    EventSpec("Normal", "Rolled", f"replacing {victim.name} to apply the new template")
-                )
-        if outdated:
-            progress_reason = progress_reason or "RollingUpdate"
-        for desired in [*build_services(spec, owner), build_pdb(spec, owner)]:
-            observed_obj = (
-                observed.pdb
-                if desired["kind"] == "PodDisruptionBudget"
-                else observed.services.get(desired["metadata"]["name"])
-            )
-            if observed_obj is None:
-                plan.owned_creates.append(desired)
-            elif drifted(desired, observed_obj):
-                plan.applies.append(desired)
-
-    active = [p for p in pods if not p.deleting]
-    if not progress_reason and (len(in_range) != spec.replicas or len(active) != len(in_range)):
-        progress_reason = "Scaling"
-    if not progress_reason and any(verdicts[p.name].health == Health.STARTING for p in active):
-        progress_reason = "Starting"
-    routed_event = _mark_routed(
-        history,
-        primary,
-        by_name[primary].pod_ip if primary in by_name else "",
-        observed.primary_endpoints,
-        now,
-    )
-    if routed_event is not None:
-        events.append(routed_event)
-    if acting:
-        _mark_fenced(history, pods, now)
-    serving_count = sum(1 for p in active if serving[p.name])
-    primary_serving = not spec.primary_replica or (bool(primary) and serving.get(primary, False))
-    unhealthy = [
-        p.name for p in active if verdicts[p.name].health in (Health.FAILED, Health.LOST, Health.DEGRADED)
-    ]
-    all_good = (
-        all_present
-        and not outdated
-        and len(active) == spec.replicas
-        and all(serving[p.name] or roles[p.name] == names.ROLE_FENCED for p in in_range)
-        and serving_count == spec.replicas
-    )
-    ready = all_good and primary_serving
-    available = serving_count > 0 and primary_serving
-    summary = f"{serving_count}/{spec.replicas} replicas serving"
-
-    condition_list = [
-        cond.Condition(cond.READY, ready, "AllReplicasReady" if ready else "NotAllReplicasReady", summary),
-        cond.Condition(
-            cond.AVAILABLE,
-            available,
-            "Serving" if available else ("PrimaryNotServing" if serving_count else "NoServingPods"),
-            summary,
-        ),
-        cond.Condition(
-            cond.PROGRESSING,
-            bool(progress_reason) and acting,
-            "Paused" if spec.paused else (progress_reason or "Stable") if acting else "InvalidSpec",
-            "" if not progress_reason else f"{progress_reason}: {summary}",
-        ),
-        cond.Condition(
-            cond.DEGRADED,
-            bool(unhealthy),
-            "PodsUnhealthy" if unhealthy else "AllHealthy",
-            ", ".join(f"{n}: {verdicts[n].health.value} ({verdicts[n].reason})" for n in unhealthy),
-        ),
-        cond.Condition(
-            cond.INVALID_SPEC,
-            bool(problems),
-            "OperatorValidationFailed" if problems else "SpecValid",
-            "; ".join(problems),
-        ),
-    ]
-    condition_list.append(_node_loss_condition(held, previous, events))
-    if checkpoint_plan.condition is not None:
-        condition_list.append(checkpoint_plan.condition)
-    if spec.primary_replica:
-        in_flight = bool(history) and not history[-1].get("routedAt")
-        condition_list.append(
-            cond.Condition(
-                cond.FAILING_OVER,
-                in_flight or bool(decision.throttled),
-                "Throttled" if decision.throttled else ("InProgress" if in_flight else "Idle"),
-                decision.throttled
-                or (
-                    f"promoting {history[-1].get('to')} (term {history[-1].get('term')})" if in_flight else ""
-                ),
-            )
-        )
-        condition_list.append(
-            cond.Condition(
-                cond.PRIMARY_UNAVAILABLE,
-                not primary,
-                "NoHealthyReplica" if not primary else "PrimaryElected",
-                "" if primary else "no healthy pod can be primary",
-            )
-        )
-
-    if problems:
-        phase = "Invalid"
-        if not cond.is_true(previous.get("conditions") or [], cond.INVALID_SPEC):
-            events.append(EventSpec("Warning", "InvalidSpec", "; ".join(problems)))
-    elif spec.paused:
-        phase = "Paused"
-    elif ready:
-        phase = "Ready"
-    elif available:
-        phase = "Updating" if outdated else "Degraded"
-    else:
-        phase = (
-            "Pending" if all(verdicts[p.name].health == Health.STARTING for p in active) else "Unavailable"
-        )
-
-    status: dict[str, Any] = {
-        "observedGeneration": fts.generation,
-        "phase": phase,
-        "replicas": len(active),
-        "readyReplicas": sum(1 for p in active if p.ready),
-        "servingReplicas": serving_count,
-        "updatedReplicas": sum(1 for p in active if updated[p.name]),
-        "selector": f"{names.LABEL_SERVICE}={fts.name}",
-        "primary": primary,
-        "term": term,
-        "pods": _status_pods(
-            pods,
-            verdicts,
-            roles,
-            serving,
-            observed.nodes,
-            desired_hash,
-            list(previous.get("pods") or []),
-            now,
-        ),
-        "failovers": history,
-        "checkpoints": checkpoint_plan.history,
-        "lastSuccessfulCheckpoint": checkpoint_plan.last_successful,
-        "checkpointSchedule": checkpoint_plan.schedule_state,
-        "recovery": recovery,
-        "switchover": switchover_answer,
-        "conditions": cond.merge_conditions(
-            previous.get("conditions") or [], condition_list, generation=fts.generation, now=now
-        ),
-    }
-    plan.status = status
-    plan.events = events
-    plan.promotion = decision.reason if decision.promoted else ""
-    plan.write_status = _canonical(status) != _canonical({k: previous.get(k) for k in status})
-    plan.guard_status = term != int(previous.get("term") or 0) or primary != str(
-        previous.get("primary") or ""
-    )
-    deadlines = [v.deadline for v in verdicts.values() if v.deadline is not None]
-    if decision.retry_at is not None:
-        deadlines.append(decision.retry_at)
-    if checkpoint_plan.next_look is not None:
-        deadlines.append(checkpoint_plan.next_look)
-    if acting and progress_reason:
-        # Work in progress is driven by watch events; a look every few seconds means a missed one costs
-        # seconds, not a resync period.
-        deadlines.append(observed.now + timedelta(seconds=PROGRESS_RECHECK_SECONDS))
-    if deadlines:
-        plan.requeue_after = max(0.1, (min(deadlines) - observed.now).total_seconds() + 0.1)
-    return plan

@@ -6,35 +6,35 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
+from ftso import names
 from ftso.api.spec import FailoverSpec
-from ftso.health import Health, Verdict
+from ftso.health import Verdict
 from ftso.model import PodView, format_time, parse_time
-
-ANNOTATION_PRIORITY = "ftso.dev/failover-priority"
-ANNOTATION_LAG = "ftso.dev/replication-lag"
-
-PLANNED = frozenset({"Switchover", "ScaleDown", "RollingUpdate"})
+from ftso.names import ChangeKind, Health, Promotion, SwitchoverResult
+from ftso.status import FailoverRecord, SwitchoverAnswer
 
 
 @dataclass(frozen=True)
 class RoleDecision:
     primary: str
     term: int
-    # Empty when the primary stays; else Elected, Failover, Switchover, ScaleDown, RollingUpdate, or Lost
-    # (the primary is gone and nobody can take over).
-    reason: str = ""
+    # None when the primary stays.
+    reason: Promotion | None = None
     previous: str = ""
     detail: str = ""  # what was wrong with the previous primary
     detected_at: datetime | None = None
     throttled: str = ""  # why a needed failover waits
     retry_at: datetime | None = None  # when to look again (a delay or a rate limit runs out)
-    switchover: dict[str, Any] | None = field(default=None)  # the answer to a new switchover request
+    switchover: SwitchoverAnswer | None = field(default=None)  # the answer to a new switchover request
 
     @property
     def promoted(self) -> bool:
-        return bool(self.primary) and self.primary != self.previous and self.reason != ""
+        return bool(self.primary) and self.primary != self.previous and self.reason is not None
+
+    @property
+    def planned(self) -> bool:
+        return self.reason in names.PLANNED
 
 
 def _number(pod: PodView, annotation: str) -> float:
@@ -46,7 +46,11 @@ def _number(pod: PodView, annotation: str) -> float:
 
 def candidate_rank(pod: PodView) -> tuple[float, float, int]:
     """Lower is better: the workload's priority first, then the least replication lag, then the ordinal."""
-    return (-_number(pod, ANNOTATION_PRIORITY), _number(pod, ANNOTATION_LAG), pod.ordinal)
+    return (
+        -_number(pod, names.ANNOTATION_FAILOVER_PRIORITY),
+        _number(pod, names.ANNOTATION_REPLICATION_LAG),
+        pod.ordinal,
+    )
 
 
 def best_candidate(
@@ -83,13 +87,13 @@ def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
 
 
 def throttle(
-    history: Sequence[Mapping[str, Any]], failover: FailoverSpec, now: datetime
+    history: Sequence[FailoverRecord], failover: FailoverSpec, now: datetime
 ) -> tuple[str, datetime | None]:
     """Why an unplanned failover must wait now, and until when; ("", None) when it may go."""
     times = sorted(
         t
         for h in history
-        if h.get("kind") == "Failover" and (t := parse_time(h.get("decidedAt"))) is not None
+        if h.get("kind") == ChangeKind.FAILOVER and (t := parse_time(h.get("decidedAt"))) is not None
     )
     hour_ago = now - timedelta(hours=1)
     recent = [t for t in times if t > hour_ago]
@@ -111,7 +115,7 @@ def throttle(
     return "", None
 
 
-def _answer(request: str, result: str, message: str, now: datetime) -> dict[str, Any]:
+def _answer(request: str, result: SwitchoverResult, message: str, now: datetime) -> SwitchoverAnswer:
     return {"request": request, "result": result, "message": message, "at": format_time(now)}
 
 
@@ -130,7 +134,9 @@ def decide_switchover(
     target = request.split("@", 1)[0].strip()
     if target and target == primary:
         return RoleDecision(
-            primary, term, switchover=_answer(request, "Completed", f"{target} is already primary", now)
+            primary,
+            term,
+            switchover=_answer(request, SwitchoverResult.COMPLETED, f"{target} is already primary", now),
         )
     if target:
         pod = pods.get(target)
@@ -143,7 +149,9 @@ def decide_switchover(
         else:
             message = ""
         if message:
-            return RoleDecision(primary, term, switchover=_answer(request, "Refused", message, now))
+            return RoleDecision(
+                primary, term, switchover=_answer(request, SwitchoverResult.REFUSED, message, now)
+            )
         chosen = target
     else:
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
@@ -151,16 +159,20 @@ def decide_switchover(
             return RoleDecision(
                 primary,
                 term,
-                switchover=_answer(request, "Refused", "refused: no healthy replica to promote", now),
+                switchover=_answer(
+                    request, SwitchoverResult.REFUSED, "refused: no healthy replica to promote", now
+                ),
             )
         chosen = best.name
     return RoleDecision(
         chosen,
         term + 1,
-        "Switchover",
+        Promotion.SWITCHOVER,
         primary,
         detected_at=now,
-        switchover=_answer(request, "Completed", f"{chosen} promoted in place of {primary or 'nobody'}", now),
+        switchover=_answer(
+            request, SwitchoverResult.COMPLETED, f"{chosen} promoted in place of {primary or 'nobody'}", now
+        ),
     )
 
 
@@ -174,7 +186,7 @@ def decide_primary(
     updated: Mapping[str, bool],
     rollout_wants_primary: bool,
     failover: FailoverSpec,
-    history: Sequence[Mapping[str, Any]],
+    history: Sequence[FailoverRecord],
     now: datetime,
     switchover_request: str = "",
     switchover_answered: str = "",
@@ -190,14 +202,14 @@ def decide_primary(
         if term > 0 and primary and not hard_failure(current, verdicts.get(primary)):
             why, until = throttle(history, failover, now)
             if why:
-                return RoleDecision(primary, term, "", primary, throttled=why, retry_at=until)
+                return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         if best is None:
-            return RoleDecision("", term, "Lost" if primary else "", primary, detail=problem)
+            return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
         return RoleDecision(
             best.name,
             term + 1,
-            "Failover" if term > 0 else "Elected",
+            Promotion.FAILOVER if term > 0 else Promotion.ELECTED,
             primary,
             detail=problem,
             detected_at=since or now,
@@ -216,10 +228,10 @@ def decide_primary(
     if current is not None and not 0 <= current.ordinal < replicas:
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         if best is not None:
-            return RoleDecision(best.name, term + 1, "ScaleDown", primary, detected_at=now)
+            return RoleDecision(best.name, term + 1, Promotion.SCALE_DOWN, primary, detected_at=now)
     elif rollout_wants_primary:
         fresh = [p for p in pods.values() if updated.get(p.name)]
         best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary)
         if best is not None:
-            return RoleDecision(best.name, term + 1, "RollingUpdate", primary, detected_at=now)
+            return RoleDecision(best.name, term + 1, Promotion.ROLLING_UPDATE, primary, detected_at=now)
     return RoleDecision(primary, term, retry_at=due)

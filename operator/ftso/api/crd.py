@@ -271,7 +271,7 @@ def _checkpoint() -> Schema:
             ),
         },
         required=["template"],
-        description="Checkpoint Jobs, on a schedule and on request (annotation ftso.dev/checkpoint).",
+        description=f"Checkpoint Jobs, on a schedule and on request (annotation {names.ANNOTATION_CHECKPOINT}).",
     )
     schema["x-kubernetes-validations"] = [
         _rule(
@@ -536,7 +536,7 @@ def build_status_schema() -> Schema:
             "checkpointSchedule": _obj(
                 {
                     "lastScheduleTime": _str(format="date-time"),
-                    "lastRequest": _str("The ftso.dev/checkpoint annotation value last answered."),
+                    "lastRequest": _str(f"The {names.ANNOTATION_CHECKPOINT} annotation value last answered."),
                 }
             ),
             "recovery": _obj(
@@ -550,7 +550,7 @@ def build_status_schema() -> Schema:
             ),
             "switchover": _obj(
                 {
-                    "request": _str("The ftso.dev/switchover annotation value this answers."),
+                    "request": _str(f"The {names.ANNOTATION_SWITCHOVER} annotation value this answers."),
                     "result": _str("Completed or Refused."),
                     "message": _str(),
                     "at": _str(format="date-time"),

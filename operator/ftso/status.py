@@ -1,0 +1,118 @@
+"""The shapes of what the operator writes to status, checked by mypy. Status read back from the API is
+untrusted input: `failover_records` and friends copy it into these shapes, keeping what they find."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, NotRequired, TypedDict, cast
+
+# One change of primary. "from" is a keyword, hence the functional form.
+FailoverRecord = TypedDict(
+    "FailoverRecord",
+    {
+        "term": int,
+        "kind": str,  # names.ChangeKind
+        "reason": str,  # names.Promotion, then ": what was wrong" for a failover
+        "from": str,
+        "to": str,
+        "detectedAt": str,
+        "decidedAt": str,
+        "routedAt": NotRequired[str],  # <name>-primary routes to exactly the new primary
+        "fenceUid": NotRequired[str],  # the failed primary, by uid: kept out of every Service until gone
+        "fencedAt": NotRequired[str],
+    },
+)
+
+
+class CheckpointRecord(TypedDict):
+    id: str
+    job: str
+    result: str  # names.CheckpointResult
+    sourcePod: str
+    term: int
+    startedAt: str
+    reason: NotRequired[str]
+    finishedAt: NotRequired[str]
+    durationSeconds: NotRequired[int]
+
+
+class ScheduleState(TypedDict, total=False):
+    lastScheduleTime: str
+    lastRequest: str
+
+
+class Recovery(TypedDict, total=False):
+    checkpoint: str
+    startedAt: str
+    dataLossWindowSeconds: int
+    completedAt: str
+
+
+class SwitchoverAnswer(TypedDict):
+    request: str
+    result: str  # names.SwitchoverResult
+    message: str
+    at: str
+
+
+class PodStatus(TypedDict):
+    name: str
+    node: str
+    zone: str
+    role: str
+    health: str  # names.Health
+    serving: bool
+    since: str
+    reason: str
+    updated: bool
+    restoredFrom: NotRequired[str]
+
+
+class ConditionRecord(TypedDict):
+    type: str
+    status: str
+    observedGeneration: int
+    lastTransitionTime: str
+    reason: str
+    message: str
+
+
+class FtsStatus(TypedDict):
+    observedGeneration: int
+    phase: str
+    replicas: int
+    readyReplicas: int
+    servingReplicas: int
+    updatedReplicas: int
+    selector: str
+    primary: str
+    term: int
+    pods: list[PodStatus]
+    failovers: list[FailoverRecord]
+    checkpoints: list[CheckpointRecord]
+    lastSuccessfulCheckpoint: str
+    checkpointSchedule: ScheduleState
+    recovery: Recovery
+    switchover: SwitchoverAnswer | dict[str, Any]  # empty until the first request
+    conditions: list[ConditionRecord]
+
+
+def _records(status: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    return [dict(r) for r in status.get(key) or [] if isinstance(r, Mapping)]
+
+
+def failover_records(status: Mapping[str, Any]) -> list[FailoverRecord]:
+    """Copies, so a decision never changes what it was given."""
+    return cast(list[FailoverRecord], _records(status, "failovers"))
+
+
+def checkpoint_records(status: Mapping[str, Any]) -> list[CheckpointRecord]:
+    return cast(list[CheckpointRecord], _records(status, "checkpoints"))
+
+
+def schedule_state(status: Mapping[str, Any]) -> ScheduleState:
+    return cast(ScheduleState, dict(status.get("checkpointSchedule") or {}))
+
+
+def recovery_state(status: Mapping[str, Any]) -> Recovery:
+    return cast(Recovery, dict(status.get("recovery") or {}))
