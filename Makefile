@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
 	@echo "make test         unit and end-to-end tests (builds and starts the local control plane)"
-	@echo "make lint         ruff and mypy --strict"
+	@echo "make lint         ruff, mypy --strict and the import contracts (layers)"
 	@echo "make cluster-up   start the local control plane; cluster-down stops it"
 	@echo "make crd          regenerate crds/ (and the chart's copy) from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
@@ -30,6 +30,7 @@ lint: venv
 	$(BIN)/ruff check operator tests e2e bench examples
 	$(BIN)/ruff format --check operator tests e2e bench examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 fmt: venv
 	$(BIN)/ruff check --fix operator tests e2e bench examples
