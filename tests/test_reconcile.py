@@ -199,6 +199,24 @@ def test_rollout_replaces_one_replica_at_a_time_primary_last() -> None:
     assert _names(plan)["deletes"] == ["demo-0"]
 
 
+def test_rollout_takes_down_as_many_pods_as_max_unavailable_allows() -> None:
+    old = raw_spec(replicas=5, disruption={"maxUnavailable": 2})
+    new = raw_spec(replicas=5, disruption={"maxUnavailable": 2})
+    new["template"]["spec"]["containers"][0]["image"] = "demo:2"
+    pods = [
+        pod(0, spec=old, role="primary"),
+        *(pod(i, spec=old, node_name=f"node-{i % 3}") for i in range(1, 5)),
+    ]
+    status = {"primary": "demo-0", "term": 1}
+    assert _names(decide(observed(pods, spec=new, status=status)))["deletes"] == ["demo-4", "demo-3"]
+    # One replacement still starting: room for one more, not two.
+    starting = [*pods[:4], pod(4, spec=new, phase="Pending", ready=False)]
+    assert _names(decide(observed(starting, spec=new, status=status)))["deletes"] == ["demo-3"]
+    # Two down: the rollout waits.
+    two_starting = [*pods[:3], *(pod(i, spec=new, phase="Pending", ready=False) for i in (3, 4))]
+    assert decide(observed(two_starting, spec=new, status=status)).deletes == []
+
+
 def test_paused_takes_no_action() -> None:
     pods, status = _steady()
     plan = decide(observed(pods[1:], spec=raw_spec(paused=True), status=status))
