@@ -231,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
-    run.add_argument("--workers", type=int, default=16, help="reconciles running in parallel (default 16)")
+    run.add_argument(
+        "--workers",
+        type=int,
+        default=OperatorSettings.workers,
+        help=f"reconciles running in parallel (default {OperatorSettings.workers})",
+    )
     run.add_argument(
         "--resync-seconds",
         type=float,
@@ -242,10 +247,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-lost-node-share",
         type=float,
         default=OperatorSettings.max_lost_node_share,
-        help="when more than this share of nodes looks lost at once, hold node loss (default 0.5)",
+        help="when more than this share of nodes looks lost at once, hold node loss "
+        f"(default {OperatorSettings.max_lost_node_share})",
     )
     run.add_argument(
-        "--liveness", default="http://0.0.0.0:8080/healthz", help="liveness endpoint ('' to disable)"
+        "--liveness", default=OperatorSettings.liveness_endpoint, help="liveness endpoint ('' to disable)"
     )
     run.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
     run.add_argument(
@@ -253,8 +259,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("FTSO_LEADER_ELECTION_NAMESPACE", ""),
         help="run several replicas, one acting, elected through a Lease in this namespace",
     )
-    run.add_argument("--leader-election-name", default="ftso-operator", help="name of that Lease")
-    run.add_argument("--lease-seconds", type=float, default=4.0, help="a standby takes over after this long")
+    run.add_argument(
+        "--leader-election-name", default=OperatorSettings.leader_election_name, help="name of that Lease"
+    )
+    run.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=OperatorSettings.lease_seconds,
+        help="a standby takes over after this long",
+    )
     run.add_argument("--verbose", "-v", action="store_true")
     run.add_argument("--debug", action="store_true")
     run.add_argument(

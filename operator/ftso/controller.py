@@ -15,12 +15,12 @@ from typing import Any
 from ftso import names
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
-from ftso.health import DEFAULT_MAX_LOST_NODE_SHARE
 from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
 from ftso.plan import EventSpec, Plan
 from ftso.reconcile import FtsView, Observed, decide
+from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
 from ftso.store import Key, Store
 
@@ -35,8 +35,8 @@ class StaleStatus(Exception):
 class ViewSettings:
     """How far the operator trusts its own view of the nodes."""
 
-    max_lost_node_share: float = DEFAULT_MAX_LOST_NODE_SHARE
-    heartbeat_silence_seconds: float = 15.0
+    max_lost_node_share: float = OperatorSettings.max_lost_node_share
+    heartbeat_silence_seconds: float = OperatorSettings.heartbeat_silence_seconds
 
 
 def observe(store: Store, key: Key, now: datetime, view: ViewSettings = ViewSettings()) -> Observed | None:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from ftso.api.spec import HealthSpec
 from ftso.model import NodeView, PodView
 from ftso.names import Health, Reason
+from ftso.settings import OperatorSettings
 
 
 @dataclass(frozen=True)
@@ -46,12 +47,6 @@ def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_sec
     return ""
 
 
-# More than this share of the nodes looking lost at once says more about the operator's view (a partition,
-# a paused API server, a stalled watch) than about the nodes: node loss is then held, as Kubernetes' node
-# lifecycle controller stops evicting in a full disruption.
-DEFAULT_MAX_LOST_NODE_SHARE = 0.5
-
-
 @dataclass(frozen=True)
 class NodeLossHold:
     """Why node loss must not be acted on now (no deletions, no failovers for it)."""
@@ -65,7 +60,7 @@ def node_loss_held(
     now: datetime,
     lost_after_seconds: int,
     *,
-    max_lost_share: float = DEFAULT_MAX_LOST_NODE_SHARE,
+    max_lost_share: float = OperatorSettings.max_lost_node_share,
     view_in_doubt: str = "",
 ) -> NodeLossHold | None:
     if view_in_doubt:

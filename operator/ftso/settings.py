@@ -1,8 +1,8 @@
-"""One object holds every setting of the operator; `ftso run` fills it from flags."""
+"""One object holds every setting of the operator, and its defaults: `ftso run`'s flags default to them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -14,7 +14,9 @@ class OperatorSettings:
     # A periodic authoritative relist (paged) of everything the operator watches, then a look at every
     # resource: objects that vanished while a watch was down are dropped, a view gone back is reset.
     resync_seconds: float = 20.0
-    # More than this share of nodes looking lost at once holds node loss (a partition, not node failures).
+    # More than this share of nodes looking lost at once holds node loss: that says more about the operator's
+    # view (a partition, a paused API server, a stalled watch) than about the nodes, as Kubernetes' node
+    # lifecycle controller stops evicting in a full disruption.
     max_lost_node_share: float = 0.5
     # No Lease renewal of any node seen for this long: the heartbeat watch is suspect and restarted.
     heartbeat_silence_seconds: float = 15.0
@@ -25,4 +27,3 @@ class OperatorSettings:
     leader_election_name: str = "ftso-operator"
     lease_seconds: float = 4.0
     verbose: bool = False
-    extra: dict[str, str] = field(default_factory=dict)

@@ -62,10 +62,6 @@ class WorkQueue(Generic[K]):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    @property
-    def idle(self) -> bool:
-        return not self._queued and not self._running
-
     async def _worker(self) -> None:
         while True:
             key = await self._queue.get()
