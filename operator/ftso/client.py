@@ -19,13 +19,12 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
-from ftso import names
+from ftso import kinds, names
 
 logger = logging.getLogger(__name__)
 
@@ -121,29 +120,8 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
     )
 
 
-def _path(
-    group: str, version: str, plural: str, namespace: str | None = None, name: str | None = None
-) -> str:
-    path = f"/api/{version}" if not group else f"/apis/{group}/{version}"
-    if namespace is not None:
-        path += f"/namespaces/{quote(namespace)}"
-    path += f"/{plural}"
-    if name is not None:
-        path += f"/{quote(name)}"
-    return path
-
-
-KIND_PATHS: Mapping[str, tuple[str, str, str]] = {
-    "Pod": ("", "v1", "pods"),
-    "Service": ("", "v1", "services"),
-    "Event": ("", "v1", "events"),
-    "Node": ("", "v1", "nodes"),
-    "Job": ("batch", "v1", "jobs"),
-    "Lease": ("coordination.k8s.io", "v1", "leases"),
-    "EndpointSlice": ("discovery.k8s.io", "v1", "endpointslices"),
-    "PodDisruptionBudget": ("policy", "v1", "poddisruptionbudgets"),
-    names.KIND: (names.GROUP, names.VERSION, names.PLURAL),
-}
+def _path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
+    return kinds.BY_KIND[kind].path(namespace, name)
 
 
 class KubeClient:
@@ -235,7 +213,7 @@ class KubeClient:
         """List, then watch, forever: `on_event(type, object)` for every object and change. Relists after
         an expired resourceVersion, reconnects after errors with backoff. For the few streams kopf does not
         own (node heartbeats, which live outside the namespaces a namespaced operator serves)."""
-        path = _path(*KIND_PATHS[kind], namespace)
+        path = _path(kind, namespace)
         delay = 0.1
         resource_version = ""
         while True:
@@ -291,11 +269,11 @@ class KubeClient:
     # Typed helpers over `request`, one per operation the operator performs.
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
-        return await self.request("GET", _path(*KIND_PATHS[kind], namespace, name))
+        return await self.request("GET", _path(kind, namespace, name))
 
     async def list(self, kind: str, namespace: str | None, label_selector: str = "") -> list[dict[str, Any]]:
         params = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("GET", _path(*KIND_PATHS[kind], namespace), params=params)
+        result = await self.request("GET", _path(kind, namespace), params=params)
         return list(result.get("items") or [])
 
     async def list_all(
@@ -307,7 +285,7 @@ class KubeClient:
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
-            result = await self.request("GET", _path(*KIND_PATHS[kind], namespace), params=params)
+            result = await self.request("GET", _path(kind, namespace), params=params)
             items += result.get("items") or []
             metadata = result.get("metadata") or {}
             if not metadata.get("continue"):
@@ -318,7 +296,7 @@ class KubeClient:
         namespace = body["metadata"].get("namespace")
         return await self.request(
             "POST",
-            _path(*KIND_PATHS[body["kind"]], namespace),
+            _path(body["kind"], namespace),
             body=body,
             params={"fieldManager": names.FIELD_MANAGER},
         )
@@ -340,12 +318,12 @@ class KubeClient:
             options["gracePeriodSeconds"] = grace_seconds
         if propagation:
             options["propagationPolicy"] = propagation
-        await self.request("DELETE", _path(*KIND_PATHS[kind], namespace, name), body=options)
+        await self.request("DELETE", _path(kind, namespace, name), body=options)
 
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: Mapping[str, Any], *, subresource: str = ""
     ) -> dict[str, Any]:
-        path = _path(*KIND_PATHS[kind], namespace, name) + (f"/{subresource}" if subresource else "")
+        path = _path(kind, namespace, name) + (f"/{subresource}" if subresource else "")
         return await self.request(
             "PATCH", path, body=patch, content_type=MERGE_PATCH, params={"fieldManager": names.FIELD_MANAGER}
         )
@@ -353,7 +331,7 @@ class KubeClient:
     async def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Server-side apply: we own exactly the fields we send, and take them back if someone moved them."""
         metadata = body["metadata"]
-        path = _path(*KIND_PATHS[body["kind"]], metadata.get("namespace"), metadata["name"])
+        path = _path(body["kind"], metadata.get("namespace"), metadata["name"])
         return await self.request(
             "PATCH",
             path,

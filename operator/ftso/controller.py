@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ftso import names
+from ftso import kinds, names
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
@@ -188,7 +188,7 @@ class Controller:
                     key,
                     d.name,
                     self.client.delete(
-                        "Pod", namespace, d.name, uid=d.uid, grace_seconds=0 if d.force else None
+                        kinds.POD.kind, namespace, d.name, uid=d.uid, grace_seconds=0 if d.force else None
                     ),
                 )
                 for d in plan.deletes
@@ -201,7 +201,7 @@ class Controller:
             self._remember(await self.client.apply(obj))
         for job_name in plan.job_deletes:
             await self._ignore_missing(
-                self.client.delete("Job", namespace, job_name, propagation="Background")
+                self.client.delete(kinds.JOB.kind, namespace, job_name, propagation="Background")
             )
         for job in plan.job_creates:
             await self._create(job)
@@ -225,7 +225,7 @@ class Controller:
         self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]
     ) -> None:
         updated = await self.client.merge_patch(
-            "Pod", namespace, name, {"metadata": {"labels": labels, "annotations": annotations}}
+            kinds.POD.kind, namespace, name, {"metadata": {"labels": labels, "annotations": annotations}}
         )
         self.store.put_pod(updated)
 
@@ -240,17 +240,9 @@ class Controller:
 
     def _remember(self, obj: dict[str, Any]) -> None:
         """Our own writes are in the view at once, so the next reconcile does not repeat them."""
-        kind = obj.get("kind")
-        if kind == "Pod":
-            self.store.put_pod(obj)
-            return
-        index = {
-            "Service": self.store.services,
-            "PodDisruptionBudget": self.store.pdbs,
-            "Job": self.store.jobs,
-        }.get(str(kind))
-        if index is not None:
-            index.put(obj)
+        kind = kinds.BY_KIND.get(str(obj.get("kind")))
+        if kind is not None and kind.owned:
+            self.store.put_owned(kind.kind, obj)
 
     async def _forget_if_missing(self, key: Key, pod: str, call: Awaitable[Any]) -> None:
         """A pod the API says is gone leaves the view at once: its delete event may have fallen between

@@ -9,20 +9,19 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
 
-from ftso import metrics, names
-from ftso.api.spec import DEFAULT_NODE_LOST_AFTER_SECONDS, MIN_NODE_LOST_AFTER_SECONDS
+from ftso import kinds, metrics, names
+from ftso.api.spec import MIN_NODE_LOST_AFTER_SECONDS, node_lost_after_seconds
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.plan import Plan
 from ftso.settings import OperatorSettings
-from ftso.store import Body, Key, Listing, Store
+from ftso.store import Key, Listing, Store
 from ftso.workqueue import WorkQueue
 
 logger = logging.getLogger(__name__)
@@ -116,7 +115,7 @@ class Runtime:
             if kind != "DELETED":
                 self.store.put_lease(lease, datetime.now(UTC))
 
-        await self.client.watch("Lease", NODE_LEASE_NAMESPACE, on_event)
+        await self.client.watch(kinds.LEASE.kind, NODE_LEASE_NAMESPACE, on_event)
 
     def _restart_lease_watch(self) -> None:
         if self._lease_watch is not None:
@@ -156,8 +155,7 @@ class Runtime:
                     body = self.store.resources.get(key)
                     if body is None:
                         continue
-                    failover = (body.get("spec") or {}).get("failover") or {}
-                    stale = age > int(failover.get("nodeLostAfterSeconds") or DEFAULT_NODE_LOST_AFTER_SECONDS)
+                    stale = age > node_lost_after_seconds(body.get("spec") or {})
                     any_stale = any_stale or stale
                     if self._stale.get((node, key), False) != stale:
                         self._stale[(node, key)] = stale
@@ -184,21 +182,15 @@ class Runtime:
     async def relist(self) -> None:
         """An authoritative, paged LIST of everything watched: what vanished while a watch was down is
         dropped, what changed is taken, and a view whose versions went back (etcd restored) is reset."""
-        nodes, _ = await self.client.list_all("Node", None)
+        nodes, _ = await self.client.list_all(kinds.NODE.kind, None)
         self.store.relist_nodes(nodes)
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
         for namespace in namespaces:
-            for kind, relist in (
-                ("Pod", self.store.relist_pods),
-                ("Service", self.store.services.relist),
-                ("PodDisruptionBudget", self.store.pdbs.relist),
-                ("EndpointSlice", self.store.endpoint_slices.relist),
-                ("Job", self.store.jobs.relist),
-            ):
-                items, version = await self.client.list_all(kind, namespace, names.LABEL_SERVICE)
-                if relist(Listing(namespace, items, version)):
-                    logger.warning("the API's %s versions went back (etcd restored?): view reset", kind)
-            items, version = await self.client.list_all(names.KIND, namespace)
+            for kind in kinds.OWNED:
+                items, version = await self.client.list_all(kind.kind, namespace, names.LABEL_SERVICE)
+                if self.store.relist_owned(kind.kind, Listing(namespace, items, version)):
+                    logger.warning("the API's %s versions went back (etcd restored?): view reset", kind.kind)
+            items, version = await self.client.list_all(kinds.FTS.kind, namespace)
             self.store.relist_resources(Listing(namespace, items, version))
 
 
@@ -231,8 +223,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # kopf keeps a worker task per object while events arrive; with thousands of pods, let idle ones go soon.
     settings.queueing.idle_timeout = 1.0
     # Only objects we own are streamed to us, not every pod in the cluster.
-    for plural in ("pods", "services", "poddisruptionbudgets", "endpointslices", "jobs"):
-        settings.watching.label_selectors[plural] = names.LABEL_SERVICE
+    for kind in kinds.OWNED:
+        settings.watching.label_selectors[kind.plural] = names.LABEL_SERVICE
     settings.peering.standalone = True  # one actor is chosen by our own Lease (leader.py), not kopf peering
     settings.scanning.disabled = True  # serve what exists at startup: no need to read CRDs or namespaces
     runtime = Runtime(ours)
@@ -282,7 +274,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
     await runtime.client.close()
 
 
-@kopf.on.event(names.GROUP, names.VERSION, names.PLURAL)
+@kopf.on.event(kinds.FTS.group, kinds.FTS.version, kinds.FTS.plural)
 def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
     body: dict[str, Any] = dict(event["object"])
@@ -294,34 +286,32 @@ def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     runtime.queue.add(runtime.store.put_resource(body))
 
 
-def _owned_event(
-    event: kopf.RawEvent, memo: Any, put: Callable[[Body], Key | None], drop: Callable[[Body], Key | None]
-) -> None:
-    body: dict[str, Any] = dict(event["object"])
-    key = drop(body) if event["type"] == "DELETED" else put(body)
-    if key is not None:
-        _runtime(memo).queue.add(key)
+def _follow_owned(kind: kinds.Kind) -> None:
+    """One event handler per owned kind, on the objects that carry our label only."""
+
+    def owned_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+        runtime = _runtime(memo)
+        body: dict[str, Any] = dict(event["object"])
+        store = runtime.store
+        key = (
+            store.drop_owned(kind.kind, body)
+            if event["type"] == "DELETED"
+            else store.put_owned(kind.kind, body)
+        )
+        if key is not None:
+            runtime.queue.add(key)
+
+    selector = {names.LABEL_SERVICE: kopf.PRESENT}
+    kopf.on.event(kind.group, kind.version, kind.plural, id=f"{kind.plural}-event", labels=selector)(
+        owned_event
+    )
 
 
-@kopf.on.event("", "v1", "pods", labels={names.LABEL_SERVICE: kopf.PRESENT})
-def pod_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    store = _runtime(memo).store
-    _owned_event(event, memo, store.put_pod, store.drop_pod)
+for _kind in kinds.OWNED:
+    _follow_owned(_kind)
 
 
-@kopf.on.event("", "v1", "services", labels={names.LABEL_SERVICE: kopf.PRESENT})
-def service_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    index = _runtime(memo).store.services
-    _owned_event(event, memo, index.put, index.drop)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels={names.LABEL_SERVICE: kopf.PRESENT})
-def pdb_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    index = _runtime(memo).store.pdbs
-    _owned_event(event, memo, index.put, index.drop)
-
-
-@kopf.on.event("", "v1", "nodes")
+@kopf.on.event(kinds.NODE.group, kinds.NODE.version, kinds.NODE.plural)
 def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     runtime = _runtime(memo)
     body: dict[str, Any] = dict(event["object"])
@@ -343,15 +333,3 @@ def _ready(node: dict[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (node.get("status") or {}).get("conditions") or []
     )
-
-
-@kopf.on.event("discovery.k8s.io", "v1", "endpointslices", labels={names.LABEL_SERVICE: kopf.PRESENT})
-def endpoint_slice_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    index = _runtime(memo).store.endpoint_slices
-    _owned_event(event, memo, index.put, index.drop)
-
-
-@kopf.on.event("batch", "v1", "jobs", labels={names.LABEL_SERVICE: kopf.PRESENT})
-def job_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    index = _runtime(memo).store.jobs
-    _owned_event(event, memo, index.put, index.drop)

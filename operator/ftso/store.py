@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ftso import names
+from ftso import kinds, names
 
 Key = tuple[str, str]  # (namespace, name) of a FaultTolerantService
 Body = dict[str, Any]
@@ -163,11 +163,12 @@ class OwnedIndex:
 class Store:
     def __init__(self) -> None:
         self.resources: dict[Key, Body] = {}
-        self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)
-        self.services = OwnedIndex()
-        self.pdbs = OwnedIndex()
-        self.endpoint_slices = OwnedIndex()
-        self.jobs = OwnedIndex()
+        self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)  # pods are also indexed by node
+        self._indexes = {k.kind: OwnedIndex() for k in kinds.OWNED if k is not kinds.POD}
+        self.services = self._indexes[kinds.SERVICE.kind]
+        self.pdbs = self._indexes[kinds.PDB.kind]
+        self.endpoint_slices = self._indexes[kinds.ENDPOINT_SLICE.kind]
+        self.jobs = self._indexes[kinds.JOB.kind]
         self.nodes: dict[str, Body] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
@@ -204,6 +205,16 @@ class Store:
         return reset
 
     # Owned objects
+
+    def put_owned(self, kind: str, body: Body) -> Key | None:
+        """Any owned kind (kinds.OWNED); returns the owner's key."""
+        return self.put_pod(body) if kind == kinds.POD.kind else self._indexes[kind].put(body)
+
+    def drop_owned(self, kind: str, body: Body) -> Key | None:
+        return self.drop_pod(body) if kind == kinds.POD.kind else self._indexes[kind].drop(body)
+
+    def relist_owned(self, kind: str, listing: Listing) -> bool:
+        return self.relist_pods(listing) if kind == kinds.POD.kind else self._indexes[kind].relist(listing)
 
     def put_pod(self, body: Body) -> Key | None:
         body = slim(body)
