@@ -282,6 +282,153 @@ def _checkpoint() -> Schema:
     return schema
 
 
+def _spec_mode() -> Schema:
+    return _str(
+        "PrimaryReplica: one primary, the rest replicas. ActiveActive: peers, every healthy pod serves.",
+        enum=list(defaults.MODES),
+        default=defaults.DEFAULT_MODE,
+        **{
+            "x-kubernetes-validations": [
+                _rule("self == oldSelf", "mode is immutable; create a new FaultTolerantService instead")
+            ]
+        },
+    )
+
+
+def _spec_health() -> Schema:
+    return _obj(
+        {
+            "readinessProbe": _probe_settings("readiness", defaults.DEFAULT_READINESS),
+            "livenessProbe": _probe_settings("liveness", defaults.DEFAULT_LIVENESS),
+            "startupProbe": _probe_settings("startup", defaults.DEFAULT_STARTUP),
+            "unreadyTimeoutSeconds": _positive(
+                "health.unreadyTimeoutSeconds",
+                "How long a started pod may stay unready before it counts as failed and is replaced.",
+                defaults.DEFAULT_UNREADY_TIMEOUT_SECONDS,
+            ),
+        },
+        description="Probe defaults and the operator's health judgement.",
+    )
+
+
+def _spec_disruption() -> Schema:
+    return _obj(
+        {
+            "maxUnavailable": {
+                "x-kubernetes-int-or-string": True,
+                "default": defaults.DEFAULT_MAX_UNAVAILABLE,
+                "description": "Pods that may be down at once for voluntary disruption and rollouts.",
+                "x-kubernetes-validations": [
+                    _rule(
+                        "type(self) == int ? self >= 1 : self.matches('^[0-9]{1,3}%$')",
+                        "disruption.maxUnavailable must be a count of at least 1 or a percentage such as 25%",
+                    )
+                ],
+            }
+        },
+    )
+
+
+def _spec_spread() -> Schema:
+    return _obj(
+        {
+            "topologyKeys": {
+                "type": "array",
+                "maxItems": 8,
+                "items": _str(maxLength=317, minLength=1),
+                "x-kubernetes-list-type": "set",
+                "description": "Node label keys to spread pods over.",
+                "default": list(defaults.DEFAULT_TOPOLOGY_KEYS),
+            },
+            "whenUnsatisfiable": _str(
+                "ScheduleAnyway spreads when it can; DoNotSchedule leaves a pod pending instead.",
+                enum=list(defaults.WHEN_UNSATISFIABLE),
+                default=defaults.DEFAULT_WHEN_UNSATISFIABLE,
+            ),
+        },
+    )
+
+
+def _failover_hooks() -> Schema:
+    return _obj(
+        {
+            "port": _int(
+                "Container port the hooks are served on.",
+                **{
+                    "x-kubernetes-validations": [
+                        _rule(
+                            "self >= 1 && self <= 65535",
+                            "failover.hooks.port must be between 1 and 65535",
+                        )
+                    ]
+                },
+            ),
+            "promotePath": _str(
+                "POSTed on the new primary, with the term.", default="/promote", maxLength=256
+            ),
+            "demotePath": _str(
+                "POSTed on the old primary, if it still answers.",
+                default="/demote",
+                maxLength=256,
+            ),
+            "timeoutSeconds": {"type": "number", "default": 1, "minimum": 0.1, "maximum": 30},
+        },
+        required=["port"],
+        description="HTTP hooks that tell the workload of a promotion or demotion at once; the "
+        "role and term files under /etc/ftso follow a little later.",
+    )
+
+
+def _failover_node_lost_after_seconds() -> Schema:
+    return _int(
+        "A node whose heartbeat Lease is older than this is lost: its pods are replaced and its "
+        "primary failed over. Kubelets renew every 10 s, so keep it above that.",
+        default=defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
+        **{
+            "x-kubernetes-validations": [
+                _rule(
+                    f"self >= {defaults.MIN_NODE_LOST_AFTER_SECONDS}",
+                    f"failover.nodeLostAfterSeconds must be at least "
+                    f"{defaults.MIN_NODE_LOST_AFTER_SECONDS}: kubelets renew their Lease every 10 s",
+                )
+            ]
+        },
+    )
+
+
+def _spec_failover() -> Schema:
+    return _obj(
+        {
+            "hooks": _failover_hooks(),
+            "delaySeconds": _int(
+                "How long the primary may be unready before it is failed over.",
+                default=defaults.DEFAULT_FAILOVER_DELAY_SECONDS,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 0", "failover.delaySeconds must be 0 or more")
+                    ]
+                },
+            ),
+            "nodeLostAfterSeconds": _failover_node_lost_after_seconds(),
+            "maxPerHour": _positive(
+                "failover.maxPerHour",
+                "Failovers allowed in any hour; more wait (anti-flapping).",
+                defaults.DEFAULT_FAILOVER_MAX_PER_HOUR,
+            ),
+            "minIntervalSeconds": _int(
+                "Least time between two failovers.",
+                default=defaults.DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
+                **{
+                    "x-kubernetes-validations": [
+                        _rule("self >= 0", "failover.minIntervalSeconds must be 0 or more")
+                    ]
+                },
+            ),
+        },
+        description="When and how often the primary is replaced (PrimaryReplica mode).",
+    )
+
+
 def build_spec_schema() -> Schema:
     return _obj(
         {
@@ -295,135 +442,13 @@ def build_spec_schema() -> Schema:
                     ]
                 },
             ),
-            "mode": _str(
-                "PrimaryReplica: one primary, the rest replicas. ActiveActive: peers, every healthy pod serves.",
-                enum=list(defaults.MODES),
-                default=defaults.DEFAULT_MODE,
-                **{
-                    "x-kubernetes-validations": [
-                        _rule(
-                            "self == oldSelf", "mode is immutable; create a new FaultTolerantService instead"
-                        )
-                    ]
-                },
-            ),
+            "mode": _spec_mode(),
             "template": _template(),
-            "health": _obj(
-                {
-                    "readinessProbe": _probe_settings("readiness", defaults.DEFAULT_READINESS),
-                    "livenessProbe": _probe_settings("liveness", defaults.DEFAULT_LIVENESS),
-                    "startupProbe": _probe_settings("startup", defaults.DEFAULT_STARTUP),
-                    "unreadyTimeoutSeconds": _positive(
-                        "health.unreadyTimeoutSeconds",
-                        "How long a started pod may stay unready before it counts as failed and is replaced.",
-                        defaults.DEFAULT_UNREADY_TIMEOUT_SECONDS,
-                    ),
-                },
-                description="Probe defaults and the operator's health judgement.",
-            ),
+            "health": _spec_health(),
             "service": _service(),
-            "disruption": _obj(
-                {
-                    "maxUnavailable": {
-                        "x-kubernetes-int-or-string": True,
-                        "default": defaults.DEFAULT_MAX_UNAVAILABLE,
-                        "description": "Pods that may be down at once for voluntary disruption and rollouts.",
-                        "x-kubernetes-validations": [
-                            _rule(
-                                "type(self) == int ? self >= 1 : self.matches('^[0-9]{1,3}%$')",
-                                "disruption.maxUnavailable must be a count of at least 1 or a percentage "
-                                "such as 25%",
-                            )
-                        ],
-                    }
-                },
-            ),
-            "spread": _obj(
-                {
-                    "topologyKeys": {
-                        "type": "array",
-                        "maxItems": 8,
-                        "items": _str(maxLength=317, minLength=1),
-                        "x-kubernetes-list-type": "set",
-                        "description": "Node label keys to spread pods over.",
-                        "default": list(defaults.DEFAULT_TOPOLOGY_KEYS),
-                    },
-                    "whenUnsatisfiable": _str(
-                        "ScheduleAnyway spreads when it can; DoNotSchedule leaves a pod pending instead.",
-                        enum=list(defaults.WHEN_UNSATISFIABLE),
-                        default=defaults.DEFAULT_WHEN_UNSATISFIABLE,
-                    ),
-                },
-            ),
-            "failover": _obj(
-                {
-                    "hooks": _obj(
-                        {
-                            "port": _int(
-                                "Container port the hooks are served on.",
-                                **{
-                                    "x-kubernetes-validations": [
-                                        _rule(
-                                            "self >= 1 && self <= 65535",
-                                            "failover.hooks.port must be between 1 and 65535",
-                                        )
-                                    ]
-                                },
-                            ),
-                            "promotePath": _str(
-                                "POSTed on the new primary, with the term.", default="/promote", maxLength=256
-                            ),
-                            "demotePath": _str(
-                                "POSTed on the old primary, if it still answers.",
-                                default="/demote",
-                                maxLength=256,
-                            ),
-                            "timeoutSeconds": {"type": "number", "default": 1, "minimum": 0.1, "maximum": 30},
-                        },
-                        required=["port"],
-                        description="HTTP hooks that tell the workload of a promotion or demotion at once; the "
-                        "role and term files under /etc/ftso follow a little later.",
-                    ),
-                    "delaySeconds": _int(
-                        "How long the primary may be unready before it is failed over.",
-                        default=defaults.DEFAULT_FAILOVER_DELAY_SECONDS,
-                        **{
-                            "x-kubernetes-validations": [
-                                _rule("self >= 0", "failover.delaySeconds must be 0 or more")
-                            ]
-                        },
-                    ),
-                    "nodeLostAfterSeconds": _int(
-                        "A node whose heartbeat Lease is older than this is lost: its pods are replaced and its "
-                        "primary failed over. Kubelets renew every 10 s, so keep it above that.",
-                        default=defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
-                        **{
-                            "x-kubernetes-validations": [
-                                _rule(
-                                    f"self >= {defaults.MIN_NODE_LOST_AFTER_SECONDS}",
-                                    f"failover.nodeLostAfterSeconds must be at least "
-                                    f"{defaults.MIN_NODE_LOST_AFTER_SECONDS}: kubelets renew their Lease every 10 s",
-                                )
-                            ]
-                        },
-                    ),
-                    "maxPerHour": _positive(
-                        "failover.maxPerHour",
-                        "Failovers allowed in any hour; more wait (anti-flapping).",
-                        defaults.DEFAULT_FAILOVER_MAX_PER_HOUR,
-                    ),
-                    "minIntervalSeconds": _int(
-                        "Least time between two failovers.",
-                        default=defaults.DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
-                        **{
-                            "x-kubernetes-validations": [
-                                _rule("self >= 0", "failover.minIntervalSeconds must be 0 or more")
-                            ]
-                        },
-                    ),
-                },
-                description="When and how often the primary is replaced (PrimaryReplica mode).",
-            ),
+            "disruption": _spec_disruption(),
+            "spread": _spec_spread(),
+            "failover": _spec_failover(),
             "checkpoint": _checkpoint(),
             "restore": _obj(
                 {
@@ -460,6 +485,54 @@ def _condition() -> Schema:
     )
 
 
+def _status_failovers() -> Schema:
+    return {
+        "type": "array",
+        "description": f"The last {defaults.FAILOVER_HISTORY_LIMIT} changes of primary, oldest first.",
+        "x-kubernetes-list-type": "atomic",
+        "items": _obj(
+            {
+                "term": _int(format="int64"),
+                "kind": _str("Failover or Switchover."),
+                "reason": _str(),
+                "from": _str(),
+                "to": _str(),
+                "detectedAt": _str(format="date-time"),
+                "decidedAt": _str(format="date-time"),
+                "routedAt": _str("When <name>-primary routed to the new primary.", format="date-time"),
+                "fenceUid": _str(
+                    "UID of the failed primary: while it exists it is fenced (out of every Service) "
+                    "and deleted, by whichever reconcile comes next."
+                ),
+                "fencedAt": _str("When the fenced pod was seen gone.", format="date-time"),
+            },
+            required=["term", "kind", "to"],
+        ),
+    }
+
+
+def _status_checkpoints() -> Schema:
+    return {
+        "type": "array",
+        "description": f"The last {defaults.CHECKPOINT_HISTORY_LIMIT} checkpoints, oldest first.",
+        "x-kubernetes-list-type": "atomic",
+        "items": _obj(
+            {
+                "id": _str(),
+                "job": _str(),
+                "result": _str("Running, Succeeded or Failed."),
+                "reason": _str(),
+                "sourcePod": _str(),
+                "term": _int(format="int64"),
+                "startedAt": _str(format="date-time"),
+                "finishedAt": _str(format="date-time"),
+                "durationSeconds": _int(),
+            },
+            required=["id", "result"],
+        ),
+    }
+
+
 def build_status_schema() -> Schema:
     pod = _obj(
         {
@@ -488,50 +561,8 @@ def build_status_schema() -> Schema:
             "primary": _str("Name of the primary pod (PrimaryReplica mode)."),
             "term": _int("Fencing token: increases with every promotion, never decreases.", format="int64"),
             "pods": {"type": "array", "items": pod, "x-kubernetes-list-type": "atomic"},
-            "failovers": {
-                "type": "array",
-                "description": f"The last {defaults.FAILOVER_HISTORY_LIMIT} changes of primary, oldest first.",
-                "x-kubernetes-list-type": "atomic",
-                "items": _obj(
-                    {
-                        "term": _int(format="int64"),
-                        "kind": _str("Failover or Switchover."),
-                        "reason": _str(),
-                        "from": _str(),
-                        "to": _str(),
-                        "detectedAt": _str(format="date-time"),
-                        "decidedAt": _str(format="date-time"),
-                        "routedAt": _str(
-                            "When <name>-primary routed to the new primary.", format="date-time"
-                        ),
-                        "fenceUid": _str(
-                            "UID of the failed primary: while it exists it is fenced (out of every Service) "
-                            "and deleted, by whichever reconcile comes next."
-                        ),
-                        "fencedAt": _str("When the fenced pod was seen gone.", format="date-time"),
-                    },
-                    required=["term", "kind", "to"],
-                ),
-            },
-            "checkpoints": {
-                "type": "array",
-                "description": f"The last {defaults.CHECKPOINT_HISTORY_LIMIT} checkpoints, oldest first.",
-                "x-kubernetes-list-type": "atomic",
-                "items": _obj(
-                    {
-                        "id": _str(),
-                        "job": _str(),
-                        "result": _str("Running, Succeeded or Failed."),
-                        "reason": _str(),
-                        "sourcePod": _str(),
-                        "term": _int(format="int64"),
-                        "startedAt": _str(format="date-time"),
-                        "finishedAt": _str(format="date-time"),
-                        "durationSeconds": _int(),
-                    },
-                    required=["id", "result"],
-                ),
-            },
+            "failovers": _status_failovers(),
+            "checkpoints": _status_checkpoints(),
             "lastSuccessfulCheckpoint": _str("Id of the newest successful checkpoint."),
             "checkpointSchedule": _obj(
                 {
