@@ -170,6 +170,20 @@ def build_checkpoint_job(
     }
 
 
+def _avoid(pod_spec: dict[str, Any], avoid_nodes: tuple[str, ...]) -> None:
+    # A replacement must not land back on a node we judged lost but Kubernetes has not tainted yet.
+    affinity = pod_spec.setdefault("affinity", {})
+    node_affinity = affinity.setdefault("nodeAffinity", {})
+    required = node_affinity.setdefault(
+        "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]}
+    )
+    for term_ in required.setdefault("nodeSelectorTerms", [{}]):
+        # A node-name field selector takes one value per expression; expressions in a term are ANDed.
+        term_.setdefault("matchFields", []).extend(
+            {"key": "metadata.name", "operator": "NotIn", "values": [node]} for node in sorted(avoid_nodes)
+        )
+
+
 def build_pod(
     spec: FtsSpec,
     owner: Owner,
@@ -197,18 +211,7 @@ def build_pod(
         pod_spec["topologySpreadConstraints"] = _spread_constraints(spec, owner)
     pod_spec.setdefault("hostname", name)
     if avoid_nodes:
-        # A replacement must not land back on a node we judged lost but Kubernetes has not tainted yet.
-        affinity = pod_spec.setdefault("affinity", {})
-        node_affinity = affinity.setdefault("nodeAffinity", {})
-        required = node_affinity.setdefault(
-            "requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": [{}]}
-        )
-        for term_ in required.setdefault("nodeSelectorTerms", [{}]):
-            # A node-name field selector takes one value per expression; expressions in a term are ANDed.
-            term_.setdefault("matchFields", []).extend(
-                {"key": "metadata.name", "operator": "NotIn", "values": [node]}
-                for node in sorted(avoid_nodes)
-            )
+        _avoid(pod_spec, avoid_nodes)
 
     metadata = owner.metadata(
         name,

@@ -57,6 +57,9 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 T = TypeVar("T")
+Subcommands = argparse._SubParsersAction[
+    argparse.ArgumentParser
+]  # argparse's type for add_subparsers(), private but stable
 
 
 def _with_client(args: argparse.Namespace, work: Callable[[KubeClient], Awaitable[T]]) -> T:
@@ -229,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--context", help="kubeconfig context")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_run(commands)
+    _add_commands(commands)
+    return parser
+
+
+def _add_run(commands: Subcommands) -> None:
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument(
@@ -278,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=_run)
 
+
+def _add_commands(commands: Subcommands) -> None:
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
     crd.set_defaults(func=_crd)
 
@@ -319,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("name")
         command.add_argument("--namespace", "-n", dest="namespace_", default="default")
         command.set_defaults(func=_set_paused)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

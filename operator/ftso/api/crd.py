@@ -533,8 +533,8 @@ def _status_checkpoints() -> Schema:
     }
 
 
-def build_status_schema() -> Schema:
-    pod = _obj(
+def _status_pod() -> Schema:
+    return _obj(
         {
             "name": _str(),
             "node": _str(),
@@ -549,6 +549,10 @@ def build_status_schema() -> Schema:
         },
         required=["name", "health"],
     )
+
+
+def build_status_schema() -> Schema:
+    pod = _status_pod()
     return _obj(
         {
             "observedGeneration": _int(format="int64"),
