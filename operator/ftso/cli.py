@@ -57,9 +57,6 @@ def _crd(_: argparse.Namespace) -> int:
 
 
 T = TypeVar("T")
-Subcommands = argparse._SubParsersAction[
-    argparse.ArgumentParser
-]  # argparse's type for add_subparsers(), private but stable
 
 
 def _with_client(args: argparse.Namespace, work: Callable[[KubeClient], Awaitable[T]]) -> T:
@@ -105,7 +102,15 @@ def _status(args: argparse.Namespace) -> int:
         f"  replicas: {spec.get('replicas')} desired, {status.get('readyReplicas', 0)} ready, "
         f"{status.get('servingReplicas', 0)} serving   primary: {status.get('primary') or '-'}"
     )
-    for type_ in ("Ready", "Available", "Progressing", "Degraded", "InvalidSpec", "PrimaryUnavailable"):
+    shown = names.ConditionType
+    for type_ in (
+        shown.READY,
+        shown.AVAILABLE,
+        shown.PROGRESSING,
+        shown.DEGRADED,
+        shown.INVALID_SPEC,
+        shown.PRIMARY_UNAVAILABLE,
+    ):
         c = conditions.get(type_)
         if c:
             print(f"  {type_}={c['status']} ({c.get('reason', '')}) {c.get('message', '')}".rstrip())
@@ -237,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run(commands: Subcommands) -> None:
+def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="run the operator")
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument(
@@ -288,7 +293,7 @@ def _add_run(commands: Subcommands) -> None:
     run.set_defaults(func=_run)
 
 
-def _add_commands(commands: Subcommands) -> None:
+def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
     crd.set_defaults(func=_crd)
 

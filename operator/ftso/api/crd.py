@@ -232,7 +232,7 @@ def _checkpoint() -> Schema:
             "source": _str(
                 "Replica: a healthy replica, else the primary. Primary: the primary.",
                 enum=list(defaults.CHECKPOINT_SOURCES),
-                default="Replica",
+                default=defaults.CheckpointSpec.source,
             ),
             "template": _container_template(
                 "The container the checkpoint Job runs. It gets FTSO_TARGET_POD, FTSO_TARGET_IP, "
@@ -364,11 +364,13 @@ def _failover_hooks() -> Schema:
                 },
             ),
             "promotePath": _str(
-                "POSTed on the new primary, with the term.", default="/promote", maxLength=256
+                "POSTed on the new primary, with the term.",
+                default=defaults.HooksSpec.promote_path,
+                maxLength=256,
             ),
             "demotePath": _str(
                 "POSTed on the old primary, if it still answers.",
-                default="/demote",
+                default=defaults.HooksSpec.demote_path,
                 maxLength=256,
             ),
             "timeoutSeconds": {"type": "number", "default": 1, "minimum": 0.1, "maximum": 30},

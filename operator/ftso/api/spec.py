@@ -196,9 +196,9 @@ def _hooks(raw: Any) -> HooksSpec | None:
         return None
     return HooksSpec(
         port=raw["port"],
-        promote_path=str(raw.get("promotePath") or "/promote"),
-        demote_path=str(raw.get("demotePath") or "/demote"),
-        timeout_seconds=float(raw.get("timeoutSeconds") or 1.0),
+        promote_path=str(raw.get("promotePath") or HooksSpec.promote_path),
+        demote_path=str(raw.get("demotePath") or HooksSpec.demote_path),
+        timeout_seconds=float(raw.get("timeoutSeconds") or HooksSpec.timeout_seconds),
     )
 
 
@@ -212,7 +212,7 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
         storage=raw.get("storage") or {"emptyDir": {}},
         schedule=str(raw.get("schedule") or ""),
         interval_seconds=_int(raw, "intervalSeconds", 0),
-        source=str(raw.get("source") or "Replica"),
+        source=str(raw.get("source") or CheckpointSpec.source),
         timeout_seconds=_int(raw, "timeoutSeconds", DEFAULT_CHECKPOINT_TIMEOUT_SECONDS),
         retries=_int(raw, "retries", DEFAULT_CHECKPOINT_RETRIES),
         keep_last=_int(retention, "keepLast", DEFAULT_CHECKPOINT_KEEP_LAST),
