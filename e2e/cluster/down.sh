@@ -7,10 +7,21 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=e2e/cluster/versions.sh
 source "$here/versions.sh"
 
+dir=$KWOK_WORKDIR/clusters/$FTSO_CLUSTER_NAME
+
+# The supervisor first, or it would start again what kwokctl stops.
+"$here/supervise.sh" stop
 if [[ -x "$FTSO_BIN/kwokctl" ]]; then
   "$FTSO_BIN/kwokctl" delete cluster --name "$FTSO_CLUSTER_NAME" >/dev/null 2>&1 || true
 fi
-# Anything still running from the cluster's workdir (a crashed delete) goes too.
-pkill -f "$KWOK_WORKDIR/clusters/$FTSO_CLUSTER_NAME" 2>/dev/null || true
-rm -rf "${KWOK_WORKDIR:?}/clusters/$FTSO_CLUSTER_NAME" "$FTSO_KUBECONFIG" "$FTSO_CACHE/kwokctl.yaml"
+# Anything still running from the cluster's directory (a crashed delete) goes too: kwokctl runs every
+# component there, and no other cluster's process does.
+for proc in /proc/[0-9]*; do
+  cwd=$(readlink "$proc/cwd" 2>/dev/null) || continue
+  if [[ $cwd == "$dir" || $cwd == "$dir (deleted)" ]]; then
+    kill -9 "${proc#/proc/}" 2>/dev/null || true
+  fi
+done
+suffix=${FTSO_CLUSTER_NAME#ftso}
+rm -rf "${dir:?}" "$FTSO_KUBECONFIG" "$FTSO_CACHE/kwokctl${suffix:+-$FTSO_CLUSTER_NAME}.yaml"
 echo "local cluster '$FTSO_CLUSTER_NAME' is down"

@@ -9,7 +9,10 @@ source "$here/versions.sh"
 
 APISERVER_PORT=${FTSO_APISERVER_PORT:-36443}
 NODE_COUNT=${FTSO_NODE_COUNT:-3}
-log="$FTSO_LOGS/cluster-up.log"
+# Another cluster (FTSO_CLUSTER_NAME) gets its own log and config, so two can start side by side.
+suffix=${FTSO_CLUSTER_NAME#ftso}
+suffix=${suffix:+-$FTSO_CLUSTER_NAME}
+log="$FTSO_LOGS/cluster-up$suffix.log"
 mkdir -p "$FTSO_LOGS"
 
 fail() {
@@ -20,20 +23,75 @@ fail() {
 "$here/build.sh" >/dev/null || fail "the control-plane build failed, see $FTSO_LOGS/build.log"
 
 kubectl() { "$FTSO_BIN/kubectl" --kubeconfig "$FTSO_KUBECONFIG" "$@"; }
+dir=$KWOK_WORKDIR/clusters/$FTSO_CLUSTER_NAME
 
-cluster_healthy() {
-  [[ -f "$FTSO_KUBECONFIG" ]] && kubectl get --raw /readyz >/dev/null 2>&1 &&
-    [[ $(kubectl get nodes -l type=kwok --no-headers 2>/dev/null | grep -cw Ready) -ge "$NODE_COUNT" ]]
+arg() { # pid flag: the flag's value in the process's command line
+  tr '\0' '\n' <"/proc/$1/cmdline" | sed -n "s/^--$2=//p" | head -n 1
+}
+
+get_raw() { # server path: an anonymous GET with the kubectl we built (no curl needed); the dummy basic
+  # credentials, which no component checks, keep kubectl from prompting for some.
+  "$FTSO_BIN/kubectl" --kubeconfig /dev/null --server "$1" --insecure-skip-tls-verify \
+    --username probe --password probe --request-timeout 3s get --raw "$2" 2>/dev/null </dev/null
+}
+
+leads() { # server name: the component holds its leader lease, so it does its work
+  local metrics
+  metrics=$(get_raw "$1" /metrics | tr -d '\0') || return 1
+  grep -qx "leader_election_master_status{name=\"$2\"} 1" <<<"$metrics"
+}
+
+component_healthy() { # name: its process runs (not paused, not a zombie) and its health check passes
+  local pid state server health
+  pid=$(cat "$dir/pids/$1.pid" 2>/dev/null) || return 1
+  state=$(sed -n 's/.*) \([A-Za-z]\).*/\1/p' "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $state =~ ^[RSD]$ ]] || return 1
+  case $1 in
+    etcd)
+      health=$(get_raw "$(arg "$pid" listen-client-urls | cut -d, -f1)" /health) || return 1
+      [[ $health == *'"health":"true"'* ]]
+      ;;
+    kube-apiserver) kubectl --request-timeout 5s get --raw /readyz >/dev/null 2>&1 ;;
+    kube-controller-manager | kube-scheduler)
+      server="https://127.0.0.1:$(arg "$pid" secure-port)"
+      get_raw "$server" /healthz >/dev/null && leads "$server" "$1"
+      ;;
+    kwok-controller) get_raw "http://$(arg "$pid" server-address)" /healthz >/dev/null ;;
+  esac
+}
+
+cluster_healthy() { # every component, and the kwok nodes Ready
+  [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]] || return 1
+  local name
+  for name in $(sed -n 's#^  binary: .*/##p' "$dir/kwok.yaml"); do
+    component_healthy "$name" || return 1
+  done
+  [[ $(kubectl --request-timeout 5s get nodes -l type=kwok --no-headers 2>/dev/null | grep -cw Ready) -ge "$NODE_COUNT" ]]
 }
 
 if cluster_healthy; then
+  "$here/supervise.sh" start || fail "the supervisor did not start"
   echo "local cluster '$FTSO_CLUSTER_NAME' already running; kubeconfig: $FTSO_KUBECONFIG"
   exit 0
 fi
 
 start=$(date +%s)
 : >"$log"
-# A cluster left half-alive (a reboot, a killed process) is cheaper to recreate than to repair.
+if [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]]; then
+  # A dead component (or one a test paused for a moment) is repaired by the supervisor, as on a node;
+  # recreating would pull the cluster from under whoever else uses it.
+  "$here/supervise.sh" start >>"$log" 2>&1 || true
+  for _ in $(seq 60); do
+    if cluster_healthy; then
+      echo "local cluster '$FTSO_CLUSTER_NAME' repaired in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
+      exit 0
+    fi
+    sleep 1
+  done
+  echo "not repaired in 60 s; recreating" >>"$log"
+fi
+# A cluster beyond repair (a reboot, lost files) is recreated.
+"$here/supervise.sh" stop >>"$log" 2>&1 || true
 "$FTSO_BIN/kwokctl" delete cluster --name "$FTSO_CLUSTER_NAME" >>"$log" 2>&1 || true
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$APISERVER_PORT") 2>/dev/null; then
@@ -44,7 +102,7 @@ kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" 2>>"$log" | se
 [[ -d "$kwok_dir/kustomize/stage" ]] || fail "kwok $KWOK_VERSION sources not found in the Go module cache"
 stages="$kwok_dir/kustomize/stage"
 
-config="$FTSO_CACHE/kwokctl.yaml"
+config="$FTSO_CACHE/kwokctl$suffix.yaml"
 {
   cat <<EOF
 apiVersion: config.kwok.x-k8s.io/v1alpha1
@@ -132,5 +190,7 @@ for _ in $(seq 60); do
   kubectl get serviceaccount default -n default >/dev/null 2>&1 && break
   sleep 1
 done
+
+"$here/supervise.sh" start >>"$log" 2>&1 || fail "the supervisor did not start"
 
 echo "local cluster '$FTSO_CLUSTER_NAME' up in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
