@@ -3,7 +3,6 @@ every pod and status change the API server reported during each test."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -267,4 +266,12 @@ def test_single_replica_primary_comes_back_with_a_new_term(
     wait_for(back, timeout=60, what="the only pod back as primary with term + 1")
     pod = fts.pod(status["primary"])
     assert pod is not None and pod["metadata"]["annotations"]["ftso.dev/term"] == str(status["term"] + 1)
-    assert json.dumps(fts.status()["conditions"])
+
+    def recorded() -> dict[str, Any] | None:
+        s = fts.status()
+        last = (s.get("failovers") or [{}])[-1]
+        comeback = last.get("to") == status["primary"] and last.get("term") == status["term"] + 1
+        return s if comeback and last.get("routedAt") and fts.primary_routed_exactly() else None
+
+    wait_for(recorded, timeout=30, what="the comeback recorded as a change of primary, and routed")
+    assert condition(fts.get(), "PrimaryUnavailable") == "False"
