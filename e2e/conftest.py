@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from e2e.control_plane import ControlPlane
+from e2e.fault_proxy import FaultProxy
 from e2e.faults import heal_all_nodes, lease_age
 from e2e.kube import ROOT, Kube, kubeconfig_path, wait_for
 from e2e.operator_process import OperatorPair, OperatorProcess
@@ -93,6 +95,22 @@ def ha_operator(kube: Kube, namespace: str, request: pytest.FixtureRequest) -> I
     pair.stop()
     if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
         print(f"--- operator logs ({'alive' if alive else 'dead'}) ---\n{pair.log_tail()}")
+
+
+@pytest.fixture
+def control_plane(kube: Kube) -> Iterator[ControlPlane]:
+    """The cluster's processes; whatever a test did, every component runs and is healthy afterwards."""
+    plane = ControlPlane.from_kubeconfig(kube.kubeconfig)
+    plane.wait_healthy()
+    yield plane
+    plane.resume_all()
+    plane.wait_healthy(timeout=180)
+
+
+@pytest.fixture
+def proxy(kube: Kube) -> Iterator[FaultProxy]:
+    with FaultProxy(kube.kubeconfig) as started:
+        yield started
 
 
 @pytest.hookimpl(wrapper=True)

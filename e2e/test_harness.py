@@ -24,22 +24,6 @@ LOGS = Path(__file__).resolve().parent.parent / ".e2e-logs"
 
 
 @pytest.fixture
-def control_plane(kube: Kube) -> Iterator[ControlPlane]:
-    """The cluster's processes; whatever a test did, every component runs and is healthy afterwards."""
-    plane = ControlPlane.from_kubeconfig(kube.kubeconfig)
-    plane.wait_healthy()
-    yield plane
-    plane.resume_all()
-    plane.wait_healthy(timeout=180)
-
-
-@pytest.fixture
-def proxy(kube: Kube) -> Iterator[FaultProxy]:
-    with FaultProxy(kube.kubeconfig) as started:
-        yield started
-
-
-@pytest.fixture
 def proxied(proxy: FaultProxy, tmp_path: Path) -> Iterator[Kube]:
     """The test's API client, through the proxy."""
     client = Kube(proxy.write_kubeconfig(tmp_path / "proxied-kubeconfig"))
