@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -223,7 +224,8 @@ def test_a_leader_whose_renewals_are_blocked_stops_before_the_standby_takes_over
             wait_for(
                 lambda: _holder(kube, namespace)[0] == _identity(standby), timeout=30, what="the takeover"
             )
-            taken = time.time()
+            acquired = _holder(kube, namespace)[1]
+            taken = datetime.fromisoformat(acquired.replace("Z", "+00:00")).timestamp()
             assert leader.process is not None and leader.process.wait(timeout=10) == 3, leader.log_tail()
             wait_for(
                 lambda: fts.status().get("term", 0) > status["term"] and fts.primary_routed_exactly(),
@@ -233,7 +235,7 @@ def test_a_leader_whose_renewals_are_blocked_stops_before_the_standby_takes_over
             fts.wait_ready()
         late = [
             (r.method, r.path, r.status)
-            for r in proxy.requests(Match(method=WRITES), since=taken - 0.5)
+            for r in proxy.requests(Match(method=WRITES), since=taken)
             if "leases/ftso-operator" not in r.path
         ]
         assert not late, f"the deposed leader wrote after the takeover: {late}"
