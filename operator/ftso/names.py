@@ -115,6 +115,8 @@ class ConditionType(StrEnum):
     FAILING_OVER = "FailingOver"
     CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
     NODE_LOSS_SUSPENDED = "NodeLossSuspended"
+    # As Deployment's: a pod, Job or owned object the API server refused to create, in its words.
+    REPLICA_FAILURE = "ReplicaFailure"
 
 
 class Reason(StrEnum):
@@ -147,6 +149,8 @@ class Reason(StrEnum):
     PRIMARY_ELECTED = "PrimaryElected"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    FAILED_CREATE = "FailedCreate"
+    CREATES_ACCEPTED = "CreatesAccepted"
 
 
 class EventReason(StrEnum):
@@ -174,6 +178,7 @@ class EventReason(StrEnum):
     CHECKPOINT_FAILED = "CheckpointFailed"
     CHECKPOINT_SKIPPED = "CheckpointSkipped"
     HOOK_FAILED = "HookFailed"
+    FAILED_CREATE = "FailedCreate"  # once when creates start failing, not once per retry
 
 
 def service_names(name: str) -> tuple[str, str, str]:

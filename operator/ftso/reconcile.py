@@ -89,6 +89,8 @@ class Observed:
     # Set when the operator's own view of the nodes cannot be trusted (its heartbeat watch went silent).
     node_view_in_doubt: str = ""
     max_lost_node_share: float = OperatorSettings.max_lost_node_share
+    # What the API server refused to create in the last attempt ("Pod svc-1" -> its message).
+    create_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 # Phase 1: judge
@@ -735,13 +737,14 @@ def report(
     j: Judgement, rollout: Rollout, roles: Roles, history: History, counts: Tally, checkpoints: Checkpoints
 ) -> Report:
     node_loss, node_events = _node_loss_condition(j.held, j.previous)
-    conditions = [*_workload_conditions(j, counts), node_loss]
+    failure, failure_events = _replica_failure_condition(j.observed.create_failures, j.previous)
+    conditions = [*_workload_conditions(j, counts), node_loss, failure]
     if checkpoints.plan.condition is not None:
         conditions.append(checkpoints.plan.condition)
     if j.spec.primary_replica:
         conditions += _primary_conditions(roles, history)
     phase, phase_events = _phase(j, rollout, counts)
-    return Report(tuple(conditions), phase, (*node_events, *phase_events))
+    return Report(tuple(conditions), phase, (*node_events, *failure_events, *phase_events))
 
 
 def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
@@ -793,6 +796,32 @@ def _node_loss_condition(
     if held is None:
         return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, False, Reason.NODES_TRUSTED), events
     return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, True, held.reason, held.message), events
+
+
+# A condition message stays readable and far below the CRD's cap whatever the server said.
+FAILURE_MESSAGE_LIMIT = 1024
+
+
+def _replica_failure_condition(
+    failures: Mapping[str, str], previous: Mapping[str, Any]
+) -> tuple[cond.Condition, list[EventSpec]]:
+    """As Deployment's ReplicaFailure: the server's own words; one Event when creates start failing, not
+    one per retry."""
+    if not failures:
+        return cond.Condition(ConditionType.REPLICA_FAILURE, False, Reason.CREATES_ACCEPTED), []
+    message = "; ".join(f"{what}: {why}" for what, why in sorted(failures.items()))
+    message = bounded(message, FAILURE_MESSAGE_LIMIT)
+    said = cond.is_true(previous.get("conditions") or [], ConditionType.REPLICA_FAILURE)
+    events = [] if said else [EventSpec("Warning", EventReason.FAILED_CREATE, message)]
+    return cond.Condition(ConditionType.REPLICA_FAILURE, True, Reason.FAILED_CREATE, message), events
+
+
+def bounded(text: str, limit: int) -> str:
+    """At most `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - 40)  # room for the tail below
+    return f"{text[:keep]} ... ({len(text) - keep} more characters)"
 
 
 def _primary_conditions(roles: Roles, history: History) -> list[cond.Condition]:

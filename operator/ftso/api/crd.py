@@ -644,6 +644,14 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Primary", "type": "string", "jsonPath": ".status.primary"},
                         {"name": "Term", "type": "integer", "jsonPath": ".status.term", "priority": 1},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Failure",
+                            "type": "string",
+                            "description": "What the API server refused to create, in its words.",
+                            "jsonPath": '.status.conditions[?(@.type=="'
+                            + names.ConditionType.REPLICA_FAILURE
+                            + '")].message',
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

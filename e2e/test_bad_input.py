@@ -1,0 +1,92 @@
+"""Bad input never fails silently: what the API server refuses to create shows in the resource's status,
+in one Event and in `ftso status`, and clears by itself once the cause is gone."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from e2e.fts import Fts, manifest
+from e2e.kube import Kube, condition, ftso_cli, wait_for
+from e2e.operator_process import OperatorProcess
+
+RESTRICTED = "pod-security.kubernetes.io/enforce"
+
+
+def _restricted_template(name: str) -> dict[str, Any]:
+    """A pod template the restricted Pod Security level admits."""
+    body = manifest(name, replicas=3)
+    spec = body["spec"]["template"]["spec"]
+    spec["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    spec["containers"][0]["securityContext"] = {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    return body
+
+
+def _failure(fts: Fts) -> dict[str, Any]:
+    conditions = fts.status().get("conditions") or []
+    return next((c for c in conditions if c["type"] == "ReplicaFailure"), {})
+
+
+def _failed_creates(fts: Fts) -> list[dict[str, Any]]:
+    return [e for e in fts.events() if e["reason"] == "FailedCreate"]
+
+
+def _quota(kube: Kube, namespace: str, pods: int) -> None:
+    path = f"/api/v1/namespaces/{namespace}/resourcequotas"
+    body = {"metadata": {"name": "pods"}, "spec": {"hard": {"pods": str(pods)}}}
+    if kube.get(f"{path}/pods") is None:
+        kube.create(path, body)
+    else:
+        kube.patch(f"{path}/pods", body)
+    wait_for(
+        lambda: (
+            ((kube.get(f"{path}/pods") or {}).get("status") or {}).get("hard", {}).get("pods") == str(pods)
+        ),
+        what="the quota counted by the controller manager",
+    )
+
+
+def test_refused_pods_show_the_servers_words_once_and_recover_by_themselves(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    kube.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {RESTRICTED: "restricted"}}})
+    _quota(kube, namespace, 1)
+    quota, policy = Fts(kube, namespace, "quota"), Fts(kube, namespace, "policy")
+    quota.create(_restricted_template("quota"))
+    policy.create(manifest("policy", replicas=1))  # no securityContext: restricted refuses it
+    for fts, words in ((quota, "exceeded quota"), (policy, "violates PodSecurity")):
+        wait_for(
+            lambda fts=fts, words=words: words in _failure(fts).get("message", ""),
+            what=f"ReplicaFailure on {fts.name} saying {words!r}",
+        )
+        assert _failure(fts)["status"] == "True" and _failure(fts)["reason"] == "FailedCreate"
+        status = ftso_cli(kube, "status", fts.name, "-n", namespace)
+        assert "ReplicaFailure=True (FailedCreate)" in status.stdout and words in status.stdout
+    assert "exceeded quota" in kube.kubectl("get", "fts", "quota", "-n", namespace).stdout
+    time.sleep(8)  # several retries later, still one Event each
+    for fts in (quota, policy):
+        events = _failed_creates(fts)
+        assert len(events) == 1 and events[0]["type"] == "Warning", events
+    _quota(kube, namespace, 10)
+    quota.wait_ready(timeout=60)
+    assert condition(quota.get(), "ReplicaFailure") == "False"
+    kube.patch(f"/api/v1/namespaces/{namespace}", {"metadata": {"labels": {RESTRICTED: "baseline"}}})
+    policy.wait_ready(timeout=60)
+    assert condition(policy.get(), "ReplicaFailure") == "False"
+
+
+def test_a_misspelt_template_field_is_refused_not_dropped(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    body = manifest("typo", replicas=1)
+    body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    fts = Fts(kube, namespace, "typo")
+    fts.create(body)
+    wait_for(
+        lambda: "imagePullPolicyy" in _failure(fts).get("message", ""),
+        what="ReplicaFailure naming the unknown field",
+    )
+    assert not fts.pods(), "no pod was created with the field silently dropped"
