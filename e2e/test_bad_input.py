@@ -6,9 +6,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+from tests.test_hostile_values import large_failed_status
+
 from e2e.fts import Fts, manifest
 from e2e.kube import Kube, condition, ftso_cli, wait_for
 from e2e.operator_process import OperatorProcess
+from ftso.client import ApiError
 
 RESTRICTED = "pod-security.kubernetes.io/enforce"
 
@@ -90,3 +94,45 @@ def test_a_misspelt_template_field_is_refused_not_dropped(
         what="ReplicaFailure naming the unknown field",
     )
     assert not fts.pods(), "no pod was created with the field silently dropped"
+
+
+HOSTILE = [
+    ({"replicas": 1001}, "replicas must be at most 1000"),
+    ({"failover": {"delaySeconds": 10**11}}, "failover.delaySeconds must be at most 3600"),
+    ({"failover": {"nodeLostAfterSeconds": 10**11}}, "failover.nodeLostAfterSeconds must be at most 3600"),
+    ({"health": {"unreadyTimeoutSeconds": 10**11}}, "health.unreadyTimeoutSeconds must be at most 86400"),
+    ({"health": {"startupProbe": {"failureThreshold": 10**6}}}, "failureThreshold must be at most 1000"),
+    ({"disruption": {"maxUnavailable": 10**6}}, "disruption.maxUnavailable must be a count from 1 to 1000"),
+    (
+        {"failover": {"hooks": {"port": 8080, "promotePath": "@evil.example:80/x"}}},
+        "failover.hooks.promotePath must be a path such as /promote, not a URL",
+    ),
+    (
+        {"checkpoint": {"template": {"name": "c", "image": "c:1"}, "intervalSeconds": 10**11}},
+        "checkpoint.intervalSeconds must be at most",
+    ),
+]
+
+
+def test_hostile_counts_durations_and_hook_paths_are_refused_at_admission(kube: Kube, namespace: str) -> None:
+    for extra, words in HOSTILE:
+        fts = Fts(kube, namespace, "hostile")
+        with pytest.raises(ApiError) as refused:
+            fts.create(manifest("hostile", **extra))
+        assert refused.value.status == 422 and words in refused.value.message, (extra, refused.value)
+
+
+def test_the_status_of_a_thousand_mostly_failed_replicas_is_accepted(kube: Kube, namespace: str) -> None:
+    """decide's status for 1,000 failed pods with long reasons, written to the real API server: no 422."""
+    fts = Fts(kube, namespace, "big")
+    fts.create(manifest("big", replicas=1000))
+    status = large_failed_status()
+    kube.request(
+        "PATCH",
+        fts.path + "/status",
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+    written = fts.status()
+    assert len(written["pods"]) == 1000
+    assert condition(fts.get(), "Degraded") == "True"

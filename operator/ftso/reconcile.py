@@ -46,7 +46,7 @@ from ftso.health import NodeLossHold, Verdict, judge_pod, node_loss_held, node_p
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, Plan, PodDelete, PodPatch
-from ftso.roles import RoleDecision, decide_primary
+from ftso.roles import RoleDecision, bad_annotations, decide_primary
 from ftso.settings import OperatorSettings
 from ftso.status import (
     FailoverRecord,
@@ -61,6 +61,10 @@ from ftso.status import (
 # Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
 # not a resync period.
 PROGRESS_RECHECK_SECONDS = 5
+# Every message and reason in status is bounded, so the status of 1,000 failed pods still fits the CRD's
+# caps (a condition message: 32768 characters) and etcd's object size.
+FAILURE_MESSAGE_LIMIT = 1024
+REASON_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -240,10 +244,19 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
     events = tuple(
         e
-        for e in _role_events(decision)
+        for e in (*_role_events(decision), *_annotation_events(j, decision))
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
     return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _annotation_events(j: Judgement, decision: RoleDecision) -> list[EventSpec]:
+    """Said when the annotations were weighed (an election), not at every reconcile."""
+    bad = bad_annotations(j.pods) if decision.promoted else []
+    if not bad:
+        return []
+    message = bounded("ignored (not a finite number): " + ", ".join(bad), FAILURE_MESSAGE_LIMIT)
+    return [EventSpec("Warning", EventReason.INVALID_ANNOTATION, message)]
 
 
 def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
@@ -251,7 +264,9 @@ def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
     record: FailoverRecord = {
         "term": decision.term,
         "kind": ChangeKind.SWITCHOVER if decision.planned else ChangeKind.FAILOVER,
-        "reason": f"{decision.reason}" + (f": {decision.detail}" if decision.detail else ""),
+        "reason": bounded(
+            f"{decision.reason}" + (f": {decision.detail}" if decision.detail else ""), REASON_LIMIT
+        ),
         "from": decision.previous,
         "to": decision.primary,
         "detectedAt": format_time(decision.detected_at or j.now),
@@ -566,14 +581,20 @@ def _hook_calls(j: Judgement, decision: RoleDecision) -> list[HookCall]:
     calls = []
     new = j.by_name.get(decision.primary)
     if new is not None and new.pod_ip:
-        url = f"http://{new.pod_ip}:{hooks.port}{hooks.promote_path}"
+        url = hook_url(new.pod_ip, hooks.port, hooks.promote_path)
         calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, decision.term, hooks.timeout_seconds))
     old = j.by_name.get(decision.previous) if decision.previous else None
     if old is not None and old.pod_ip and j.health(old) != Health.LOST:
         role = names.ROLE_REPLICA if decision.planned else names.ROLE_FENCED
-        url = f"http://{old.pod_ip}:{hooks.port}{hooks.demote_path}"
+        url = hook_url(old.pod_ip, hooks.port, hooks.demote_path)
         calls.append(HookCall(old.name, url, role, decision.term, hooks.timeout_seconds))
     return calls
+
+
+def hook_url(pod_ip: str, port: int, path: str) -> str:
+    """An IPv6 address goes in brackets; the path is a path (the CRD and parse_spec see to it)."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}{path}"
 
 
 def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple[dict[str, Any], ...]:
@@ -756,8 +777,10 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
         serving = Reason.SERVING
     else:
         serving = Reason.PRIMARY_NOT_SERVING if counts.serving else Reason.NO_SERVING_PODS
-    unhealthy = ", ".join(
-        f"{n}: {j.verdicts[n].health.value} ({j.verdicts[n].reason})" for n in counts.unhealthy
+    # Bounded: at hundreds of failed pods the whole list would pass the CRD's cap and fail every write.
+    unhealthy = bounded(
+        ", ".join(f"{n}: {j.verdicts[n].health.value} ({j.verdicts[n].reason})" for n in counts.unhealthy),
+        FAILURE_MESSAGE_LIMIT,
     )
     ready_reason = Reason.ALL_REPLICAS_READY if ready else Reason.NOT_ALL_REPLICAS_READY
     return [
@@ -779,7 +802,7 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
             ConditionType.INVALID_SPEC,
             bool(j.problems),
             Reason.OPERATOR_VALIDATION_FAILED if j.problems else Reason.SPEC_VALID,
-            "; ".join(j.problems),
+            bounded("; ".join(j.problems), FAILURE_MESSAGE_LIMIT),
         ),
     ]
 
@@ -796,10 +819,6 @@ def _node_loss_condition(
     if held is None:
         return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, False, Reason.NODES_TRUSTED), events
     return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, True, held.reason, held.message), events
-
-
-# A condition message stays readable and far below the CRD's cap whatever the server said.
-FAILURE_MESSAGE_LIMIT = 1024
 
 
 def _replica_failure_condition(
@@ -908,7 +927,7 @@ def _status_pods(j: Judgement, labels: Labels) -> list[PodStatus]:
             "health": verdict.health,
             "serving": labels.serving[pod.name],
             "since": old.get("since", j.stamp) if old.get("health") == verdict.health else j.stamp,
-            "reason": verdict.reason,
+            "reason": bounded(verdict.reason, REASON_LIMIT),
             "updated": j.updated(pod),
         }
         if pod.annotations.get(names.ANNOTATION_RESTORED_FROM):
