@@ -136,3 +136,62 @@ def test_the_status_of_a_thousand_mostly_failed_replicas_is_accepted(kube: Kube,
     written = fts.status()
     assert len(written["pods"]) == 1000
     assert condition(fts.get(), "Degraded") == "True"
+
+
+def _with_container(**fields: Any) -> dict[str, Any]:
+    body = manifest("tmpl", replicas=1)
+    body["spec"]["template"]["spec"]["containers"][0].update(fields)
+    return body
+
+
+TEMPLATE_MISTAKES = [
+    (_with_container(name="App_1"), "container names must be a DNS label"),
+    (_with_container(ports=[{"name": "http--x", "containerPort": 80}]), "port names must be at most 15"),
+    (_with_container(ports=[{"name": "8080", "containerPort": 80}]), "with at least one letter"),
+    (
+        _with_container(ports=[{"name": "a", "containerPort": 80}, {"name": "a", "containerPort": 81}]),
+        "a container's ports must have unique names",
+    ),
+    (_with_container(imagePullPolicy="Sometimes"), "Unsupported value"),
+    (_with_container(livenessProbe={"periodSeconds": 5}), "livenessProbe needs exactly one of exec"),
+    (
+        _with_container(readinessProbe={"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}),
+        "readinessProbe needs exactly one of exec",
+    ),
+    (
+        _with_container(livenessProbe={"tcpSocket": {"port": 80}, "successThreshold": 2}),
+        "livenessProbe.successThreshold must be 1",
+    ),
+    (_with_container(resources={"limits": {"cpu": "lots"}}), "resources.limits values must be quantities"),
+    (
+        _with_container(resources={"requests": {"memory": "2Gi"}, "limits": {"memory": "1Gi"}}),
+        "resources.requests must not exceed resources.limits",
+    ),
+    (
+        _with_container(volumeMounts=[{"name": "data", "mountPath": "/data"}]),
+        "every volumeMounts[].name must name one of template.spec.volumes",
+    ),
+]
+
+
+def test_pod_template_mistakes_are_refused_at_admission_with_pod_validations_words(
+    kube: Kube, namespace: str
+) -> None:
+    for body, words in TEMPLATE_MISTAKES:
+        with pytest.raises(ApiError) as refused:
+            Fts(kube, namespace, "tmpl").create(body)
+        assert refused.value.status == 422 and words in refused.value.message, (words, refused.value)
+
+
+def test_a_full_valid_template_is_still_accepted(kube: Kube, namespace: str) -> None:
+    body = _with_container(
+        name="app-1",
+        imagePullPolicy="IfNotPresent",
+        ports=[{"name": "http", "containerPort": 8080}, {"name": "metrics", "containerPort": 9090}],
+        livenessProbe={"httpGet": {"path": "/", "port": "http"}, "successThreshold": 1},
+        readinessProbe={"tcpSocket": {"port": 8080}, "successThreshold": 2},
+        resources={"requests": {"cpu": "250m", "memory": "64Mi"}, "limits": {"cpu": 1, "memory": "128Mi"}},
+        volumeMounts=[{"name": "data", "mountPath": "/data"}, {"name": "ftso-role", "mountPath": "/x"}],
+    )
+    body["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
+    Fts(kube, namespace, "tmpl").create(body)

@@ -12,6 +12,7 @@ import yaml
 
 from ftso import names
 from ftso.api import spec as defaults
+from ftso.api import template
 
 Schema = dict[str, Any]
 
@@ -108,7 +109,7 @@ def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
 def _container() -> Schema:
     port = _obj(
         {
-            "name": _str("Port name, referable from service.ports[].targetPort.", maxLength=15),
+            "name": template.port_name(),
             "containerPort": _int(
                 "",
                 **{
@@ -122,11 +123,22 @@ def _container() -> Schema:
         required=["containerPort"],
         **{"x-kubernetes-preserve-unknown-fields": True},
     )
+    ports = {
+        "type": "array",
+        "maxItems": 64,
+        "items": port,
+        "x-kubernetes-validations": [
+            _rule(
+                "self.all(p, !has(p.name) || self.filter(q, has(q.name) && q.name == p.name).size() == 1)",
+                "a container's ports must have unique names",
+            )
+        ],
+    }
     return _obj(
         {
-            "name": _str("Container name, unique in the pod.", maxLength=63),
+            **template.container_properties(),
             "image": _str("Container image.", maxLength=1024),
-            "ports": {"type": "array", "maxItems": 64, "items": port},
+            "ports": ports,
         },
         required=["name", "image"],
         **{"x-kubernetes-preserve-unknown-fields": True},
@@ -140,7 +152,8 @@ def _template() -> Schema:
             _rule(
                 "has(self.containers) && size(self.containers) > 0",
                 "template.spec.containers must list at least one container",
-            )
+            ),
+            *template.pod_spec_rules(),
         ],
     }
     pod_spec = _obj(
@@ -156,6 +169,7 @@ def _template() -> Schema:
                     )
                 ],
             },
+            "volumes": template.volumes(),
         },
         description="A pod spec as in a Deployment's template; fields beyond containers are kept as given.",
         **pod_spec_extras,
