@@ -4,15 +4,19 @@ in one Event and in `ftso status`, and clears by itself once the cause is gone."
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 from tests.test_hostile_values import large_failed_status
 
 from e2e.fts import Fts, manifest
 from e2e.kube import Kube, condition, ftso_cli, wait_for
 from e2e.operator_process import OperatorProcess
 from ftso.client import ApiError
+from ftso.reconcile import FtsView, Observed, decide
 
 RESTRICTED = "pod-security.kubernetes.io/enforce"
 
@@ -195,3 +199,69 @@ def test_a_full_valid_template_is_still_accepted(kube: Kube, namespace: str) -> 
     )
     body["spec"]["template"]["spec"]["volumes"] = [{"name": "data", "emptyDir": {}}]
     Fts(kube, namespace, "tmpl").create(body)
+
+
+def _mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid three times in four, so that accepted specs are generated too."""
+    return st.one_of(valid, valid, valid, hostile)
+
+
+NAMES = _mostly(st.sampled_from(["app", "app-2"]), st.sampled_from(["App", "a_b", "-a", "x" * 64]))
+PORT_NAMES = _mostly(
+    st.sampled_from(["http", "h2c", "web-metrics"]), st.sampled_from(["8080", "a--b", "-http", "x" * 16])
+)
+PORTS = _mostly(st.integers(1, 65535), st.integers(-1, 70000))
+CRONS = _mostly(
+    st.sampled_from(["*/5 * * * *", "@daily", "0 0 * JAN MON"]),
+    st.sampled_from(["0 0 30 2 *", "\u0663 * * * *", "1 2 3"]),
+)
+SECONDS = _mostly(st.integers(11, 3600), st.integers(-5, 10**12))
+
+
+@st.composite
+def specs(draw: st.DrawFn) -> dict[str, Any]:
+    body = manifest("prop", replicas=draw(_mostly(st.integers(0, 5), st.integers(-2, 1200))))
+    container = body["spec"]["template"]["spec"]["containers"][0]
+    container["name"] = draw(NAMES)
+    container["ports"] = [
+        {"name": name, "containerPort": draw(PORTS)} for name in draw(st.sets(PORT_NAMES, max_size=2))
+    ]
+    spec = body["spec"]
+    spec["failover"] = {"delaySeconds": draw(SECONDS), "nodeLostAfterSeconds": draw(SECONDS)}
+    spec["health"] = {"unreadyTimeoutSeconds": draw(SECONDS)}
+    spec["disruption"] = {
+        "maxUnavailable": draw(
+            _mostly(st.sampled_from([1, 2, "25%"]), st.sampled_from([0, 5000, "x%", "1000%"]))
+        )
+    }
+    if draw(st.booleans()):
+        spec["checkpoint"] = {"template": {"name": "c", "image": "c:1"}, "schedule": draw(CRONS)}
+    if draw(st.booleans()):
+        spec["failover"]["hooks"] = {
+            "port": 8080,
+            "promotePath": draw(_mostly(st.just("/p"), st.sampled_from(["@h:1/x", "//h/x", "http://h/x"]))),
+        }
+    return body
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=specs())
+def test_generated_specs_are_refused_readably_or_decided(
+    kube: Kube, namespace: str, body: dict[str, Any]
+) -> None:
+    """Refused at admission with a message naming the field, or accepted (as the server defaults it) and then
+    decide() plans without raising and reports either progress or InvalidSpec."""
+    path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+    try:
+        accepted = kube.request("POST", path, body=body, params={"dryRun": "All"})
+    except ApiError as error:
+        event("refused")
+        assert error.status == 422, error
+        assert "spec." in error.message and "Internal error" not in error.message, error.message
+        return
+    event("accepted")
+    fts = FtsView("prop", namespace, "uid", 1, accepted["spec"], {})
+    plan = decide(Observed(fts=fts, pods=(), nodes={}, services={}, pdb=None, now=datetime.now(UTC)))
+    invalid = condition({"status": plan.status}, "InvalidSpec") == "True"
+    progressing = condition({"status": plan.status}, "Progressing") == "True"
+    assert invalid or progressing or accepted["spec"]["replicas"] == 0, plan.status["conditions"]
