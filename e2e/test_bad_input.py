@@ -148,6 +148,12 @@ def _with_container(**fields: Any) -> dict[str, Any]:
     return body
 
 
+def _with_volumes(volumes: list[dict[str, Any]]) -> dict[str, Any]:
+    body = manifest("tmpl", replicas=1)
+    body["spec"]["template"]["spec"]["volumes"] = volumes
+    return body
+
+
 TEMPLATE_MISTAKES = [
     (_with_container(name="App_1"), "container names must be a DNS label"),
     (_with_container(ports=[{"name": "http--x", "containerPort": 80}]), "port names must be at most 15"),
@@ -174,6 +180,17 @@ TEMPLATE_MISTAKES = [
     (
         _with_container(volumeMounts=[{"name": "data", "mountPath": "/data"}]),
         "every volumeMounts[].name must name one of template.spec.volumes",
+    ),
+    (
+        _with_container(
+            volumeMounts=[{"name": "ftso-role", "mountPath": "/d"}, {"name": "ftso-role", "mountPath": "/d"}]
+        ),
+        "volumeMounts must have unique mountPaths",
+    ),
+    (_with_volumes([{"name": "Data", "emptyDir": {}}]), "volume names must be a DNS label"),
+    (
+        _with_volumes([{"name": "d", "emptyDir": {}}, {"name": "d", "emptyDir": {}}]),
+        "volumes must have unique names",
     ),
 ]
 
