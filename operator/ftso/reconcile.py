@@ -456,8 +456,12 @@ def _pod_patches(
         ):
             continue
         patch = PodPatch(pod.name, labels, annotations)
-        # Whoever stops serving or stops being primary moves first, so two primaries never serve at once.
-        if pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY or not serving[pod.name]:
+        # Whoever stops serving or stops being primary moves first, so two primaries never serve at once; a
+        # primary that stays primary is no demotion (found by tests/test_properties.py: it went first).
+        stops_being_primary = (
+            pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY and roles[pod.name] != names.ROLE_PRIMARY
+        )
+        if stops_being_primary or not serving[pod.name]:
             demotions.append(patch)
         else:
             others.append(patch)
