@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from ftso import controller as controller_module
 from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller, NodeLossBudget
 from ftso.store import Store
@@ -193,3 +194,36 @@ def test_transient_create_errors_still_back_off_through_the_work_queue() -> None
     with pytest.raises(ApiError):
         _reconcile_all(controller, 1)
     assert not controller.create_failures
+
+
+def test_hooks_are_marked_called_in_status_only_after_the_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store_with_lost_nodes(1)
+    resource = store.resources[("ns", "svc0")]
+    resource["spec"]["failover"] = {"hooks": {"port": 9000}}
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    client.ensure_leading = lambda: None  # type: ignore[attr-defined]
+    order: list[str] = []
+
+    async def call_hooks(calls: list[Any]) -> list[Any]:
+        order.append(f"hooks {sorted(c.pod for c in calls)}")
+        return []
+
+    monkeypatch.setattr(controller_module, "call_hooks", call_hooks)
+    for p in store.pods[("ns", "svc0")].values():
+        p["status"]["podIP"] = "10.0.0." + p["metadata"]["name"][-1]
+    store.pods[("ns", "svc0")]["svc0-1"]["status"]["phase"] = "Failed"  # the primary: a failover
+    original = client.merge_patch
+
+    async def merge_patch(kind: str, namespace: str, name: str, patch: dict[str, Any], **kw: Any) -> Any:
+        if kw.get("subresource") == "status":
+            marked = [r.get("hooksCalledAt") for r in patch["status"].get("failovers") or []]
+            order.append(f"status hooksCalledAt={marked}")
+        return await original(kind, namespace, name, patch, **kw)
+
+    client.merge_patch = merge_patch  # type: ignore[method-assign]
+    _reconcile_all(controller, 1)
+    assert order[0] == "status hooksCalledAt=[None]"
+    assert order[1] == "hooks ['svc0-1', 'svc0-2']"
+    assert order[2].startswith("status hooksCalledAt=['20")

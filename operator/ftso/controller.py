@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import socket
 import time
@@ -222,6 +223,8 @@ class Controller:
                 observed,
                 EventSpec("Warning", EventReason.HOOK_FAILED, f"{hook.role} hook of {hook.pod}: {problem}"),
             )
+        if plan.hooks_term:
+            await self._mark_hooks_called(key, plan)
         await asyncio.gather(
             *(
                 self._forget_if_missing(
@@ -255,6 +258,14 @@ class Controller:
             self.create_failures[key] = failures
         else:
             self.create_failures.pop(key, None)
+
+    async def _mark_hooks_called(self, key: Key, plan: Plan) -> None:
+        """Only after the calls: a reconcile that dies before this line calls them again (at least once)."""
+        status = copy.deepcopy(plan.status)
+        for record in status.get("failovers") or []:
+            if record["term"] == plan.hooks_term:
+                record["hooksCalledAt"] = format_time(self.clock())
+        await self._write_status(key, status)
 
     async def _write_status(self, key: Key, status: FtsStatus) -> None:
         body = self.store.resources[key]

@@ -476,6 +476,7 @@ class PodWork:
     deletes: tuple[PodDelete, ...] = ()
     creates: tuple[dict[str, Any], ...] = ()
     hooks: tuple[HookCall, ...] = ()
+    hooks_term: int = 0
     job_creates: tuple[dict[str, Any], ...] = ()
     job_deletes: tuple[str, ...] = ()
     events: tuple[EventSpec, ...] = ()
@@ -495,10 +496,12 @@ def plan_pods(
     if not replaced and not creates:
         rolled = _rollout_next(j, rollout, roles)
     progress = next((reason for _, _, reason in replaced), "") or (Reason.CREATING if creates else "")
+    hooks, hooks_term = _hook_calls(j, roles)
     return PodWork(
         deletes=(*(d for d, _, _ in replaced), *(d for d, _ in rolled)),
         creates=tuple(creates),
-        hooks=tuple(_hook_calls(j, roles.decision)),
+        hooks=tuple(hooks),
+        hooks_term=hooks_term,
         job_creates=_checkpoint_jobs(j, checkpoints, roles.term),
         job_deletes=tuple(checkpoints.plan.delete_jobs),
         events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled)),
@@ -578,21 +581,27 @@ def _rollout_next(j: Judgement, rollout: Rollout, roles: Roles) -> list[tuple[Po
     ]
 
 
-def _hook_calls(j: Judgement, decision: RoleDecision) -> list[HookCall]:
+def _hook_calls(j: Judgement, roles: Roles) -> tuple[list[HookCall], int]:
+    """The hooks of the newest change of primary until its record says they were called: the reconcile
+    that decided it may have died before calling them. At least once, and with the term, so idempotent."""
     hooks = j.spec.failover.hooks
-    if hooks is None or not decision.promoted:
-        return []
+    record = roles.history[-1] if roles.history else None
+    if hooks is None or record is None or record.get("hooksCalledAt"):
+        return [], 0
+    if record["term"] != roles.term or record["to"] != roles.primary:
+        return [], 0
     calls = []
-    new = j.by_name.get(decision.primary)
+    new = j.by_name.get(record["to"])
     if new is not None and new.pod_ip:
         url = hook_url(new.pod_ip, hooks.port, hooks.promote_path)
-        calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, decision.term, hooks.timeout_seconds))
-    old = j.by_name.get(decision.previous) if decision.previous else None
+        calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, record["term"], hooks.timeout_seconds))
+    old = j.by_name.get(record["from"]) if record["from"] else None
     if old is not None and old.pod_ip and j.health(old) != Health.LOST:
-        role = names.ROLE_REPLICA if decision.planned else names.ROLE_FENCED
+        planned = record["kind"] == ChangeKind.SWITCHOVER
+        role = names.ROLE_REPLICA if planned else names.ROLE_FENCED
         url = hook_url(old.pod_ip, hooks.port, hooks.demote_path)
-        calls.append(HookCall(old.name, url, role, decision.term, hooks.timeout_seconds))
-    return calls
+        calls.append(HookCall(old.name, url, role, record["term"], hooks.timeout_seconds))
+    return calls, record["term"] if calls else 0
 
 
 def hook_url(pod_ip: str, port: int, path: str) -> str:
@@ -980,6 +989,7 @@ def decide(observed: Observed) -> Plan:
         applies=list(owned.applies),
         events=[*roles.events, *checkpoints.events, *work.events, *routed, *outcome.events],
         hooks=list(work.hooks),
+        hooks_term=work.hooks_term,
         job_creates=list(work.job_creates),
         job_deletes=list(work.job_deletes),
         requeue_after=_requeue_after(j, roles, checkpoints, counts),

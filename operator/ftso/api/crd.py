@@ -582,6 +582,10 @@ def _status_failovers() -> Schema:
                     "and deleted, by whichever reconcile comes next."
                 ),
                 "fencedAt": _str("When the fenced pod was seen gone.", format="date-time"),
+                "hooksCalledAt": _str(
+                    "When the promote and demote hooks of this change were called (failover.hooks).",
+                    format="date-time",
+                ),
             },
             required=["term", "kind", "to"],
         ),
