@@ -41,8 +41,11 @@ class WatchRecorder:
         return self
 
     def __exit__(self, *_: object) -> None:
+        alive = self._thread.is_alive()
         self._stop.set()
         self._thread.join(timeout=10)
+        # A recorder that died early would let invariants pass on half a history: fail loudly instead.
+        assert alive, f"the watch recorder of {self.path} stopped before the end of the test"
 
     def snapshot(self) -> list[Seen]:
         with self._lock:
@@ -75,11 +78,15 @@ class WatchRecorder:
                 params = {"watch": "1", "allowWatchBookmarks": "false", "timeoutSeconds": "30"}
                 if self.label_selector:
                     params["labelSelector"] = self.label_selector
-                if not resource_version:
-                    resource_version = await self._list(session)
-                params["resourceVersion"] = resource_version
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+                    if not resource_version:
+                        resource_version = await self._list(session)
+                    params["resourceVersion"] = resource_version
                     async with session.get(self.credentials.server + self.path, params=params) as response:
+                        if response.status != 200:  # e.g. 410 Gone or 5xx while the API server restarts
+                            resource_version = ""
+                            await asyncio.sleep(0.2)
+                            continue
                         self._started.set()
                         async for line in response.content:
                             if self._stop.is_set():
@@ -88,7 +95,7 @@ class WatchRecorder:
                                 continue
                             event = json.loads(line)
                             obj = event.get("object") or {}
-                            if event.get("type") == "ERROR":
+                            if event.get("type") in ("ERROR", None):
                                 resource_version = ""
                                 break
                             resource_version = (obj.get("metadata") or {}).get(
