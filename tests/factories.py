@@ -118,3 +118,18 @@ def observed(
         primary_endpoints=primary_endpoints,
         jobs=jobs,
     )
+
+
+def offline_runtime(tmp_path: Any) -> Any:
+    """A handlers.Runtime whose kubeconfig points at a closed loopback port: for tests of its bookkeeping."""
+    from ftso import handlers
+    from ftso.settings import OperatorSettings
+
+    config = tmp_path / "kubeconfig"
+    config.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    return handlers.Runtime(OperatorSettings(namespaces=("ns",), kubeconfig=str(config)))

@@ -8,20 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from ftso import handlers
-from ftso.settings import OperatorSettings
 
-from .factories import NOW
+from .factories import NOW, offline_runtime
 
 
 def _runtime(tmp_path: Path) -> handlers.Runtime:
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-    )
-    runtime = handlers.Runtime(OperatorSettings(namespaces=("ns",), kubeconfig=str(config)))
+    runtime: handlers.Runtime = offline_runtime(tmp_path)
     runtime.store.put_resource({"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "1"}})
     return runtime
 

@@ -15,9 +15,8 @@ import pytest
 from ftso import handlers
 from ftso.client import ApiError
 from ftso.leader import LEASE_SAFETY, LeaderElector, LeaseSettings
-from ftso.settings import OperatorSettings
 
-from .factories import node
+from .factories import node, offline_runtime
 
 LEASE = 4.0
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
@@ -339,15 +338,8 @@ class FlakyLister:
 def test_priming_retries_transient_failures_until_it_has_read_everything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:9'}}]\n"
-        "users: [{name: u, user: {token: t}}]\n"
-        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
-    )
     monkeypatch.setattr(handlers, "PRIME_BACKOFF_BASE", 0.001)
-    runtime = handlers.Runtime(OperatorSettings(namespaces=("ns",), kubeconfig=str(config)))
+    runtime = offline_runtime(tmp_path)
     lister = FlakyLister(failures=3)
     runtime.client = lister  # type: ignore[assignment]
     asyncio.run(runtime.prime())
