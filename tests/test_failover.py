@@ -224,3 +224,26 @@ def test_when_every_node_looks_lost_replacements_are_not_pinned_away() -> None:
     plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in []), nodes, {}, None, NOW))
     assert len(plan.creates) == 3
     assert all("affinity" not in p["spec"] for p in plan.creates)
+
+
+def test_a_view_whose_status_is_older_than_a_pod_term_acts_on_nothing() -> None:
+    # Another writer failed over to term 2 and relabelled demo-1; this view still holds term 1's status.
+    pods = [pod(0, role="primary", term=1), pod(1, role="primary", term=2), pod(2, term=2)]
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    assert not plan.acts and not plan.write_status and not plan.events
+    assert plan.requeue_after is not None and plan.requeue_after <= 1
+
+
+def test_the_same_pods_with_the_newer_status_are_acted_on() -> None:
+    pods = [pod(0, role="primary", term=1), pod(1, role="primary", term=2), pod(2, term=2)]
+    plan = decide(observed(pods, status={"primary": "demo-1", "term": 2}))
+    relabelled = {p.name: p for p in plan.patches}
+    assert relabelled["demo-0"].labels[names.LABEL_ROLE] != names.ROLE_PRIMARY
+    assert relabelled["demo-0"].annotations[names.ANNOTATION_TERM] == "2"
+
+
+def test_a_status_that_lost_its_term_continues_from_the_pods_term() -> None:
+    pods = _three(term=3)
+    plan = decide(observed(pods, status={}))
+    assert plan.status["term"] == 4, "a new election never reuses a term the pods already carry"
+    assert all(p.annotations[names.ANNOTATION_TERM] == "4" for p in plan.patches)

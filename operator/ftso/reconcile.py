@@ -21,7 +21,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final, cast
 
 from ftso import conditions as cond
 from ftso import names
@@ -220,7 +220,9 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     previous = j.previous
     history = tuple(failover_records(previous))
     answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
-    primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
+    # A status that lost its term (wiped, or restored without it) continues from the pods' newest one.
+    primary = str(previous.get("primary") or "")
+    term = max(int(previous.get("term") or 0), newest_pod_term(j.observed))
     if not (j.acting and j.spec.primary_replica):
         return Roles(RoleDecision(primary, term), history, answer, ())
     annotations = j.observed.fts.annotations
@@ -966,7 +968,32 @@ def _requeue_after(j: Judgement, roles: Roles, checkpoints: Checkpoints, counts:
     return max(0.1, (min(deadlines) - j.now).total_seconds() + 0.1)
 
 
+# A pod that carries a newer term than the status was labelled by a writer who saw a later status: this
+# view is behind (another operator, or our own write whose watch event has not arrived). Acting on it
+# could label pods with the older term; the newer status is on its way, so wait for it.
+VIEW_BEHIND_RETRY_SECONDS: Final = 0.5
+
+
+def newest_pod_term(observed: Observed) -> int:
+    return max((_term_of(p) for p in observed.pods), default=0)
+
+
+def _term_of(pod: PodView) -> int:
+    text = pod.annotations.get(names.ANNOTATION_TERM, "")
+    return int(text) if text.isdigit() else 0
+
+
+def view_behind(observed: Observed) -> bool:
+    """A status without a term is not behind but lost: decide_roles continues from the pods' term."""
+    term = int(observed.fts.status.get("term") or 0)
+    return 0 < term < newest_pod_term(observed)
+
+
 def decide(observed: Observed) -> Plan:
+    if view_behind(observed):
+        return Plan(
+            status=cast(FtsStatus, dict(observed.fts.status)), requeue_after=VIEW_BEHIND_RETRY_SECONDS
+        )
     j = judge(observed)
     rollout = plan_rollout(j)
     roles = decide_roles(j, rollout)
