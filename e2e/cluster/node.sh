@@ -83,7 +83,7 @@ network_up() {
   if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
     ip link add "$BRIDGE" type bridge || unavailable "cannot create the bridge $BRIDGE"
   fi
-  ip addr show dev "$BRIDGE" | grep -q "inet $NODE_IP/" || ip addr add "$NODE_IP/24" dev "$BRIDGE"
+  [[ $(ip -4 addr show dev "$BRIDGE") == *"inet $NODE_IP/"* ]] || ip addr add "$NODE_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   [[ -f $node_dir/ip_forward.saved ]] || cat /proc/sys/net/ipv4/ip_forward >"$node_dir/ip_forward.saved"
   echo 1 >/proc/sys/net/ipv4/ip_forward
@@ -292,7 +292,7 @@ down() {
   sleep 0.5
   stop_pid containerd
   # Mounts under the node's directory (container root filesystems, volumes), deepest first.
-  awk '{print $2}' /proc/mounts | grep -F "$node_dir/" | sort -r | while read -r mnt; do
+  awk -v d="$node_dir/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r | while read -r mnt; do
     umount -l "$mnt" 2>/dev/null || true
   done
   # Network namespaces containerd made for this node's pods.
@@ -316,7 +316,7 @@ kube-proxy-cleanup() {
   [[ -x $FTSO_BIN/kube-proxy ]] && "$FTSO_BIN/kube-proxy" --cleanup >>"$log" 2>&1 || true
   local table rule chain
   for table in filter nat mangle; do
-    iptables -t "$table" -S 2>/dev/null | grep -E '^-A [A-Z]+ .*-j KUBE-' | while read -r rule; do
+    (iptables -t "$table" -S 2>/dev/null || true) | awk '/^-A [A-Z]+ .*-j KUBE-/' | while read -r rule; do
       eval "iptables -t $table -D ${rule#-A }" 2>/dev/null || true
     done
     for chain in $(iptables -t "$table" -S 2>/dev/null | awk '/^-N KUBE-/ {print $2}'); do
