@@ -26,6 +26,7 @@ from e2e.faults import (
     resume_heartbeat,
     stop_heartbeat,
 )
+from e2e.fts import FAKE_NODES
 from e2e.kube import Kube, condition, pod_ready, wait_for
 from e2e.recorder import Seen, WatchRecorder
 
@@ -86,7 +87,8 @@ class FtsBench:
                                     "image": "app:1",
                                     "ports": [{"name": "http", "containerPort": 8080}],
                                 }
-                            ]
+                            ],
+                            **FAKE_NODES,
                         }
                     },
                 },
@@ -190,7 +192,8 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
                     "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 5},
                     "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 10},
                 }
-            ]
+            ],
+            **FAKE_NODES,
         },
     }
     kube.create(

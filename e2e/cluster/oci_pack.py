@@ -82,7 +82,7 @@ def main() -> int:
             "config": json.loads(Path(args.config).read_text()),
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{d}" for d, _ in layers]},
         }
-        cfg_digest, cfg_size = blob(json.dumps(config, sort_keys=True).encode())
+        cfg_digest, _ = blob(json.dumps(config, sort_keys=True).encode())
         # The docker-save layout (manifest.json, CONFIG.json, LAYER/layer.tar): containerd 1.6 names the
         # image after its RepoTags, normalised; the same blobs in OCI form would import unnamed.
         docker_manifest = [
