@@ -428,12 +428,20 @@ def _pod_patches(
 ) -> list[PodPatch]:
     demotions: list[PodPatch] = []
     others: list[PodPatch] = []
+    # Every pod learns its peers (the others' addresses) from the operator: replication needs no wiring.
+    members = sorted(
+        (p for p in pods if p.pod_ip and not p.deleting and roles[p.name] != names.ROLE_FENCED),
+        key=lambda p: (p.ordinal, p.name),
+    )
     for pod in pods:
         labels = {
             names.LABEL_ROLE: roles[pod.name],
             names.LABEL_SERVING: "true" if serving[pod.name] else "false",
         }
         annotations = {names.ANNOTATION_TERM: str(term)}
+        peers = "\n".join(p.pod_ip for p in members if p.name != pod.name)
+        if peers or names.ANNOTATION_PEERS in pod.annotations:
+            annotations[names.ANNOTATION_PEERS] = peers
         if all(pod.labels.get(k) == v for k, v in labels.items()) and all(
             pod.annotations.get(k) == v for k, v in annotations.items()
         ):
