@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -32,6 +33,7 @@ from typing import Any, TypeGuard
 DEFAULT_ROLE_DIR = "/etc/ftso"
 PEER_TIMEOUT_SECONDS = 2.0
 STATE_FILE = "state.json"
+HOSTNAME = socket.gethostname()  # in a pod: the pod's name
 
 Json = dict[str, Any]
 
@@ -78,10 +80,14 @@ class Counter:
         self.value = 0
         self.term = 0  # the highest term seen, from the term file or from replicate calls
         self.lock = threading.Lock()
+        # A new pod (no saved state, nothing replicated yet) knows nothing: as a replica it answers no reads,
+        # so a reader never sees 0 after a replaced pod starts.
+        self.empty = True
         state = self._state_path()
         if state is not None and state.exists():
             saved = json.loads(state.read_text())
             self.value, self.term = int(saved["value"]), int(saved["term"])
+            self.empty = False
 
     def _state_path(self) -> Path | None:
         return None if self.data_dir is None else self.data_dir / STATE_FILE
@@ -90,6 +96,7 @@ class Counter:
         state = self._state_path()
         if state is not None:
             atomic_write_json(state, {"value": self.value, "term": self.term})
+        self.empty = False
 
     # Re-read on every request (a few bytes) so a promotion or a demotion takes effect at once.
     def role(self) -> str:
@@ -179,8 +186,14 @@ class Counter:
             local = max(self.term, self.file_term())
             if term < local:
                 return 409, {"error": "stale term", "term": local}
+            # Saved before it is served: a crash right after a read never shows an older value.
+            previous = self.value, self.term
             self.value, self.term = value, term
-            self._save()
+            try:
+                self._save()
+            except OSError:
+                self.value, self.term = previous
+                raise
             return 200, {"value": value, "term": term}
 
 
@@ -199,6 +212,7 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("X-Counter-Pod", HOSTNAME)  # which pod answered, through a Service
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -219,7 +233,11 @@ class Handler(BaseHTTPRequestHandler):
             status = counter.status()
             self._reply(200, {"ok": True, "role": status["role"], "term": status["term"]})
         elif self.path == "/value":
-            self._reply(200, counter.status())
+            status = counter.status()
+            if counter.empty and status["role"] != "primary":
+                self._reply(503, {"error": "no data yet: waiting for the primary", "role": status["role"]})
+            else:
+                self._reply(200, status)
         elif self.path == "/snapshot":
             self._reply(200, counter.snapshot())
         else:

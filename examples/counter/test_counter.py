@@ -224,7 +224,8 @@ def test_a_demoted_primary_refuses_writes(node: NodeFactory) -> None:
 def test_a_stale_term_is_refused(node: NodeFactory) -> None:
     replica = node("r", "replica", term=3)
     assert call("POST", f"{replica.url}/replicate", {"value": 10, "term": 2})[0] == 409
-    assert replica.value() == 0
+    # Nothing replicated yet: a new replica answers no reads rather than a 0 it never held.
+    assert call("GET", f"{replica.url}/value")[0] == 503
     assert call("POST", f"{replica.url}/replicate", {"value": 10, "term": 3}) == (
         200,
         {"value": 10, "term": 3},
