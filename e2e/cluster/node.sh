@@ -286,7 +286,7 @@ down() {
   # Every container of this node: their shims carry the node's containerd socket on their command line.
   local proc args
   for proc in /proc/[0-9]*; do
-    args=$(tr '\0' ' ' <"$proc/cmdline" 2>/dev/null) || continue
+    { args=$(tr '\0' ' ' <"$proc/cmdline"); } 2>/dev/null || continue
     [[ $args == *containerd-shim*"$sock"* ]] && kill -9 "${proc#/proc/}" 2>/dev/null || true
   done
   sleep 0.5
