@@ -74,9 +74,12 @@ cluster_healthy() { # every component, and the kwok nodes Ready
 }
 
 real_node() { # the real node next to kwok's: its failure leaves the fake nodes usable, and says why
-  local code=0
+  local code=0 why=$FTSO_CACHE/real-node-$FTSO_CLUSTER_NAME.unavailable
   "$here/node.sh" up || code=$?
-  ((code == 0 || code == 3)) || fail "the real node failed to start, see $FTSO_LOGS/real-node-$FTSO_CLUSTER_NAME.log"
+  ((code == 0)) && return 0
+  # node.sh explains itself (exit 3); anything else is recorded here, for the tests that need the node.
+  [[ -f $why ]] || echo "e2e/cluster/node.sh up failed (exit $code), see $FTSO_LOGS/real-node-$FTSO_CLUSTER_NAME.log" >"$why"
+  echo "ftso cluster up: the fake nodes are up, the real node is not: $(cat "$why")" >&2
 }
 
 if [[ -f "$dir/kwok.yaml" ]] && ! config_current; then
