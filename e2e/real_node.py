@@ -202,6 +202,10 @@ class Client:
         if status != 200:
             time.sleep(0.05)
 
+    def write_once(self) -> int:
+        self._op("write", "POST", f"{self.primary_url}/increment")
+        return self.history.writes()[-1].status
+
     def _write(self) -> None:
         while not self.stopping.is_set():
             self._op("write", "POST", f"{self.primary_url}/increment")

@@ -106,12 +106,15 @@ def test_no_acknowledged_write_is_lost_through_failures_and_switchover(
                 timeout=120,
                 what=f"writes acknowledged and 3 pods serving again after: {what}",
             )
+    # One last acknowledged write (in the history too): it reached every peer, so every pod holds it.
+    closing = Client(primary_url, replicas_url, history)
+    wait_for(lambda: closing.write_once() == 200, timeout=60, what="a last acknowledged write")
     final = wait_value(primary_url)
-    # Every pod converges on it (the last write reached every peer).
-    for pod in fts.live_pods():
-        assert call("GET", f"http://{pod['status']['podIP']}:8080/value")[1].get("value") == final, pod[
-            "metadata"
-        ]["name"]
+    values = {
+        p["metadata"]["name"]: call("GET", f"http://{p['status']['podIP']}:8080/value")[1].get("value")
+        for p in fts.live_pods()
+    }
+    assert set(values.values()) == {final}, (values, final)
     result = verdict(history, final)
     _save(f"history-{namespace}", history, result)
     assert result["acknowledged"] >= 50, result
@@ -120,7 +123,9 @@ def test_no_acknowledged_write_is_lost_through_failures_and_switchover(
     assert result["acked_values_not_increasing"] == 0, result
     assert result["acked_terms_going_back"] == 0, result
     assert result["reads_backwards_per_pod"] == 0, result
-    assert len(result["terms"]) >= 4, result  # type: ignore[arg-type]  # each failover and the switchover
+    # The deletions and the switchover each make a new term (the killed process may, if the kubelet
+    # reports it before restarting it).
+    assert len(result["terms"]) >= 4, result  # type: ignore[arg-type]
 
 
 def _write(url: str, count: int) -> int:
