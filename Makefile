@@ -49,7 +49,7 @@ unit: venv
 	$(BIN)/pytest tests examples/counter $(PYTEST_ARGS)
 
 e2e: venv cluster-up
-	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/pytest e2e $(PYTEST_ARGS)
+	KUBECONFIG=$(KUBECONFIG_PATH) $(BIN)/pytest e2e --durations=15 $(PYTEST_ARGS)
 
 test: lint unit e2e
 

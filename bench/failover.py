@@ -19,6 +19,8 @@ image on the same node.
 from __future__ import annotations
 
 import argparse
+import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -190,6 +192,60 @@ class FtsBench:
         return seen.at - started, routed_at - started
 
 
+class Churn:
+    """Load beside the measured service: `services` more FaultTolerantServices of 3 in the same namespace,
+    served by the same operator, one of whose pods is force-deleted every `interval` seconds."""
+
+    def __init__(self, kube: Kube, namespace: str, services: int, interval: float) -> None:
+        self.kubeconfig = kube.kubeconfig
+        self.namespace = namespace
+        self.interval = interval
+        self.deleted = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
+        for i in range(services):
+            kube.create(path, _load_service(f"load-{i}"))
+        wait_for(
+            lambda: sum(condition(r, "Ready") == "True" for r in kube.items(path)) == services + 1,
+            timeout=300,
+            what=f"{services} load services Ready",
+        )
+
+    def __enter__(self) -> Churn:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        kube = Kube(self.kubeconfig)
+        try:
+            while not self._stop.wait(self.interval):
+                pods = [
+                    p["metadata"]["name"]
+                    for p in kube.items(f"/api/v1/namespaces/{self.namespace}/pods", "ftso.dev/service")
+                    if p["metadata"]["labels"]["ftso.dev/service"] != NAME
+                ]
+                if pods:
+                    force_delete_pod(kube, self.namespace, random.choice(pods))
+                    self.deleted += 1
+        finally:
+            kube.close()
+
+
+def _load_service(name: str) -> dict[str, Any]:
+    container = {"name": "app", "image": "app:1", "ports": [{"name": "http", "containerPort": 8080}]}
+    return {
+        "apiVersion": "ftso.dev/v1alpha1",
+        "kind": "FaultTolerantService",
+        "metadata": {"name": name},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [container], **FAKE_NODES}}},
+    }
+
+
 def run_baseline(
     kube: Kube, kind: str, trials: int, cap: float, real: bool = False
 ) -> tuple[list[float], list[float]]:
@@ -301,6 +357,10 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=18082)
     parser.add_argument("--kinds", default="", help="default: every one (with --real: deleted,container)")
     parser.add_argument("--real", action="store_true", help="on the real node, with the counter's image")
+    parser.add_argument(
+        "--load", type=int, default=0, help="this many more services of 3 beside it, their pods churned"
+    )
+    parser.add_argument("--churn-interval", type=float, default=0.2, help="seconds between load pod kills")
     args = parser.parse_args()
     args.kinds = args.kinds or (
         "deleted,container" if args.real else "deleted,container,node,switchover,backtoback"
@@ -331,6 +391,10 @@ def main() -> None:
         )
         for recorder in recorders:
             recorder.__enter__()
+        churn = Churn(kube, namespace, args.load, args.churn_interval) if args.load else None
+        if churn is not None:
+            churn.__enter__()
+            print(f"  under load: {args.load} more services, a pod killed every {args.churn_interval}s")
         for kind in args.kinds.split(","):
             decided, routed = [], []
             for _ in range(args.trials):
@@ -340,6 +404,9 @@ def main() -> None:
             results[kind] = (decided, routed)
             print(f"  ftso {kind:<11} new primary in status: {percentiles(decided)}", flush=True)
             print(f"  ftso {kind:<11} -primary routed:       {percentiles(routed)}", flush=True)
+        if churn is not None:
+            churn.__exit__()
+            print(f"  load pods killed during the trials: {churn.deleted}")
         for recorder in recorders:
             recorder.__exit__()
     finally:

@@ -319,7 +319,11 @@ INVALID_SPECS: list[tuple[str, dict[str, Any], str]] = [
         {"health": {"unreadyTimeoutSeconds": -5}},
         "unreadyTimeoutSeconds must be a positive",
     ),
-    ("bad maxUnavailable", {"disruption": {"maxUnavailable": "half"}}, "count of at least 1 or a percentage"),
+    (
+        "bad maxUnavailable",
+        {"disruption": {"maxUnavailable": "half"}},
+        "count from 1 to 1000 or a percentage",
+    ),
     ("unknown service type", {"service": {"type": "Magic"}}, "Unsupported value"),
     ("unknown spread policy", {"spread": {"whenUnsatisfiable": "Sometimes"}}, "Unsupported value"),
     ("too many replicas", {"replicas": 5000}, "at most 1000"),

@@ -129,7 +129,7 @@ def test_a_refused_write_aborts_the_reconcile_rather_than_passing_for_missing_or
                 await Controller._ignore_missing(client.delete("Pod", "ns", "p"))
             with pytest.raises(NotLeader):
                 await Controller(client, Store())._create(
-                    {"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+                    {"kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}, {}
                 )
         return server.seen
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
+from ftso import controller as controller_module
 from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller, NodeLossBudget
 from ftso.store import Store
@@ -19,6 +22,8 @@ class FakeClient:
         self.store = store
         self.missing = missing  # pods the API server no longer has, though the view still does
         self.calls: list[tuple[str, str, str]] = []
+        self.refuse: ApiError | None = None  # the answer to every create but an Event's
+        self.events: list[dict[str, Any]] = []
 
     async def merge_patch(
         self, kind: str, namespace: str, name: str, patch: dict[str, Any], *, subresource: str = ""
@@ -39,8 +44,12 @@ class FakeClient:
         if kind == "Pod":  # force-deleted: gone at once, as the watch would tell
             self.store.drop_pod(self.store.pods[(namespace, name.rsplit("-", 1)[0])][name])
 
-    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+    async def create(self, body: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
         self.calls.append(("POST", body["kind"], body["metadata"].get("name", "")))
+        if body["kind"] == "Event":
+            self.events.append(body)
+        elif self.refuse is not None:
+            raise self.refuse
         return body
 
     async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -130,3 +139,91 @@ def test_a_pod_the_api_no_longer_has_leaves_the_view_and_is_replaced() -> None:
     client.calls.clear()
     _reconcile_all(controller, 1)
     assert ("POST", "Pod", "svc0-0") in client.calls
+
+
+QUOTA = ApiError(403, "Forbidden", 'pods "svc0-0" is forbidden: exceeded quota: one, limited: pods=1')
+
+
+def _refusing_controller() -> tuple[Controller, FakeClient]:
+    """svc0's pod 0 is gone (its node is healthy again) and every create is refused by a quota."""
+    store = _store_with_lost_nodes(1)
+    store.put_node(node("node-0"))
+    store.drop_pod(store.pods[("ns", "svc0")]["svc0-0"])
+    client = FakeClient(store)
+    client.refuse = QUOTA
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    return controller, client
+
+
+def _replica_failure(store: Store) -> dict[str, Any]:
+    conditions = store.resources[("ns", "svc0")]["status"]["conditions"]
+    return next(c for c in conditions if c["type"] == "ReplicaFailure")
+
+
+def test_a_refused_create_is_a_condition_in_the_servers_words_and_one_event() -> None:
+    controller, client = _refusing_controller()
+    requeues = [_reconcile_all(controller, 1)[0] for _ in range(4)]
+    failure = _replica_failure(controller.store)
+    assert failure["status"] == "True" and failure["reason"] == "FailedCreate"
+    assert "exceeded quota: one, limited: pods=1" in failure["message"]
+    warnings = [e for e in client.events if e["reason"] == "FailedCreate"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning", "one Event, not one per retry"
+    assert not [e for e in client.events if e["reason"] == "Created"], "nothing was created"
+    assert requeues[0] == 0.1, "the condition is written at once"
+    assert requeues[1:] == [1.0, 2.0, 4.0], "then retries slow down"
+    client.refuse = None
+    _reconcile_all(controller, 1)
+    _reconcile_all(controller, 1)
+    assert _replica_failure(controller.store)["status"] == "False"
+    assert [e["reason"] for e in client.events].count("Created") == 1
+
+
+def test_a_namespace_being_terminated_is_not_an_error_storm() -> None:
+    controller, client = _refusing_controller()
+    client.refuse = ApiError(403, "Forbidden", "namespace ns is being terminated", ("NamespaceTerminating",))
+    requeues = [_reconcile_all(controller, 1)[0] for _ in range(3)]
+    assert _replica_failure(controller.store)["status"] == "False"
+    assert not [e for e in client.events if e["reason"] == "FailedCreate"]
+    assert all(r is None or r >= 1 for r in requeues), "no fast retries"
+
+
+def test_transient_create_errors_still_back_off_through_the_work_queue() -> None:
+    controller, client = _refusing_controller()
+    client.refuse = ApiError(503, "ServiceUnavailable", "busy")
+    with pytest.raises(ApiError):
+        _reconcile_all(controller, 1)
+    assert not controller.create_failures
+
+
+def test_hooks_are_marked_called_in_status_only_after_the_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store_with_lost_nodes(1)
+    resource = store.resources[("ns", "svc0")]
+    resource["spec"]["failover"] = {"hooks": {"port": 9000}}
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    client.ensure_leading = lambda: None  # type: ignore[attr-defined]
+    order: list[str] = []
+
+    async def call_hooks(calls: list[Any]) -> list[Any]:
+        order.append(f"hooks {sorted(c.pod for c in calls)}")
+        return []
+
+    monkeypatch.setattr(controller_module, "call_hooks", call_hooks)
+    for p in store.pods[("ns", "svc0")].values():
+        p["status"]["podIP"] = "10.0.0." + p["metadata"]["name"][-1]
+    store.pods[("ns", "svc0")]["svc0-1"]["status"]["phase"] = "Failed"  # the primary: a failover
+    original = client.merge_patch
+
+    async def merge_patch(kind: str, namespace: str, name: str, patch: dict[str, Any], **kw: Any) -> Any:
+        if kw.get("subresource") == "status":
+            marked = [r.get("hooksCalledAt") for r in patch["status"].get("failovers") or []]
+            order.append(f"status hooksCalledAt={marked}")
+        return await original(kind, namespace, name, patch, **kw)
+
+    client.merge_patch = merge_patch  # type: ignore[method-assign]
+    _reconcile_all(controller, 1)
+    assert order[0] == "status hooksCalledAt=[None]"
+    assert order[1] == "hooks ['svc0-1', 'svc0-2']"
+    assert order[2].startswith("status hooksCalledAt=['20")

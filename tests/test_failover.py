@@ -7,6 +7,7 @@ from typing import Any
 
 from ftso import names
 from ftso.model import format_time
+from ftso.names import EventReason
 from ftso.reconcile import Observed, decide
 
 from .factories import NOW, node, observed, pod, raw_spec
@@ -89,10 +90,24 @@ def test_priority_and_lag_choose_the_candidate() -> None:
     pods[0]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = "5"
     pods[1]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = "0.5"
     plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
-    assert plan.status["primary"] == "demo-3"  # lag 0 beats 0.5 and 5
+    assert plan.status["primary"] == "demo-2"  # 0.5 beats 5, and any known lag beats demo-3's unknown one
     pods[0]["metadata"]["annotations"][names.ANNOTATION_FAILOVER_PRIORITY] = "10"
     plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
     assert plan.status["primary"] == "demo-1"  # priority first
+
+
+def test_unusable_failover_annotations_are_ignored_and_said_once_at_the_election() -> None:
+    pods = [*_three()[1:], pod(3, node_name="node-0")]
+    for value in ("nan", "inf", "-inf", "ten", "1e400", "1" * 80, ""):
+        pods[0]["metadata"]["annotations"][names.ANNOTATION_FAILOVER_PRIORITY] = value
+        pods[0]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = value
+        pods[1]["metadata"]["annotations"][names.ANNOTATION_REPLICATION_LAG] = "3"
+        plan = decide(observed(pods, spec=raw_spec(replicas=4), status={"primary": "demo-0", "term": 1}))
+        assert plan.status["primary"] == "demo-2", f"{value!r} is ignored: demo-2's known lag wins"
+        warnings = [e for e in plan.events if e.reason == EventReason.INVALID_ANNOTATION]
+        assert len(warnings) == 1 and "demo-1" in warnings[0].message
+        settled = decide(observed(pods, spec=raw_spec(replicas=4), status=plan.status))
+        assert not [e for e in settled.events if e.reason == EventReason.INVALID_ANNOTATION]
 
 
 def _history(*ages: int) -> list[dict[str, Any]]:

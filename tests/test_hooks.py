@@ -87,3 +87,18 @@ def test_hooks_reach_the_workload_and_failures_are_reported(
     assert {"path": "/promote", "role": "primary", "term": 7, "pod": "p1"} in received
     assert sorted(h.pod for h, _ in failures) == ["p0", "p2"]
     assert "500" in dict((h.pod, why) for h, why in failures)["p0"]
+
+
+def test_hooks_are_called_again_until_the_record_says_they_were() -> None:
+    """The reconcile that decided the failover died before calling them: the next one calls them."""
+    pods = _pods()
+    pods[0]["status"]["phase"] = "Failed"
+    spec = raw_spec(failover=HOOKS)
+    first = decide(observed(pods, spec=spec, status={"primary": "demo-0", "term": 3}))
+    assert first.hooks_term == 4 and first.status["failovers"][-1]["term"] == 4
+    again = decide(observed(pods, spec=spec, status=first.status))
+    assert {c.pod for c in again.hooks} == {"demo-0", "demo-1"} and again.hooks_term == 4
+    done = dict(first.status)
+    done["failovers"] = [{**first.status["failovers"][-1], "hooksCalledAt": "2026-11-26T12:00:01Z"}]
+    after = decide(observed(pods, spec=spec, status=done))  # type: ignore[arg-type]
+    assert after.hooks == [] and after.hooks_term == 0

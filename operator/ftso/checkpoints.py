@@ -14,10 +14,9 @@ from ftso.api.spec import CHECKPOINT_HISTORY_LIMIT, CheckpointSpec, FtsSpec
 from ftso.health import Verdict
 from ftso.model import PodView, format_time, parse_time
 from ftso.names import CheckpointResult, ConditionType, EventReason, Health, Reason
-from ftso.schedule import CronError, next_after, parse_cron
+from ftso.schedule import CronError, latest_at_or_before, next_after, parse_cron
 from ftso.status import CheckpointRecord, Recovery, ScheduleState, checkpoint_records, schedule_state
 
-CATCH_UP_LIMIT = 100_000
 SKIPPED_RETRY_SECONDS = 10  # no healthy pod to copy: look again soon, a replacement may be up by then
 
 
@@ -78,18 +77,13 @@ def latest_slot(
         return None, None
     try:
         cron = parse_cron(spec.schedule)
+        first = next_after(cron, base)
+        if first > now:
+            return None, first
+        # Missed slots collapse into the newest one.
+        return latest_at_or_before(cron, now), next_after(cron, now)
     except CronError:
         return None, None
-    first = next_after(cron, base)
-    if first > now:
-        return None, first
-    slot = first
-    for _ in range(CATCH_UP_LIMIT):  # missed slots collapse into one run
-        following = next_after(cron, slot)
-        if following > now:
-            return slot, following
-        slot = following
-    return slot, next_after(cron, now)
 
 
 def choose_source(
@@ -135,6 +129,7 @@ def decide_checkpoints(spec: FtsSpec, given: CheckpointInputs) -> CheckpointPlan
     )
     by_name = {j.name: j for j in given.jobs}
     plan.events += _follow_jobs(plan.history, by_name, given.now)
+    plan.events += _fail_orphans(plan.history, by_name, {p.name for p in given.pods}, given.now)
     if spec.checkpoint is not None and given.acting:
         _start_due(plan, spec.checkpoint, given)
         # A started checkpoint whose Job is missing (we stopped between writing status and creating it).
@@ -189,6 +184,29 @@ def _follow_jobs(
     return events
 
 
+def _fail_orphans(
+    history: list[CheckpointRecord], jobs: Mapping[str, JobView], pods: set[str], now: datetime
+) -> list[tuple[str, str, str]]:
+    """A running entry without its Job can only be restarted from its source pod: with both gone it has
+    failed, rather than running forever."""
+    events: list[tuple[str, str, str]] = []
+    for entry in history:
+        if (
+            entry["result"] != CheckpointResult.RUNNING
+            or entry["job"] in jobs
+            or entry.get("sourcePod") in pods
+        ):
+            continue
+        started = parse_time(entry.get("startedAt")) or now
+        entry["result"] = CheckpointResult.FAILED
+        entry["reason"] = Reason.JOB_AND_SOURCE_GONE
+        entry["finishedAt"] = format_time(now)
+        entry["durationSeconds"] = max(0, int((now - started).total_seconds()))
+        message = f"checkpoint {entry['id']} failed: its Job and its source pod {entry['sourcePod']} are gone"
+        events.append(("Warning", EventReason.CHECKPOINT_FAILED, message))
+    return events
+
+
 def _start_due(plan: CheckpointPlan, checkpoint: CheckpointSpec, given: CheckpointInputs) -> None:
     """Start a checkpoint when a slot fell due or a new request came, unless one is running already."""
     state = plan.schedule_state
@@ -220,7 +238,7 @@ def _new_entry(plan: CheckpointPlan, given: CheckpointInputs, source: PodView) -
     checkpoint_id = _unique_id(given.now, {e["id"] for e in plan.history})
     entry: CheckpointRecord = {
         "id": checkpoint_id,
-        "job": f"{given.name}-ckpt-{checkpoint_id}",
+        "job": names.checkpoint_job_name(given.name, checkpoint_id),
         "result": CheckpointResult.RUNNING,
         "sourcePod": source.name,
         "term": given.term,

@@ -110,6 +110,7 @@ def _status(args: argparse.Namespace) -> int:
         shown.DEGRADED,
         shown.INVALID_SPEC,
         shown.PRIMARY_UNAVAILABLE,
+        shown.REPLICA_FAILURE,
     ):
         c = conditions.get(type_)
         if c:

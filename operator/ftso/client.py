@@ -34,11 +34,16 @@ APPLY_PATCH = "application/apply-patch+yaml"
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, reason: str, message: str) -> None:
+    def __init__(self, status: int, reason: str, message: str, causes: tuple[str, ...] = ()) -> None:
         super().__init__(f"{status} {reason}: {message}")
         self.status = status
         self.reason = reason
         self.message = message
+        self.causes = causes  # details.causes[].reason, such as NamespaceTerminating
+
+    @property
+    def namespace_terminating(self) -> bool:
+        return "NamespaceTerminating" in self.causes
 
     @property
     def not_found(self) -> bool:
@@ -292,14 +297,14 @@ class KubeClient:
                 return items, int(metadata.get("resourceVersion") or 0)
             params = {**params, "continue": str(metadata["continue"])}
 
-    async def create(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def create(self, body: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
+        """Strict: a field the server does not know (a typo in the user's template) is refused, not
+        silently dropped."""
         namespace = body["metadata"].get("namespace")
-        return await self.request(
-            "POST",
-            _path(body["kind"], namespace),
-            body=body,
-            params={"fieldManager": names.FIELD_MANAGER},
-        )
+        params = {"fieldManager": names.FIELD_MANAGER}
+        if strict:
+            params["fieldValidation"] = "Strict"
+        return await self.request("POST", _path(body["kind"], namespace), body=body, params=params)
 
     async def delete(
         self,
@@ -348,4 +353,9 @@ def _error(status: int, text: str) -> ApiError:
         payload = {}
     if not isinstance(payload, dict):
         payload = {}
-    return ApiError(status, str(payload.get("reason") or status), str(payload.get("message") or text[:300]))
+    details = payload.get("details")
+    raw_causes = details.get("causes") if isinstance(details, dict) else None
+    causes = tuple(str(c.get("reason")) for c in raw_causes or [] if isinstance(c, dict) and c.get("reason"))
+    return ApiError(
+        status, str(payload.get("reason") or status), str(payload.get("message") or text[:300]), causes
+    )

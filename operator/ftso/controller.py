@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,13 @@ class ViewSettings:
     heartbeat_silence_seconds: float = OperatorSettings.heartbeat_silence_seconds
 
 
-def observe(store: Store, key: Key, now: datetime, view: ViewSettings = ViewSettings()) -> Observed | None:
+def observe(
+    store: Store,
+    key: Key,
+    now: datetime,
+    view: ViewSettings = ViewSettings(),
+    create_failures: Mapping[str, str] | None = None,
+) -> Observed | None:
     body = store.resources.get(key)
     if body is None:
         return None
@@ -77,6 +84,7 @@ def observe(store: Store, key: Key, now: datetime, view: ViewSettings = ViewSett
         ),
         node_view_in_doubt=store.heartbeat_doubt(now, view.heartbeat_silence_seconds),
         max_lost_node_share=view.max_lost_node_share,
+        create_failures=dict(create_failures or {}),
     )
 
 
@@ -125,6 +133,15 @@ class NodeLossBudget:
 
 
 NODE_LOSS_RETRY_SECONDS = 1.0
+# A refused create is retried at this pace (doubling up to the maximum): a quota raised or a policy
+# relaxed is picked up by itself, without a storm of requests meanwhile.
+CREATE_RETRY_SECONDS = (1.0, 30.0)
+
+
+def _only_refused(event: EventSpec, creates: list[dict[str, Any]], refused: set[str]) -> bool:
+    """The Created Event of a reconcile whose every pod create was refused says nothing true."""
+    names_ = {p["metadata"]["name"] for p in creates}
+    return event.reason == EventReason.CREATED and bool(names_) and names_ <= refused
 
 
 class Controller:
@@ -144,17 +161,41 @@ class Controller:
         self.node_loss_budget = node_loss_budget or NodeLossBudget()
         self.instance = socket.gethostname()
         self.on_plan: Callable[[Key, Plan], Awaitable[None]] | None = None
+        # What the API server refused to create in each resource's last attempt, and how many attempts
+        # in a row failed: decide turns them into the ReplicaFailure condition.
+        self.create_failures: dict[Key, dict[str, str]] = {}
+        self._failed_attempts: dict[Key, int] = {}
 
     async def reconcile(self, key: Key) -> float | None:
-        observed = observe(self.store, key, self.clock(), self.view)
+        before = self.create_failures.get(key, {})
+        observed = observe(self.store, key, self.clock(), self.view, before)
         if observed is None:
+            self.create_failures.pop(key, None)
+            self._failed_attempts.pop(key, None)
             return None
         plan = decide(observed)
         self._limit_node_loss(key, plan)
         await self.execute(key, observed, plan)
         if self.on_plan is not None:
             await self.on_plan(key, plan)
-        return plan.requeue_after
+        return self._after_creates(key, before, plan.requeue_after)
+
+    def _after_creates(
+        self, key: Key, before: Mapping[str, str], requeue_after: float | None
+    ) -> float | None:
+        """Refused creates come back soon when they are news (the condition must say so), then at a
+        slowing pace; the first success clears them."""
+        failures = self.create_failures.get(key, {})
+        if not failures:
+            self._failed_attempts.pop(key, None)
+            return requeue_after if not before else 0.1  # the condition must clear
+        if set(failures) != set(before):
+            self._failed_attempts[key] = 0
+            return 0.1
+        attempts = self._failed_attempts[key] = self._failed_attempts.get(key, 0) + 1
+        first, most = CREATE_RETRY_SECONDS
+        retry = min(most, first * 2.0 ** (attempts - 1))
+        return min(requeue_after, retry) if requeue_after is not None else retry
 
     def _limit_node_loss(self, key: Key, plan: Plan) -> None:
         kept = [d for d in plan.deletes if not d.force or self.node_loss_budget.allow(key)]
@@ -182,6 +223,8 @@ class Controller:
                 observed,
                 EventSpec("Warning", EventReason.HOOK_FAILED, f"{hook.role} hook of {hook.pod}: {problem}"),
             )
+        if plan.hooks_term:
+            await self._mark_hooks_called(key, plan)
         await asyncio.gather(
             *(
                 self._forget_if_missing(
@@ -194,9 +237,8 @@ class Controller:
                 for d in plan.deletes
             )
         )
-        await asyncio.gather(
-            *(self._create(pod) for pod in plan.creates), *(self._create(obj) for obj in plan.owned_creates)
-        )
+        failures: dict[str, str] = {}
+        await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
         for job_name in plan.job_deletes:
@@ -204,9 +246,26 @@ class Controller:
                 self.client.delete(kinds.JOB.kind, namespace, job_name, propagation="Background")
             )
         for job in plan.job_creates:
-            await self._create(job)
+            await self._create(job, failures)
+        self._set_failures(key, failures)
+        refused = {name.removeprefix(f"{kinds.POD.kind} ") for name in failures}
         for event in plan.events:
-            await self._post_event(observed, event)
+            if not _only_refused(event, plan.creates, refused):
+                await self._post_event(observed, event)
+
+    def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
+        if failures:
+            self.create_failures[key] = failures
+        else:
+            self.create_failures.pop(key, None)
+
+    async def _mark_hooks_called(self, key: Key, plan: Plan) -> None:
+        """Only after the calls: a reconcile that dies before this line calls them again (at least once)."""
+        status = copy.deepcopy(plan.status)
+        for record in status.get("failovers") or []:
+            if record["term"] == plan.hooks_term:
+                record["hooksCalledAt"] = format_time(self.clock())
+        await self._write_status(key, status)
 
     async def _write_status(self, key: Key, status: FtsStatus) -> None:
         body = self.store.resources[key]
@@ -229,13 +288,22 @@ class Controller:
         )
         self.store.put_pod(updated)
 
-    async def _create(self, body: dict[str, Any]) -> None:
+    async def _create(self, body: dict[str, Any], failures: dict[str, str]) -> None:
+        """A create the server refuses for good (policy, quota, validation) is recorded in `failures`,
+        in the server's words; transient errors and lost leadership still abort the reconcile."""
         try:
             created = await self.client.create(body)
         except ApiError as error:
             if error.conflict:  # already exists: our view was behind; the watch will catch up
                 return
-            raise
+            if error.namespace_terminating:  # everything in it is going: nothing to retry or report
+                logger.debug("not creating %s: %s", body["metadata"].get("name"), error.message)
+                return
+            if error.transient or error.status == 0:
+                raise
+            failures[f"{body['kind']} {body['metadata'].get('name')}"] = error.message
+            logger.warning("the API server refused %s: %s", body["metadata"].get("name"), error)
+            return
         self._remember(created)
 
     def _remember(self, obj: dict[str, Any]) -> None:
@@ -288,8 +356,10 @@ class Controller:
             "count": 1,
         }
         try:
-            await self.client.create(body)
+            await self.client.create(body, strict=False)
         except ApiError as error:
+            if error.namespace_terminating:
+                return
             logger.warning(
                 "could not post event %s for %s/%s: %s", event.reason, fts.namespace, fts.name, error
             )

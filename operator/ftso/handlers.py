@@ -118,8 +118,11 @@ class Runtime:
         await self.client.watch(kinds.LEASE.kind, NODE_LEASE_NAMESPACE, on_event)
 
     def _restart_lease_watch(self) -> None:
-        if self._lease_watch is not None:
-            self._lease_watch.cancel()
+        old = self._lease_watch
+        if old is not None and old.done() and not old.cancelled() and old.exception() is not None:
+            logger.error("the node heartbeat watch ended, restarting it: %r", old.exception())
+        if old is not None:
+            old.cancel()
         self._lease_watch = asyncio.create_task(self.follow_node_leases(), name="ftso-node-leases")
         self._lease_watch_started = time.monotonic()
 

@@ -22,6 +22,7 @@ async def call_hook(session: aiohttp.ClientSession, hook: HookCall) -> str:
             hook.url,
             data=body,
             headers={"Content-Type": "application/json"},
+            allow_redirects=False,  # a redirect could send the term anywhere: it counts as a failure
             timeout=aiohttp.ClientTimeout(total=hook.timeout_seconds),
         ) as response:
             if response.status >= 300:

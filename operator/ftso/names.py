@@ -2,6 +2,7 @@
 roles, health, phases, condition types and reasons, Event reasons and promotion reasons. Users, their
 scripts, dashboards and the tests rely on these; nothing else in the package spells them."""
 
+import hashlib
 from enum import StrEnum
 from typing import Final
 
@@ -118,6 +119,8 @@ class ConditionType(StrEnum):
     FAILING_OVER = "FailingOver"
     CHECKPOINT_SUCCEEDED = "CheckpointSucceeded"
     NODE_LOSS_SUSPENDED = "NodeLossSuspended"
+    # As Deployment's: a pod, Job or owned object the API server refused to create, in its words.
+    REPLICA_FAILURE = "ReplicaFailure"
 
 
 class Reason(StrEnum):
@@ -150,6 +153,9 @@ class Reason(StrEnum):
     PRIMARY_ELECTED = "PrimaryElected"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    JOB_AND_SOURCE_GONE = "JobAndSourceGone"  # a checkpoint that can neither finish nor restart
+    FAILED_CREATE = "FailedCreate"
+    CREATES_ACCEPTED = "CreatesAccepted"
 
 
 class EventReason(StrEnum):
@@ -177,6 +183,8 @@ class EventReason(StrEnum):
     CHECKPOINT_FAILED = "CheckpointFailed"
     CHECKPOINT_SKIPPED = "CheckpointSkipped"
     HOOK_FAILED = "HookFailed"
+    FAILED_CREATE = "FailedCreate"  # once when creates start failing, not once per retry
+    INVALID_ANNOTATION = "InvalidAnnotation"  # a workload's failover annotation ignored, said at an election
 
 
 def service_names(name: str) -> tuple[str, str, str]:
@@ -186,3 +194,20 @@ def service_names(name: str) -> tuple[str, str, str]:
 
 def pod_name(name: str, ordinal: int) -> str:
     return f"{name}-{ordinal}"
+
+
+DNS_LABEL_MAX = 63
+
+
+def bounded_name(base: str, suffix: str) -> str:
+    """`<base><suffix>`, or when that is too long for a DNS label, `base` shortened and made unique again by
+    a hash of it: a name Kubernetes accepts for any resource name the CRD allows."""
+    name = base + suffix
+    if len(name) <= DNS_LABEL_MAX:
+        return name
+    digest = hashlib.sha256(base.encode()).hexdigest()[:8]
+    return f"{base[: DNS_LABEL_MAX - len(suffix) - 9].rstrip('-')}-{digest}{suffix}"
+
+
+def checkpoint_job_name(name: str, checkpoint_id: str) -> str:
+    return bounded_name(name, f"-ckpt-{checkpoint_id}")

@@ -54,6 +54,8 @@ class Plan:
     applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
     events: list[EventSpec] = field(default_factory=list)
     hooks: list[HookCall] = field(default_factory=list)  # after the labels moved
+    # The term of the change of primary those hooks announce: once called, its record says so in status.
+    hooks_term: int = 0
     job_creates: list[dict[str, Any]] = field(default_factory=list)
     job_deletes: list[str] = field(default_factory=list)
     requeue_after: float | None = None

@@ -46,7 +46,7 @@ from ftso.health import NodeLossHold, Verdict, judge_pod, node_loss_held, node_p
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, Plan, PodDelete, PodPatch
-from ftso.roles import RoleDecision, decide_primary
+from ftso.roles import RoleDecision, bad_annotations, decide_primary
 from ftso.settings import OperatorSettings
 from ftso.status import (
     FailoverRecord,
@@ -61,6 +61,10 @@ from ftso.status import (
 # Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
 # not a resync period.
 PROGRESS_RECHECK_SECONDS = 5
+# Every message and reason in status is bounded, so the status of 1,000 failed pods still fits the CRD's
+# caps (a condition message: 32768 characters) and etcd's object size.
+FAILURE_MESSAGE_LIMIT = 1024
+REASON_LIMIT = 256
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,8 @@ class Observed:
     # Set when the operator's own view of the nodes cannot be trusted (its heartbeat watch went silent).
     node_view_in_doubt: str = ""
     max_lost_node_share: float = OperatorSettings.max_lost_node_share
+    # What the API server refused to create in the last attempt ("Pod svc-1" -> its message).
+    create_failures: Mapping[str, str] = field(default_factory=dict)
 
 
 # Phase 1: judge
@@ -238,10 +244,19 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
     events = tuple(
         e
-        for e in _role_events(decision)
+        for e in (*_role_events(decision), *_annotation_events(j, decision))
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
     return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _annotation_events(j: Judgement, decision: RoleDecision) -> list[EventSpec]:
+    """Said when the annotations were weighed (an election), not at every reconcile."""
+    bad = bad_annotations(j.pods) if decision.promoted else []
+    if not bad:
+        return []
+    message = bounded("ignored (not a finite number): " + ", ".join(bad), FAILURE_MESSAGE_LIMIT)
+    return [EventSpec("Warning", EventReason.INVALID_ANNOTATION, message)]
 
 
 def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
@@ -249,7 +264,9 @@ def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
     record: FailoverRecord = {
         "term": decision.term,
         "kind": ChangeKind.SWITCHOVER if decision.planned else ChangeKind.FAILOVER,
-        "reason": f"{decision.reason}" + (f": {decision.detail}" if decision.detail else ""),
+        "reason": bounded(
+            f"{decision.reason}" + (f": {decision.detail}" if decision.detail else ""), REASON_LIMIT
+        ),
         "from": decision.previous,
         "to": decision.primary,
         "detectedAt": format_time(decision.detected_at or j.now),
@@ -447,8 +464,12 @@ def _pod_patches(
         ):
             continue
         patch = PodPatch(pod.name, labels, annotations)
-        # Whoever stops serving or stops being primary moves first, so two primaries never serve at once.
-        if pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY or not serving[pod.name]:
+        # Whoever stops serving or stops being primary moves first, so two primaries never serve at once; a
+        # primary that stays primary is no demotion (found by tests/test_properties.py: it went first).
+        stops_being_primary = (
+            pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY and roles[pod.name] != names.ROLE_PRIMARY
+        )
+        if stops_being_primary or not serving[pod.name]:
             demotions.append(patch)
         else:
             others.append(patch)
@@ -463,6 +484,7 @@ class PodWork:
     deletes: tuple[PodDelete, ...] = ()
     creates: tuple[dict[str, Any], ...] = ()
     hooks: tuple[HookCall, ...] = ()
+    hooks_term: int = 0
     job_creates: tuple[dict[str, Any], ...] = ()
     job_deletes: tuple[str, ...] = ()
     events: tuple[EventSpec, ...] = ()
@@ -482,10 +504,12 @@ def plan_pods(
     if not replaced and not creates:
         rolled = _rollout_next(j, rollout, roles)
     progress = next((reason for _, _, reason in replaced), "") or (Reason.CREATING if creates else "")
+    hooks, hooks_term = _hook_calls(j, roles)
     return PodWork(
         deletes=(*(d for d, _, _ in replaced), *(d for d, _ in rolled)),
         creates=tuple(creates),
-        hooks=tuple(_hook_calls(j, roles.decision)),
+        hooks=tuple(hooks),
+        hooks_term=hooks_term,
         job_creates=_checkpoint_jobs(j, checkpoints, roles.term),
         job_deletes=tuple(checkpoints.plan.delete_jobs),
         events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled)),
@@ -565,21 +589,33 @@ def _rollout_next(j: Judgement, rollout: Rollout, roles: Roles) -> list[tuple[Po
     ]
 
 
-def _hook_calls(j: Judgement, decision: RoleDecision) -> list[HookCall]:
+def _hook_calls(j: Judgement, roles: Roles) -> tuple[list[HookCall], int]:
+    """The hooks of the newest change of primary until its record says they were called: the reconcile
+    that decided it may have died before calling them. At least once, and with the term, so idempotent."""
     hooks = j.spec.failover.hooks
-    if hooks is None or not decision.promoted:
-        return []
+    record = roles.history[-1] if roles.history else None
+    if hooks is None or record is None or record.get("hooksCalledAt"):
+        return [], 0
+    if record["term"] != roles.term or record["to"] != roles.primary:
+        return [], 0
     calls = []
-    new = j.by_name.get(decision.primary)
+    new = j.by_name.get(record["to"])
     if new is not None and new.pod_ip:
-        url = f"http://{new.pod_ip}:{hooks.port}{hooks.promote_path}"
-        calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, decision.term, hooks.timeout_seconds))
-    old = j.by_name.get(decision.previous) if decision.previous else None
+        url = hook_url(new.pod_ip, hooks.port, hooks.promote_path)
+        calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, record["term"], hooks.timeout_seconds))
+    old = j.by_name.get(record["from"]) if record["from"] else None
     if old is not None and old.pod_ip and j.health(old) != Health.LOST:
-        role = names.ROLE_REPLICA if decision.planned else names.ROLE_FENCED
-        url = f"http://{old.pod_ip}:{hooks.port}{hooks.demote_path}"
-        calls.append(HookCall(old.name, url, role, decision.term, hooks.timeout_seconds))
-    return calls
+        planned = record["kind"] == ChangeKind.SWITCHOVER
+        role = names.ROLE_REPLICA if planned else names.ROLE_FENCED
+        url = hook_url(old.pod_ip, hooks.port, hooks.demote_path)
+        calls.append(HookCall(old.name, url, role, record["term"], hooks.timeout_seconds))
+    return calls, record["term"] if calls else 0
+
+
+def hook_url(pod_ip: str, port: int, path: str) -> str:
+    """An IPv6 address goes in brackets; the path is a path (the CRD and parse_spec see to it)."""
+    host = f"[{pod_ip}]" if ":" in pod_ip else pod_ip
+    return f"http://{host}:{port}{path}"
 
 
 def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple[dict[str, Any], ...]:
@@ -743,13 +779,14 @@ def report(
     j: Judgement, rollout: Rollout, roles: Roles, history: History, counts: Tally, checkpoints: Checkpoints
 ) -> Report:
     node_loss, node_events = _node_loss_condition(j.held, j.previous)
-    conditions = [*_workload_conditions(j, counts), node_loss]
+    failure, failure_events = _replica_failure_condition(j.observed.create_failures, j.previous)
+    conditions = [*_workload_conditions(j, counts), node_loss, failure]
     if checkpoints.plan.condition is not None:
         conditions.append(checkpoints.plan.condition)
     if j.spec.primary_replica:
         conditions += _primary_conditions(roles, history)
     phase, phase_events = _phase(j, rollout, counts)
-    return Report(tuple(conditions), phase, (*node_events, *phase_events))
+    return Report(tuple(conditions), phase, (*node_events, *failure_events, *phase_events))
 
 
 def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
@@ -761,8 +798,10 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
         serving = Reason.SERVING
     else:
         serving = Reason.PRIMARY_NOT_SERVING if counts.serving else Reason.NO_SERVING_PODS
-    unhealthy = ", ".join(
-        f"{n}: {j.verdicts[n].health.value} ({j.verdicts[n].reason})" for n in counts.unhealthy
+    # Bounded: at hundreds of failed pods the whole list would pass the CRD's cap and fail every write.
+    unhealthy = bounded(
+        ", ".join(f"{n}: {j.verdicts[n].health.value} ({j.verdicts[n].reason})" for n in counts.unhealthy),
+        FAILURE_MESSAGE_LIMIT,
     )
     ready_reason = Reason.ALL_REPLICAS_READY if ready else Reason.NOT_ALL_REPLICAS_READY
     return [
@@ -784,7 +823,7 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
             ConditionType.INVALID_SPEC,
             bool(j.problems),
             Reason.OPERATOR_VALIDATION_FAILED if j.problems else Reason.SPEC_VALID,
-            "; ".join(j.problems),
+            bounded("; ".join(j.problems), FAILURE_MESSAGE_LIMIT),
         ),
     ]
 
@@ -801,6 +840,28 @@ def _node_loss_condition(
     if held is None:
         return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, False, Reason.NODES_TRUSTED), events
     return cond.Condition(ConditionType.NODE_LOSS_SUSPENDED, True, held.reason, held.message), events
+
+
+def _replica_failure_condition(
+    failures: Mapping[str, str], previous: Mapping[str, Any]
+) -> tuple[cond.Condition, list[EventSpec]]:
+    """As Deployment's ReplicaFailure: the server's own words; one Event when creates start failing, not
+    one per retry."""
+    if not failures:
+        return cond.Condition(ConditionType.REPLICA_FAILURE, False, Reason.CREATES_ACCEPTED), []
+    message = "; ".join(f"{what}: {why}" for what, why in sorted(failures.items()))
+    message = bounded(message, FAILURE_MESSAGE_LIMIT)
+    said = cond.is_true(previous.get("conditions") or [], ConditionType.REPLICA_FAILURE)
+    events = [] if said else [EventSpec("Warning", EventReason.FAILED_CREATE, message)]
+    return cond.Condition(ConditionType.REPLICA_FAILURE, True, Reason.FAILED_CREATE, message), events
+
+
+def bounded(text: str, limit: int) -> str:
+    """At most `limit` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    keep = max(0, limit - 40)  # room for the tail below
+    return f"{text[:keep]} ... ({len(text) - keep} more characters)"
 
 
 def _primary_conditions(roles: Roles, history: History) -> list[cond.Condition]:
@@ -887,7 +948,7 @@ def _status_pods(j: Judgement, labels: Labels) -> list[PodStatus]:
             "health": verdict.health,
             "serving": labels.serving[pod.name],
             "since": old.get("since", j.stamp) if old.get("health") == verdict.health else j.stamp,
-            "reason": verdict.reason,
+            "reason": bounded(verdict.reason, REASON_LIMIT),
             "updated": j.updated(pod),
         }
         if pod.annotations.get(names.ANNOTATION_RESTORED_FROM):
@@ -936,6 +997,7 @@ def decide(observed: Observed) -> Plan:
         applies=list(owned.applies),
         events=[*roles.events, *checkpoints.events, *work.events, *routed, *outcome.events],
         hooks=list(work.hooks),
+        hooks_term=work.hooks_term,
         job_creates=list(work.job_creates),
         job_deletes=list(work.job_deletes),
         requeue_after=_requeue_after(j, roles, checkpoints, counts),

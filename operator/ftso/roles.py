@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,20 +38,38 @@ class RoleDecision:
         return self.reason in names.PLANNED
 
 
-def _number(pod: PodView, annotation: str) -> float:
+# Set by the workload, so untrusted: anything but a finite number within this range is ignored.
+ANNOTATION_LIMIT = 1e15
+
+
+def annotation_number(pod: PodView, annotation: str) -> float | None:
+    """The annotation's number, or None when it is missing, garbage, nan, infinite or absurd."""
+    raw = pod.annotations.get(annotation)
+    if raw is None or len(raw) > 64:
+        return None
     try:
-        return float(pod.annotations.get(annotation, "0"))
+        value = float(raw.strip())
     except ValueError:
-        return 0.0
+        return None
+    return value if math.isfinite(value) and abs(value) <= ANNOTATION_LIMIT else None
 
 
-def candidate_rank(pod: PodView) -> tuple[float, float, int]:
-    """Lower is better: the workload's priority first, then the least replication lag, then the ordinal."""
-    return (
-        -_number(pod, names.ANNOTATION_FAILOVER_PRIORITY),
-        _number(pod, names.ANNOTATION_REPLICATION_LAG),
-        pod.ordinal,
-    )
+def bad_annotations(pods: Iterable[PodView]) -> list[str]:
+    """Failover annotations present but unusable, as "<pod>: <annotation>=<value>" (value cut short)."""
+    return [
+        f"{p.name}: {a}={p.annotations[a][:32]!r}"
+        for p in pods
+        for a in (names.ANNOTATION_FAILOVER_PRIORITY, names.ANNOTATION_REPLICATION_LAG)
+        if a in p.annotations and annotation_number(p, a) is None
+    ]
+
+
+def candidate_rank(pod: PodView) -> tuple[float, bool, float, int]:
+    """Lower is better: the workload's priority first (0 when unset), then a known replication lag before an
+    unknown one, the least lag first, then the ordinal: a fresh empty replica never wins for lack of a lag."""
+    priority = annotation_number(pod, names.ANNOTATION_FAILOVER_PRIORITY) or 0.0
+    lag = annotation_number(pod, names.ANNOTATION_REPLICATION_LAG)
+    return (-priority, lag is None, lag or 0.0, pod.ordinal)
 
 
 def best_candidate(

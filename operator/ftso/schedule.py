@@ -1,93 +1,114 @@
-"""Five-field cron expressions (minute hour day-of-month month day-of-week), as in a CronJob."""
+"""Cron schedules as a CronJob reads them: five fields (minute hour day-of-month month day-of-week), month and
+day names, and the macros @yearly, @annually, @monthly, @weekly, @daily, @midnight and @hourly; in UTC.
+Parsed by croniter; a schedule that can never fire (such as `0 0 30 2 *`) is refused here."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
-FIELDS = (
-    ("minute", 0, 59),
-    ("hour", 0, 23),
-    ("day of month", 1, 31),
-    ("month", 1, 12),
-    ("day of week", 0, 7),
-)
-SEARCH_LIMIT = timedelta(days=366 * 5)
+from croniter import CroniterError, croniter
+
+MACROS = {
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+    "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0",
+    "@daily": "0 0 * * *",
+    "@midnight": "0 0 * * *",
+    "@hourly": "0 * * * *",
+}
+# A schedule must fire within this long from any moment; a year has every date but 29 February, which
+# comes back within eight years (2100 is not a leap year).
+FIRES_WITHIN = timedelta(days=366 * 8 + 2)
+# Where "can it fire at all" is asked from: a fixed moment, so the answer never depends on the clock.
+REFERENCE = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+NAMES = frozenset(
+    [
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "may",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "oct",
+        "nov",
+        "dec",
+        "sun",
+        "mon",
+        "tue",
+        "wed",
+        "thu",
+        "fri",
+        "sat",
+    ]
+)  # what CronJob knows besides numbers; croniter's extensions (L, W, #, H) it does not
 
 
 class CronError(ValueError):
     pass
 
 
+def _cronjob_syntax(fields: list[str]) -> None:
+    for field in fields:
+        if not re.fullmatch(r"[0-9A-Za-z*?,/-]+", field):
+            raise CronError(f"{field!r}: a field holds digits, names, and * ? , - / only")
+        unknown = [w for w in re.findall(r"[A-Za-z]+", field) if w.lower() not in NAMES]
+        if unknown:
+            raise CronError(f"{unknown[0]!r} is neither a month nor a day name")
+        for low, high in re.findall(r"(\d+)-(\d+)", field):
+            if int(low) > int(high):
+                raise CronError(f"the range {low}-{high} runs backwards")
+
+
 @dataclass(frozen=True)
 class Cron:
-    minutes: frozenset[int]
-    hours: frozenset[int]
-    days: frozenset[int]
-    months: frozenset[int]
-    weekdays: frozenset[int]  # 0 is Sunday
-    any_day: bool
-    any_weekday: bool
-
-    def matches_day(self, moment: datetime) -> bool:
-        weekday = (moment.weekday() + 1) % 7
-        day_ok = moment.day in self.days
-        weekday_ok = weekday in self.weekdays
-        if self.any_day or self.any_weekday:
-            return day_ok and weekday_ok
-        return day_ok or weekday_ok  # both restricted: either matches, as cron does
-
-
-def _field(text: str, name: str, low: int, high: int) -> frozenset[int]:
-    values: set[int] = set()
-    for item in text.split(","):
-        step = 1
-        part = item
-        if "/" in item:
-            part, step_text = item.split("/", 1)
-            if not step_text.isdigit() or int(step_text) < 1:
-                raise CronError(f"bad step in the {name} field")
-            step = int(step_text)
-        if part == "*":
-            start, end = low, high
-        elif "-" in part:
-            a, b = part.split("-", 1)
-            if not (a.isdigit() and b.isdigit()):
-                raise CronError(f"bad range in the {name} field")
-            start, end = int(a), int(b)
-        elif part.isdigit():
-            start = int(part)
-            end = high if step > 1 else start
-        else:
-            raise CronError(f"{part!r} is not a number in the {name} field")
-        if not low <= start <= end <= high:
-            raise CronError(f"the {name} field must stay within {low}-{high}")
-        values.update(range(start, end + 1, step))
-    return frozenset(values)
+    expression: str  # five fields, macros expanded
 
 
 def parse_cron(expression: str) -> Cron:
-    parts = expression.split()
-    if len(parts) != len(FIELDS):
-        raise CronError("a schedule has five fields: minute hour day-of-month month day-of-week")
-    sets = [_field(part, name, low, high) for part, (name, low, high) in zip(parts, FIELDS, strict=True)]
-    weekdays = frozenset(d % 7 for d in sets[4])
-    return Cron(sets[0], sets[1], sets[2], sets[3], weekdays, parts[2] == "*", parts[4] == "*")
+    text = MACROS.get(expression.strip().lower(), expression.strip())
+    if not text.isascii() or not text.isprintable():
+        raise CronError("a schedule is ASCII: digits, names such as MON or JAN, and * , - /")
+    fields = text.split()
+    if len(fields) != 5:
+        raise CronError(
+            "a schedule has five fields (minute hour day-of-month month day-of-week) or is a macro "
+            "such as @daily"
+        )
+    _cronjob_syntax(fields)
+    if not croniter.is_valid(text):
+        raise CronError("not a cron expression CronJobs accept")
+    cron = Cron(text)
+    first = next_after(cron, REFERENCE)
+    if first - REFERENCE > FIRES_WITHIN:
+        raise CronError("the schedule never fires")
+    return cron
 
 
 def next_after(cron: Cron, moment: datetime) -> datetime:
-    """The first time strictly after `moment` that the expression matches (minute resolution)."""
-    t = moment.replace(second=0, microsecond=0) + timedelta(minutes=1)
-    limit = moment + SEARCH_LIMIT
-    while t <= limit:
-        if t.month not in cron.months:
-            t = (t.replace(day=1, hour=0, minute=0) + timedelta(days=32)).replace(day=1)
-        elif not cron.matches_day(t):
-            t = t.replace(hour=0, minute=0) + timedelta(days=1)
-        elif t.hour not in cron.hours:
-            t = t.replace(minute=0) + timedelta(hours=1)
-        elif t.minute not in cron.minutes:
-            t += timedelta(minutes=1)
-        else:
-            return t
-    raise CronError("the schedule never fires")
+    """The first time strictly after `moment` that the schedule fires (minute resolution)."""
+    try:
+        found = croniter(cron.expression, moment).get_next(datetime)
+    except (CroniterError, OverflowError, ValueError) as error:
+        raise CronError("the schedule never fires") from error
+    if not isinstance(found, datetime) or found - moment > FIRES_WITHIN:
+        raise CronError("the schedule never fires")
+    return found
+
+
+def latest_at_or_before(cron: Cron, moment: datetime) -> datetime:
+    """The newest time at or before `moment` that the schedule fires."""
+    try:
+        found = croniter(cron.expression, moment + timedelta(seconds=1)).get_prev(datetime)
+    except (CroniterError, OverflowError, ValueError) as error:
+        raise CronError("the schedule never fires") from error
+    if not isinstance(found, datetime):
+        raise CronError("the schedule never fires")
+    return found

@@ -20,6 +20,8 @@ FailoverRecord = TypedDict(
         "routedAt": NotRequired[str],  # <name>-primary routes to exactly the new primary
         "fenceUid": NotRequired[str],  # the failed primary, by uid: kept out of every Service until gone
         "fencedAt": NotRequired[str],
+        # The promote and demote hooks of this change were called: until then every reconcile calls them.
+        "hooksCalledAt": NotRequired[str],
     },
 )
 

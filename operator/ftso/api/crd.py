@@ -12,6 +12,7 @@ import yaml
 
 from ftso import names
 from ftso.api import spec as defaults
+from ftso.api import template
 
 Schema = dict[str, Any]
 
@@ -42,10 +43,25 @@ def _int(description: str = "", **extra: Any) -> Schema:
     return schema
 
 
-def _positive(field: str, description: str, default: int | None = None) -> Schema:
+def _positive(field: str, description: str, default: int | None, high: int) -> Schema:
+    return _bounded(field, description, default, low=1, high=high)
+
+
+def _bounded(field: str, description: str, default: int | None, *, low: int, high: int) -> Schema:
+    """An integer within [low, high], each bound with its own message."""
+    low_rule = (
+        _rule("self > 0", f"{field} must be a positive number")
+        if low == 1
+        else _rule(f"self >= {low}", f"{field} must be {low} or more")
+    )
     schema = _int(
         description,
-        **{"x-kubernetes-validations": [_rule("self > 0", f"{field} must be a positive number")]},
+        **{
+            "x-kubernetes-validations": [
+                low_rule,
+                _rule(f"self <= {high}", f"{field} must be at most {high}"),
+            ]
+        },
     )
     if default is not None:
         schema["default"] = default
@@ -61,24 +77,29 @@ def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
     return _obj(
         {
             "periodSeconds": _positive(
-                f"{field}.periodSeconds", "How often to probe.", default.period_seconds
+                f"{field}.periodSeconds",
+                "How often to probe.",
+                default.period_seconds,
+                defaults.MAX_PROBE_SECONDS,
             ),
             "timeoutSeconds": _positive(
-                f"{field}.timeoutSeconds", "When a probe times out.", default.timeout_seconds
+                f"{field}.timeoutSeconds",
+                "When a probe times out.",
+                default.timeout_seconds,
+                defaults.MAX_PROBE_SECONDS,
             ),
             "failureThreshold": _positive(
                 f"{field}.failureThreshold",
                 "Consecutive failures before the probe counts as failed.",
                 default.failure_threshold,
+                defaults.MAX_FAILURE_THRESHOLD,
             ),
-            "initialDelaySeconds": _int(
+            "initialDelaySeconds": _bounded(
+                f"{field}.initialDelaySeconds",
                 "Delay before the first probe.",
-                default=default.initial_delay_seconds,
-                **{
-                    "x-kubernetes-validations": [
-                        _rule("self >= 0", f"{field}.initialDelaySeconds must be 0 or more")
-                    ]
-                },
+                default.initial_delay_seconds,
+                low=0,
+                high=defaults.MAX_PROBE_SECONDS,
             ),
         },
         description=f"Settings of the default {kind} probe, given to containers that have none.",
@@ -88,7 +109,7 @@ def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
 def _container() -> Schema:
     port = _obj(
         {
-            "name": _str("Port name, referable from service.ports[].targetPort.", maxLength=15),
+            "name": template.port_name(),
             "containerPort": _int(
                 "",
                 **{
@@ -102,11 +123,22 @@ def _container() -> Schema:
         required=["containerPort"],
         **{"x-kubernetes-preserve-unknown-fields": True},
     )
+    ports = {
+        "type": "array",
+        "maxItems": 64,
+        "items": port,
+        "x-kubernetes-validations": [
+            _rule(
+                "self.all(p, !has(p.name) || self.filter(q, has(q.name) && q.name == p.name).size() == 1)",
+                "a container's ports must have unique names",
+            )
+        ],
+    }
     return _obj(
         {
-            "name": _str("Container name, unique in the pod.", maxLength=63),
+            **template.container_properties(),
             "image": _str("Container image.", maxLength=1024),
-            "ports": {"type": "array", "maxItems": 64, "items": port},
+            "ports": ports,
         },
         required=["name", "image"],
         **{"x-kubernetes-preserve-unknown-fields": True},
@@ -120,7 +152,8 @@ def _template() -> Schema:
             _rule(
                 "has(self.containers) && size(self.containers) > 0",
                 "template.spec.containers must list at least one container",
-            )
+            ),
+            *template.pod_spec_rules(),
         ],
     }
     pod_spec = _obj(
@@ -136,6 +169,7 @@ def _template() -> Schema:
                     )
                 ],
             },
+            "volumes": template.volumes(),
         },
         description="A pod spec as in a Deployment's template; fields beyond containers are kept as given.",
         **pod_spec_extras,
@@ -223,12 +257,37 @@ def _container_template(description: str) -> Schema:
     )
 
 
+def _checkpoint_retention() -> Schema:
+    return _obj(
+        {
+            "keepLast": _positive(
+                "checkpoint.retention.keepLast",
+                "Successful checkpoints kept.",
+                defaults.DEFAULT_CHECKPOINT_KEEP_LAST,
+                defaults.CHECKPOINT_HISTORY_LIMIT,
+            ),
+            "maxAgeSeconds": _bounded(
+                "checkpoint.retention.maxAgeSeconds",
+                "Older checkpoints go (0: no limit).",
+                None,
+                low=0,
+                high=defaults.MAX_CHECKPOINT_AGE_SECONDS,
+            ),
+        }
+    )
+
+
 def _checkpoint() -> Schema:
-    non_negative = {"x-kubernetes-validations": [_rule("self >= 0", "must be 0 or more")]}
     schema = _obj(
         {
             "schedule": _str("A cron schedule, five fields, in UTC.", maxLength=128),
-            "intervalSeconds": _int("Or: every this many seconds.", **non_negative),
+            "intervalSeconds": _bounded(
+                "checkpoint.intervalSeconds",
+                "Or: every this many seconds.",
+                None,
+                low=0,
+                high=defaults.MAX_CHECKPOINT_INTERVAL_SECONDS,
+            ),
             "source": _str(
                 "Replica: a healthy replica, else the primary. Primary: the primary.",
                 enum=list(defaults.CHECKPOINT_SOURCES),
@@ -248,22 +307,16 @@ def _checkpoint() -> Schema:
                 "checkpoint.timeoutSeconds",
                 "A checkpoint running longer fails.",
                 defaults.DEFAULT_CHECKPOINT_TIMEOUT_SECONDS,
+                defaults.MAX_CHECKPOINT_TIMEOUT_SECONDS,
             ),
-            "retries": _int(
+            "retries": _bounded(
+                "checkpoint.retries",
                 "Retries of a failed checkpoint pod.",
-                default=defaults.DEFAULT_CHECKPOINT_RETRIES,
-                **non_negative,
+                defaults.DEFAULT_CHECKPOINT_RETRIES,
+                low=0,
+                high=defaults.MAX_CHECKPOINT_RETRIES,
             ),
-            "retention": _obj(
-                {
-                    "keepLast": _positive(
-                        "checkpoint.retention.keepLast",
-                        "Successful checkpoints kept.",
-                        defaults.DEFAULT_CHECKPOINT_KEEP_LAST,
-                    ),
-                    "maxAgeSeconds": _int("Older checkpoints go (0: no limit).", **non_negative),
-                }
-            ),
+            "retention": _checkpoint_retention(),
             "suspend": {"type": "boolean", "default": False, "description": "No scheduled checkpoints."},
             "restoreTemplate": _container_template(
                 "The init container that loads a checkpoint into new pods (spec.restore, automatic "
@@ -305,6 +358,7 @@ def _spec_health() -> Schema:
                 "health.unreadyTimeoutSeconds",
                 "How long a started pod may stay unready before it counts as failed and is replaced.",
                 defaults.DEFAULT_UNREADY_TIMEOUT_SECONDS,
+                defaults.MAX_UNREADY_TIMEOUT_SECONDS,
             ),
         },
         description="Probe defaults and the operator's health judgement.",
@@ -320,8 +374,10 @@ def _spec_disruption() -> Schema:
                 "description": "Pods that may be down at once for voluntary disruption and rollouts.",
                 "x-kubernetes-validations": [
                     _rule(
-                        "type(self) == int ? self >= 1 : self.matches('^[0-9]{1,3}%$')",
-                        "disruption.maxUnavailable must be a count of at least 1 or a percentage such as 25%",
+                        f"type(self) == int ? self >= 1 && self <= {defaults.MAX_REPLICAS} "
+                        ": self.matches('^[0-9]{1,3}%$')",
+                        f"disruption.maxUnavailable must be a count from 1 to {defaults.MAX_REPLICAS} or a "
+                        "percentage such as 25%",
                     )
                 ],
             }
@@ -349,6 +405,23 @@ def _spec_spread() -> Schema:
     )
 
 
+def _hook_path(field: str, description: str, default: str) -> Schema:
+    # Only a path: the host is always the pod's own IP, never one a spec could name.
+    return _str(
+        description,
+        default=default,
+        maxLength=256,
+        **{
+            "x-kubernetes-validations": [
+                _rule(
+                    f"self.matches('{defaults.HOOK_PATH_PATTERN}')",
+                    f"failover.hooks.{field} must be a path such as /promote, not a URL",
+                )
+            ]
+        },
+    )
+
+
 def _failover_hooks() -> Schema:
     return _obj(
         {
@@ -363,15 +436,13 @@ def _failover_hooks() -> Schema:
                     ]
                 },
             ),
-            "promotePath": _str(
-                "POSTed on the new primary, with the term.",
-                default=defaults.HooksSpec.promote_path,
-                maxLength=256,
+            "promotePath": _hook_path(
+                "promotePath", "POSTed on the new primary, with the term.", defaults.HooksSpec.promote_path
             ),
-            "demotePath": _str(
+            "demotePath": _hook_path(
+                "demotePath",
                 "POSTed on the old primary, if it still answers.",
-                default=defaults.HooksSpec.demote_path,
-                maxLength=256,
+                defaults.HooksSpec.demote_path,
             ),
             "timeoutSeconds": {"type": "number", "default": 1, "minimum": 0.1, "maximum": 30},
         },
@@ -392,7 +463,11 @@ def _failover_node_lost_after_seconds() -> Schema:
                     f"self >= {defaults.MIN_NODE_LOST_AFTER_SECONDS}",
                     f"failover.nodeLostAfterSeconds must be at least "
                     f"{defaults.MIN_NODE_LOST_AFTER_SECONDS}: kubelets renew their Lease every 10 s",
-                )
+                ),
+                _rule(
+                    f"self <= {defaults.MAX_NODE_LOST_AFTER_SECONDS}",
+                    f"failover.nodeLostAfterSeconds must be at most {defaults.MAX_NODE_LOST_AFTER_SECONDS}",
+                ),
             ]
         },
     )
@@ -402,29 +477,26 @@ def _spec_failover() -> Schema:
     return _obj(
         {
             "hooks": _failover_hooks(),
-            "delaySeconds": _int(
+            "delaySeconds": _bounded(
+                "failover.delaySeconds",
                 "How long the primary may be unready before it is failed over.",
-                default=defaults.DEFAULT_FAILOVER_DELAY_SECONDS,
-                **{
-                    "x-kubernetes-validations": [
-                        _rule("self >= 0", "failover.delaySeconds must be 0 or more")
-                    ]
-                },
+                defaults.DEFAULT_FAILOVER_DELAY_SECONDS,
+                low=0,
+                high=defaults.MAX_FAILOVER_DELAY_SECONDS,
             ),
             "nodeLostAfterSeconds": _failover_node_lost_after_seconds(),
             "maxPerHour": _positive(
                 "failover.maxPerHour",
                 "Failovers allowed in any hour; more wait (anti-flapping).",
                 defaults.DEFAULT_FAILOVER_MAX_PER_HOUR,
+                defaults.MAX_FAILOVERS_PER_HOUR,
             ),
-            "minIntervalSeconds": _int(
+            "minIntervalSeconds": _bounded(
+                "failover.minIntervalSeconds",
                 "Least time between two failovers.",
-                default=defaults.DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
-                **{
-                    "x-kubernetes-validations": [
-                        _rule("self >= 0", "failover.minIntervalSeconds must be 0 or more")
-                    ]
-                },
+                defaults.DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
+                low=0,
+                high=defaults.MAX_FAILOVER_MIN_INTERVAL_SECONDS,
             ),
         },
         description="When and how often the primary is replaced (PrimaryReplica mode).",
@@ -440,7 +512,10 @@ def build_spec_schema() -> Schema:
                 **{
                     "x-kubernetes-validations": [
                         _rule("self >= 0", "replicas must be 0 or more"),
-                        _rule("self <= 1000", "replicas must be at most 1000"),
+                        _rule(
+                            f"self <= {defaults.MAX_REPLICAS}",
+                            f"replicas must be at most {defaults.MAX_REPLICAS}",
+                        ),
                     ]
                 },
             ),
@@ -507,6 +582,10 @@ def _status_failovers() -> Schema:
                     "and deleted, by whichever reconcile comes next."
                 ),
                 "fencedAt": _str("When the fenced pod was seen gone.", format="date-time"),
+                "hooksCalledAt": _str(
+                    "When the promote and demote hooks of this change were called (failover.hooks).",
+                    format="date-time",
+                ),
             },
             required=["term", "kind", "to"],
         ),
@@ -644,6 +723,14 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Primary", "type": "string", "jsonPath": ".status.primary"},
                         {"name": "Term", "type": "integer", "jsonPath": ".status.term", "priority": 1},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Failure",
+                            "type": "string",
+                            "description": "What the API server refused to create, in its words.",
+                            "jsonPath": '.status.conditions[?(@.type=="'
+                            + names.ConditionType.REPLICA_FAILURE
+                            + '")].message',
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {

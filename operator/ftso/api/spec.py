@@ -6,6 +6,7 @@ is reported by `operator_judged_problems` so the controller can set `InvalidSpec
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +38,21 @@ DEFAULT_FAILOVER_MAX_PER_HOUR = 12
 DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS = 10
 FAILOVER_HISTORY_LIMIT = 10
 MAX_NAME_LENGTH = 52  # "<name>-replicas" and "<name>-<ordinal>" must stay valid DNS labels (63).
+
+# Upper bounds of every count and duration, in the CRD and again when parsing: a value the schema let
+# through must never overflow a clock (datetime ends in year 9999) or a loop in decide().
+MAX_REPLICAS = 1000
+MAX_PROBE_SECONDS = 3600
+MAX_FAILURE_THRESHOLD = 1000
+MAX_UNREADY_TIMEOUT_SECONDS = 86400
+MAX_FAILOVER_DELAY_SECONDS = 3600
+MAX_NODE_LOST_AFTER_SECONDS = 3600
+MAX_FAILOVERS_PER_HOUR = 3600
+MAX_FAILOVER_MIN_INTERVAL_SECONDS = 86400
+MAX_CHECKPOINT_INTERVAL_SECONDS = 366 * 86400
+MAX_CHECKPOINT_TIMEOUT_SECONDS = 7 * 86400
+MAX_CHECKPOINT_RETRIES = 10
+MAX_CHECKPOINT_AGE_SECONDS = 10 * 366 * 86400
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,11 @@ class ServiceSpec:
 class SpreadSpec:
     topology_keys: tuple[str, ...] = DEFAULT_TOPOLOGY_KEYS
     when_unsatisfiable: str = DEFAULT_WHEN_UNSATISFIABLE
+
+
+# A hook path: "/" then printable ASCII without spaces, never "//" (a host to a URL parser): never a URL,
+# a host or user info.
+HOOK_PATH_PATTERN = "^/([!-.0-~][!-~]*)?$"
 
 
 @dataclass(frozen=True)
@@ -139,19 +160,24 @@ class FtsSpec:
         return self.mode == names.MODE_PRIMARY_REPLICA
 
 
-def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
+def _int(raw: Mapping[str, Any], key: str, default: int, high: int, low: int = 0) -> int:
+    """The value within [low, high] (the CRD's bounds, held again here), or the default if not an int."""
     value = raw.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
+    if not isinstance(value, int) or isinstance(value, bool):
+        return default
+    return max(low, min(high, value))
 
 
 def _probe(raw: Any, default: ProbeSettings) -> ProbeSettings:
     if not isinstance(raw, Mapping):
         return default
     return ProbeSettings(
-        period_seconds=_int(raw, "periodSeconds", default.period_seconds),
-        timeout_seconds=_int(raw, "timeoutSeconds", default.timeout_seconds),
-        failure_threshold=_int(raw, "failureThreshold", default.failure_threshold),
-        initial_delay_seconds=_int(raw, "initialDelaySeconds", default.initial_delay_seconds),
+        period_seconds=_int(raw, "periodSeconds", default.period_seconds, MAX_PROBE_SECONDS, 1),
+        timeout_seconds=_int(raw, "timeoutSeconds", default.timeout_seconds, MAX_PROBE_SECONDS, 1),
+        failure_threshold=_int(raw, "failureThreshold", default.failure_threshold, MAX_FAILURE_THRESHOLD, 1),
+        initial_delay_seconds=_int(
+            raw, "initialDelaySeconds", default.initial_delay_seconds, MAX_PROBE_SECONDS
+        ),
     )
 
 
@@ -194,12 +220,19 @@ def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
 def _hooks(raw: Any) -> HooksSpec | None:
     if not isinstance(raw, Mapping) or not isinstance(raw.get("port"), int):
         return None
+    timeout = raw.get("timeoutSeconds")
+    timeout = timeout if isinstance(timeout, int | float) and math.isfinite(timeout) else None
     return HooksSpec(
         port=raw["port"],
-        promote_path=str(raw.get("promotePath") or HooksSpec.promote_path),
-        demote_path=str(raw.get("demotePath") or HooksSpec.demote_path),
-        timeout_seconds=float(raw.get("timeoutSeconds") or HooksSpec.timeout_seconds),
+        promote_path=hook_path(raw.get("promotePath"), HooksSpec.promote_path),
+        demote_path=hook_path(raw.get("demotePath"), HooksSpec.demote_path),
+        timeout_seconds=min(30.0, max(0.1, float(timeout or HooksSpec.timeout_seconds))),
     )
+
+
+def hook_path(value: Any, default: str) -> str:
+    """The path as given when it is one, else the default: what follows host:port is never a URL."""
+    return value if isinstance(value, str) and re.fullmatch(HOOK_PATH_PATTERN[1:-1], value) else default
 
 
 def _checkpoint(raw: Any) -> CheckpointSpec | None:
@@ -211,12 +244,14 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
         template=raw["template"],
         storage=raw.get("storage") or {"emptyDir": {}},
         schedule=str(raw.get("schedule") or ""),
-        interval_seconds=_int(raw, "intervalSeconds", 0),
+        interval_seconds=_int(raw, "intervalSeconds", 0, MAX_CHECKPOINT_INTERVAL_SECONDS),
         source=str(raw.get("source") or CheckpointSpec.source),
-        timeout_seconds=_int(raw, "timeoutSeconds", DEFAULT_CHECKPOINT_TIMEOUT_SECONDS),
-        retries=_int(raw, "retries", DEFAULT_CHECKPOINT_RETRIES),
-        keep_last=_int(retention, "keepLast", DEFAULT_CHECKPOINT_KEEP_LAST),
-        max_age_seconds=_int(retention, "maxAgeSeconds", 0),
+        timeout_seconds=_int(
+            raw, "timeoutSeconds", DEFAULT_CHECKPOINT_TIMEOUT_SECONDS, MAX_CHECKPOINT_TIMEOUT_SECONDS, 1
+        ),
+        retries=_int(raw, "retries", DEFAULT_CHECKPOINT_RETRIES, MAX_CHECKPOINT_RETRIES),
+        keep_last=_int(retention, "keepLast", DEFAULT_CHECKPOINT_KEEP_LAST, CHECKPOINT_HISTORY_LIMIT, 1),
+        max_age_seconds=_int(retention, "maxAgeSeconds", 0, MAX_CHECKPOINT_AGE_SECONDS),
         suspend=bool(raw.get("suspend", False)),
         labels=dict(raw.get("labels") or {}),
         restore_template=restore if isinstance(restore, Mapping) else None,
@@ -232,7 +267,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
     keys = spread_raw.get("topologyKeys")
     max_unavailable = disruption_raw.get("maxUnavailable", DEFAULT_MAX_UNAVAILABLE)
     return FtsSpec(
-        replicas=_int(raw, "replicas", DEFAULT_REPLICAS),
+        replicas=_int(raw, "replicas", DEFAULT_REPLICAS, MAX_REPLICAS),
         mode=str(raw.get("mode", DEFAULT_MODE)),
         template=template,
         health=HealthSpec(
@@ -240,7 +275,11 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
             liveness=_probe(health_raw.get("livenessProbe"), DEFAULT_LIVENESS),
             startup=_probe(health_raw.get("startupProbe"), DEFAULT_STARTUP),
             unready_timeout_seconds=_int(
-                health_raw, "unreadyTimeoutSeconds", DEFAULT_UNREADY_TIMEOUT_SECONDS
+                health_raw,
+                "unreadyTimeoutSeconds",
+                DEFAULT_UNREADY_TIMEOUT_SECONDS,
+                MAX_UNREADY_TIMEOUT_SECONDS,
+                1,
             ),
         ),
         service=_service(raw.get("service"), template),
@@ -251,11 +290,18 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
         ),
         failover=FailoverSpec(
             hooks=_hooks(failover_raw.get("hooks")),
-            delay_seconds=_int(failover_raw, "delaySeconds", DEFAULT_FAILOVER_DELAY_SECONDS),
+            delay_seconds=_int(
+                failover_raw, "delaySeconds", DEFAULT_FAILOVER_DELAY_SECONDS, MAX_FAILOVER_DELAY_SECONDS
+            ),
             node_lost_after_seconds=node_lost_after_seconds(raw),
-            max_per_hour=_int(failover_raw, "maxPerHour", DEFAULT_FAILOVER_MAX_PER_HOUR),
+            max_per_hour=_int(
+                failover_raw, "maxPerHour", DEFAULT_FAILOVER_MAX_PER_HOUR, MAX_FAILOVERS_PER_HOUR, 1
+            ),
             min_interval_seconds=_int(
-                failover_raw, "minIntervalSeconds", DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS
+                failover_raw,
+                "minIntervalSeconds",
+                DEFAULT_FAILOVER_MIN_INTERVAL_SECONDS,
+                MAX_FAILOVER_MIN_INTERVAL_SECONDS,
             ),
         ),
         checkpoint=_checkpoint(raw.get("checkpoint")),
@@ -269,7 +315,13 @@ def node_lost_after_seconds(raw: Mapping[str, Any]) -> int:
     failover = raw.get("failover")
     if not isinstance(failover, Mapping):
         return DEFAULT_NODE_LOST_AFTER_SECONDS
-    return _int(failover, "nodeLostAfterSeconds", DEFAULT_NODE_LOST_AFTER_SECONDS)
+    return _int(
+        failover,
+        "nodeLostAfterSeconds",
+        DEFAULT_NODE_LOST_AFTER_SECONDS,
+        MAX_NODE_LOST_AFTER_SECONDS,
+        MIN_NODE_LOST_AFTER_SECONDS,
+    )
 
 
 _PERCENT = re.compile(r"^(\d{1,3})%$")

@@ -1,0 +1,107 @@
+"""decide() over random observed states (pods, nodes, workload annotations, previous status, clocks): it never
+raises, and the safety properties hold whatever it sees."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ftso import names
+from ftso.model import format_time
+from ftso.plan import Plan
+from ftso.reconcile import Observed, decide
+
+from .factories import NOW, node, observed, pod, raw_spec
+
+ANNOTATION_VALUES = st.sampled_from(["0", "1", "-3", "2.5", "nan", "inf", "-inf", "ten", "", "1e400"])
+
+
+@st.composite
+def pod_bodies(draw: st.DrawFn, ordinal: int) -> dict[str, Any]:
+    body = pod(
+        ordinal,
+        node_name=f"node-{draw(st.integers(0, 3))}",  # node-3 does not exist
+        phase=draw(st.sampled_from(["Running", "Pending", "Failed", "Succeeded"])),
+        ready=draw(st.booleans()),
+        role=draw(st.sampled_from([names.ROLE_PRIMARY, names.ROLE_REPLICA, names.ROLE_FENCED])),
+        serving=draw(st.booleans()),
+        term=draw(st.integers(0, 6)),
+        deleting=draw(st.booleans()),
+        terminated=draw(st.booleans()),
+        ready_changed=NOW - timedelta(seconds=draw(st.integers(0, 10**6))),
+        template_hash=draw(st.sampled_from([None, "old"])),
+    )
+    for annotation in (names.ANNOTATION_FAILOVER_PRIORITY, names.ANNOTATION_REPLICATION_LAG):
+        if draw(st.booleans()):
+            body["metadata"]["annotations"][annotation] = draw(ANNOTATION_VALUES)
+    return body
+
+
+@st.composite
+def states(draw: st.DrawFn) -> tuple[Observed, int]:
+    ordinals = draw(st.sets(st.integers(0, 6), max_size=6))
+    pods = [draw(pod_bodies(o)) for o in sorted(ordinals)]
+    nodes = [node(f"node-{i}", ready=draw(st.booleans()), zone=f"zone-{i}") for i in range(3)]
+    term = draw(st.integers(0, 6))
+    status = {
+        "primary": draw(st.sampled_from(["", "demo-0", "demo-1", "demo-2", "demo-9"])),
+        "term": term,
+        "failovers": [
+            {
+                "term": term,
+                "kind": "Failover",
+                "reason": "Failover",
+                "from": "demo-3",
+                "to": "demo-0",
+                "detectedAt": format_time(NOW - timedelta(seconds=draw(st.integers(0, 10**5)))),
+                "decidedAt": format_time(NOW - timedelta(seconds=draw(st.integers(0, 10**5)))),
+            }
+        ]
+        if draw(st.booleans())
+        else [],
+    }
+    spec = raw_spec(
+        replicas=draw(st.integers(0, 5)),
+        mode=draw(st.sampled_from([names.MODE_PRIMARY_REPLICA, names.MODE_ACTIVE_ACTIVE])),
+        paused=draw(st.booleans()),
+        failover={"delaySeconds": draw(st.integers(0, 3600)), "maxPerHour": draw(st.integers(1, 5))},
+    )
+    annotations = {names.ANNOTATION_SWITCHOVER: draw(st.sampled_from(["", "demo-1@a", "@b", "nobody@c"]))}
+    now = NOW + timedelta(seconds=draw(st.integers(0, 10**7)))
+    base = observed(pods, spec=spec, status=status, nodes=nodes, annotations=annotations, now=now)
+    return base, term
+
+
+def _final_roles(state: Observed, plan: Plan) -> dict[str, str]:
+    roles = {p.name: p.role for p in state.pods}
+    for patch in plan.patches:
+        roles[patch.name] = patch.labels[names.LABEL_ROLE]
+    return roles
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states())
+def test_decide_keeps_the_safety_properties(drawn: tuple[Observed, int]) -> None:
+    state, term = drawn
+    plan = decide(state)
+    assert plan.status["term"] >= term, "the term never decreases"
+    if state.fts.spec.get("paused") or plan.status["phase"] == names.Phase.INVALID:
+        assert not plan.acts and not plan.hooks, "paused or invalid: nothing changes"
+        return
+    primaries = [name for name, role in _final_roles(state, plan).items() if role == names.ROLE_PRIMARY]
+    assert len(primaries) <= 1, f"at most one primary label: {primaries}"
+    if primaries:
+        assert primaries == [plan.status["primary"]], "the label follows the status"
+    promoted = [i for i, p in enumerate(plan.patches) if p.labels[names.LABEL_ROLE] == names.ROLE_PRIMARY]
+    current = {p.name: p.role for p in state.pods}
+    demoted = [
+        i
+        for i, p in enumerate(plan.patches)
+        if current.get(p.name) == names.ROLE_PRIMARY and p.labels[names.LABEL_ROLE] != names.ROLE_PRIMARY
+    ]
+    assert all(d < min(promoted, default=len(plan.patches)) for d in demoted), "fences before promotions"
+    if plan.status["term"] > term:
+        assert plan.status["primary"], "a new term has a primary"
