@@ -290,7 +290,7 @@ def run_baseline(
         f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
         "kubernetes.io/service-name=sts",
     ) as slices:
-        for _ in range(trials):
+        for trial in range(trials):
             pods = wait_for(
                 lambda: (
                     (p := kube.items(f"/api/v1/namespaces/{namespace}/pods", "app=sts"))
@@ -301,7 +301,8 @@ def run_baseline(
                 timeout=120,
                 what="3 ready pods",
             )
-            victim = pods[0]
+            # Each pod in turn: a real container killed again and again waits out the kubelet's back-off.
+            victim = sorted(pods, key=lambda p: p["metadata"]["name"])[trial % len(pods)]
             ip, node = victim["status"]["podIP"], victim["spec"]["nodeName"]
             wait_for(lambda ip=ip: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
             started = time.monotonic()
