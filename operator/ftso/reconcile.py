@@ -445,6 +445,7 @@ def _pod_patches(
 ) -> list[PodPatch]:
     demotions: list[PodPatch] = []
     others: list[PodPatch] = []
+    peers_only: list[PodPatch] = []
     # Every pod learns its peers (the others' addresses) from the operator: replication needs no wiring.
     members = sorted(
         (p for p in pods if p.pod_ip and not p.deleting and roles[p.name] != names.ROLE_FENCED),
@@ -463,6 +464,13 @@ def _pod_patches(
             pod.annotations.get(k) == v for k, v in annotations.items()
         ):
             continue
+        if all(pod.labels.get(k) == v for k, v in labels.items()) and pod.annotations.get(
+            names.ANNOTATION_TERM
+        ) == str(term):
+            # Only the peers changed: write only them, last, so a reconcile that raced another (and saw
+            # older labels) never re-asserts a role for the sake of an address.
+            peers_only.append(PodPatch(pod.name, {}, {names.ANNOTATION_PEERS: peers}))
+            continue
         patch = PodPatch(pod.name, labels, annotations)
         # Whoever stops serving or stops being primary moves first, so two primaries never serve at once; a
         # primary that stays primary is no demotion (found by tests/test_properties.py: it went first).
@@ -473,7 +481,7 @@ def _pod_patches(
             demotions.append(patch)
         else:
             others.append(patch)
-    return demotions + others
+    return demotions + others + peers_only
 
 
 # Phase 6: pods
