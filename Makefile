@@ -7,13 +7,14 @@ CLUSTER := e2e/cluster
 KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint fmt crd manifests checkov unit e2e test cluster-up cluster-down kubeconfig demo demo-down bench clean
+.PHONY: help venv lint fmt crd manifests checkov unit e2e test cluster-up cluster-down images kubeconfig demo demo-down bench clean
 
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
 	@echo "make test         unit and end-to-end tests (builds and starts the local control plane)"
 	@echo "make lint         ruff, mypy --strict and the import contracts (layers)"
-	@echo "make cluster-up   start the local control plane; cluster-down stops it"
+	@echo "make cluster-up   start the local control plane and its real node; cluster-down stops them"
+	@echo "make images       build the real node's images (pause, counter) and import them if it is up"
 	@echo "make crd          regenerate crds/ (and the chart's copy) from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
 
@@ -57,6 +58,10 @@ cluster-up:
 
 cluster-down:
 	@$(CLUSTER)/down.sh
+
+images:
+	@$(CLUSTER)/images.sh build
+	@if $(CLUSTER)/node.sh status; then $(CLUSTER)/node.sh up; fi
 
 kubeconfig:
 	@echo $(KUBECONFIG_PATH)

@@ -9,6 +9,11 @@ routed, without waiting for the service to be Ready again. The service keeps the
 limits (failover.minIntervalSeconds, maxPerHour), so a limit that bit would show. Targets: (a), (b), (d),
 (e) p99 <= 1 s to the routed new primary; (c) within failover.nodeLostAfterSeconds + 1 s, against the
 baseline's 50 s or more.
+
+`--real`: the same on the real node (e2e/cluster/node.sh) with the counter's image (examples/counter),
+real processes and probes: (a) pod deleted and (b) the container's process killed (kill -9 from the host;
+the kubelet's detection included, times count from the kill), against a StatefulSet running the same
+image on the same node.
 """
 
 from __future__ import annotations
@@ -28,12 +33,28 @@ from e2e.faults import (
     resume_heartbeat,
     stop_heartbeat,
 )
+from e2e.fts import FAKE_NODES
 from e2e.kube import Kube, condition, pod_ready, wait_for
+from e2e.real_node import kill_container_process, require_real_node
 from e2e.recorder import Seen, WatchRecorder
 
 from bench.common import connect, new_namespace, percentiles, start_operator
 
 NAME = "bench"
+FAKE_CONTAINER: dict[str, Any] = {"name": "app", "image": "app:1"}
+# The counter as a real process on the real node (no peers needed for timing: it serves alone or not).
+REAL_CONTAINER: dict[str, Any] = {
+    "name": "app",
+    "image": "counter:dev",
+    "args": ["serve", "--host", "0.0.0.0", "--port", "8080"],
+}
+
+
+def _container(real: bool) -> dict[str, Any]:
+    return {
+        **(REAL_CONTAINER if real else FAKE_CONTAINER),
+        "ports": [{"name": "http", "containerPort": 8080}],
+    }
 
 
 def _ready_ips(eps_events: list[Seen], since: float) -> list[tuple[float, frozenset[str]]]:
@@ -64,9 +85,10 @@ def _pod_ip(pod_events: list[Seen], name: str, after: float) -> str:
 
 
 class FtsBench:
-    def __init__(self, kube: Kube, namespace: str, node_lost_after: int) -> None:
+    def __init__(self, kube: Kube, namespace: str, node_lost_after: int, real: bool = False) -> None:
         self.kube = kube
         self.namespace = namespace
+        self.real = real
         self.path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
         kube.create(
             self.path,
@@ -80,17 +102,7 @@ class FtsBench:
                         "delaySeconds": 1,
                         "nodeLostAfterSeconds": node_lost_after,
                     },
-                    "template": {
-                        "spec": {
-                            "containers": [
-                                {
-                                    "name": "app",
-                                    "image": "app:1",
-                                    "ports": [{"name": "http", "containerPort": 8080}],
-                                }
-                            ]
-                        }
-                    },
+                    "template": {"spec": {"containers": [_container(real)], **({} if real else FAKE_NODES)}},
                 },
             },
         )
@@ -132,6 +144,8 @@ class FtsBench:
         started = time.monotonic()
         if kind in ("deleted", "backtoback"):
             force_delete_pod(self.kube, self.namespace, old)
+        elif kind == "container" and self.real:
+            kill_container_process(self.kube, self.namespace, old)
         elif kind == "container":
             fail_container(self.kube, self.namespace, old)
         elif kind == "node":
@@ -153,7 +167,7 @@ class FtsBench:
 
         seen = wait_for(promoted, timeout=120, interval=0.05, what=f"a promotion after {kind}")
         new = seen.object["status"]["primary"]
-        if kind == "container":
+        if kind == "container" and not self.real:
             # The kwok stage fails the container a moment after it is asked to; count from when it shows.
             started = next(
                 s.at
@@ -228,11 +242,13 @@ def _load_service(name: str) -> dict[str, Any]:
         "apiVersion": "ftso.dev/v1alpha1",
         "kind": "FaultTolerantService",
         "metadata": {"name": name},
-        "spec": {"replicas": 3, "template": {"spec": {"containers": [container]}}},
+        "spec": {"replicas": 3, "template": {"spec": {"containers": [container], **FAKE_NODES}}},
     }
 
 
-def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[float], list[float]]:
+def run_baseline(
+    kube: Kube, kind: str, trials: int, cap: float, real: bool = False
+) -> tuple[list[float], list[float]]:
     """A StatefulSet of 3 behind a Service; the same faults on one of its pods."""
     namespace = new_namespace(kube, "bench-sts")
     template = {
@@ -240,13 +256,12 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
         "spec": {
             "containers": [
                 {
-                    "name": "app",
-                    "image": "app:1",
-                    "ports": [{"containerPort": 8080}],
+                    **_container(real),
                     "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 5},
                     "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 10},
                 }
-            ]
+            ],
+            **({} if real else FAKE_NODES),
         },
     }
     kube.create(
@@ -268,12 +283,14 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
     )
     unrouted: list[float] = []
     replaced: list[float] = []
+    # A restarted container keeps its pod and address: back when it is routed again.
+    keeps_ip = kind == "container" and real
     with WatchRecorder(
         kube.kubeconfig,
         f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
         "kubernetes.io/service-name=sts",
     ) as slices:
-        for _ in range(trials):
+        for trial in range(trials):
             pods = wait_for(
                 lambda: (
                     (p := kube.items(f"/api/v1/namespaces/{namespace}/pods", "app=sts"))
@@ -284,12 +301,15 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
                 timeout=120,
                 what="3 ready pods",
             )
-            victim = pods[0]
+            # Each pod in turn: a real container killed again and again waits out the kubelet's back-off.
+            victim = sorted(pods, key=lambda p: p["metadata"]["name"])[trial % len(pods)]
             ip, node = victim["status"]["podIP"], victim["spec"]["nodeName"]
             wait_for(lambda ip=ip: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
             started = time.monotonic()
             if kind == "deleted":
                 force_delete_pod(kube, namespace, victim["metadata"]["name"])
+            elif kind == "container" and real:
+                kill_container_process(kube, namespace, victim["metadata"]["name"])
             elif kind == "container":
                 fail_container(kube, namespace, victim["metadata"]["name"])
             elif kind == "node":
@@ -299,8 +319,14 @@ def run_baseline(kube: Kube, kind: str, trials: int, cap: float) -> tuple[list[f
                 return next((at for at, ips in _ready_ips(slices.snapshot(), started) if ip not in ips), None)
 
             def back(ip: str = ip, started: float = started) -> float | None:
+                gone_at = gone(ip, started)
                 return next(
-                    (at for at, ips in _ready_ips(slices.snapshot(), started) if len(ips - {ip}) == 3), None
+                    (
+                        at
+                        for at, ips in _ready_ips(slices.snapshot(), started)
+                        if gone_at is not None and at >= gone_at and len(ips if keeps_ip else ips - {ip}) == 3
+                    ),
+                    None,
                 )
 
             try:
@@ -330,24 +356,31 @@ def main() -> None:
     )
     parser.add_argument("--node-lost-after", type=int, default=12)
     parser.add_argument("--metrics-port", type=int, default=18082)
-    parser.add_argument("--kinds", default="deleted,container,node,switchover,backtoback")
+    parser.add_argument("--kinds", default="", help="default: every one (with --real: deleted,container)")
+    parser.add_argument("--real", action="store_true", help="on the real node, with the counter's image")
     parser.add_argument(
         "--load", type=int, default=0, help="this many more services of 3 beside it, their pods churned"
     )
     parser.add_argument("--churn-interval", type=float, default=0.2, help="seconds between load pod kills")
     args = parser.parse_args()
+    args.kinds = args.kinds or (
+        "deleted,container" if args.real else "deleted,container,node,switchover,backtoback"
+    )
 
     kube = connect()
+    if args.real:
+        require_real_node(kube)
     heal_all_nodes(kube)
     namespace = new_namespace(kube, "bench-failover")
     operator = start_operator(kube, namespace, args.metrics_port)
     print(
-        f"failover benchmark: {args.trials} trials per fault, nodeLostAfterSeconds={args.node_lost_after}",
+        f"failover benchmark{' on the real node' if args.real else ''}: {args.trials} trials per fault, "
+        f"nodeLostAfterSeconds={args.node_lost_after}",
         flush=True,
     )
     results: dict[str, tuple[list[float], list[float]]] = {}
     try:
-        bench = FtsBench(kube, namespace, args.node_lost_after)
+        bench = FtsBench(kube, namespace, args.node_lost_after, args.real)
         recorders = (
             WatchRecorder(kube.kubeconfig, bench.path),
             WatchRecorder(
@@ -381,8 +414,8 @@ def main() -> None:
         operator.stop()
         kube.delete(f"/api/v1/namespaces/{namespace}")
     baselines: dict[str, Callable[[], tuple[list[float], list[float]]]] = {
-        "deleted": lambda: run_baseline(kube, "deleted", args.baseline_trials, 120),
-        "container": lambda: run_baseline(kube, "container", args.baseline_trials, 120),
+        "deleted": lambda: run_baseline(kube, "deleted", args.baseline_trials, 120, args.real),
+        "container": lambda: run_baseline(kube, "container", args.baseline_trials, 120, args.real),
         "node": lambda: run_baseline(kube, "node", args.baseline_node_trials, 150),
     }
     for kind in args.kinds.split(","):

@@ -12,6 +12,7 @@ import json
 import time
 from typing import Any
 
+from e2e.fts import FAKE_NODES
 from e2e.kube import Kube
 
 from bench.common import (
@@ -34,7 +35,8 @@ def _template(name: str) -> dict[str, Any]:
         "spec": {
             "containers": [
                 {"name": "app", "image": "app:1", "ports": [{"name": "http", "containerPort": 8080}]}
-            ]
+            ],
+            **FAKE_NODES,
         },
     }
 

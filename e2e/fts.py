@@ -9,6 +9,12 @@ from e2e.kube import Kube, condition, ready_endpoint_ips, wait_for
 
 ROLE = "ftso.dev/role"
 SERVING = "ftso.dev/serving"
+# kwok's nodes carry this taint, so that a workload that tolerates nothing (examples/counter) runs on the
+# real node (e2e/cluster/node.sh). Fake workloads, whose images exist nowhere, tolerate it and stay on kwok's.
+FAKE_NODES: dict[str, Any] = {
+    "nodeSelector": {"type": "kwok"},
+    "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+}
 
 
 def manifest(name: str = "svc", *, replicas: int = 3, image: str = "app:1", **spec: Any) -> dict[str, Any]:
@@ -23,7 +29,8 @@ def manifest(name: str = "svc", *, replicas: int = 3, image: str = "app:1", **sp
                 "spec": {
                     "containers": [
                         {"name": "app", "image": image, "ports": [{"name": "http", "containerPort": 8080}]}
-                    ]
+                    ],
+                    **copy.deepcopy(FAKE_NODES),
                 },
             },
             **spec,

@@ -10,6 +10,7 @@ from e2e.faults import (
     resume_heartbeat,
     stop_heartbeat,
 )
+from e2e.fts import FAKE_NODES
 from e2e.kube import Kube, condition, pod_ready, ready_endpoint_ips, wait_for
 
 DEPLOYMENT = {
@@ -21,7 +22,10 @@ DEPLOYMENT = {
         "selector": {"matchLabels": {"app": "web"}},
         "template": {
             "metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}]},
+            "spec": {
+                "containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}],
+                **FAKE_NODES,
+            },
         },
     },
 }

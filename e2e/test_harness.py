@@ -15,7 +15,7 @@ import pytest
 
 from e2e.control_plane import APISERVER, ETCD, SCHEDULER, ControlPlane
 from e2e.fault_proxy import WRITES, Fault, FaultProxy, Match
-from e2e.fts import Fts, manifest
+from e2e.fts import FAKE_NODES, Fts, manifest
 from e2e.kube import Kube, wait_for
 from e2e.operator_process import OperatorProcess
 from ftso.client import ApiError, KubeClient
@@ -299,7 +299,7 @@ def test_the_supervisor_brings_a_killed_scheduler_back(
     control_plane.wait_healthy()
     pod = {
         "metadata": {"name": "scheduled"},
-        "spec": {"containers": [{"name": "app", "image": "app:1"}]},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}], **FAKE_NODES},
     }
     kube.create(f"/api/v1/namespaces/{namespace}/pods", pod)
     wait_for(

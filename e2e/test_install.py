@@ -22,6 +22,13 @@ from e2e.operator_process import OperatorProcess
 from ftso.client import load_credentials
 
 CHART = ROOT / "charts" / "ftso"
+# The chart's operator image is in no registry here: its pods stay on kwok's fake nodes (e2e/fts.py).
+ON_FAKE_NODES = (
+    "--set",
+    "nodeSelector.type=kwok",
+    "--set",
+    "tolerations[0].key=kwok.x-k8s.io/node,tolerations[0].operator=Exists,tolerations[0].effect=NoSchedule",
+)
 
 
 def helm(kube: Kube, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -136,7 +143,7 @@ def _release_objects(kube: Kube, name: str) -> list[str]:
 
 def test_helm_install_upgrade_uninstall(kube: Kube, release: tuple[str, str]) -> None:
     name, namespace = release
-    helm(kube, "install", name, str(CHART), "-n", namespace)
+    helm(kube, "install", name, str(CHART), "-n", namespace, *ON_FAKE_NODES)
     deployment = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
     assert deployment is not None and deployment["spec"]["replicas"] == 2
     assert kube.get(f"/api/v1/namespaces/{namespace}/services/{name}-metrics") is not None
@@ -152,6 +159,7 @@ def test_helm_install_upgrade_uninstall(kube: Kube, release: tuple[str, str]) ->
         "replicaCount=3",
         "--set",
         f"watchNamespaces={{{namespace}}}",
+        *ON_FAKE_NODES,
     )
     deployment = kube.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/{name}")
     assert deployment is not None and deployment["spec"]["replicas"] == 3

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the operator on the local control plane with a sample service. `make demo-down` stops it.
+# With the real node up (e2e/cluster/node.sh), the sample is the counter (examples/counter) as real pods;
+# otherwise examples/basic.yaml on kwok's fake nodes.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -7,6 +9,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 source "$root/e2e/cluster/versions.sh"
 pidfile="$FTSO_CACHE/demo-operator.pid"
 log="$FTSO_LOGS/demo-operator.log"
+volume=$FTSO_CACHE/node/$FTSO_CLUSTER_NAME/volumes/demo
 kubectl() { "$FTSO_BIN/kubectl" --kubeconfig "$FTSO_KUBECONFIG" "$@"; }
 
 stop_operator() {
@@ -18,9 +21,13 @@ stop_operator() {
 
 if [[ "${1:-}" == "stop" ]]; then
   kubectl delete -f "$root/examples/basic.yaml" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete -f "$root/examples/counter/counter.yaml" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+  kubectl delete pv demo-counter-checkpoints --ignore-not-found --wait=false >/dev/null 2>&1 || true
   stop_operator
   exit 0
 fi
+
+if "$root/e2e/cluster/node.sh" status; then sample=counter; else sample=basic; fi
 
 kubectl apply --server-side --force-conflicts -f "$root/crds/" >/dev/null
 kubectl wait --for=condition=Established crd/faulttolerantservices.ftso.dev --timeout=60s >/dev/null
@@ -31,23 +38,60 @@ nohup "$root/.venv/bin/ftso" --kubeconfig "$FTSO_KUBECONFIG" run --liveness http
 echo $! >"$pidfile"
 echo "operator started (pid $(cat "$pidfile"), log: $log)"
 
-kubectl apply -f "$root/examples/basic.yaml"
-if ! kubectl wait --for=condition=Ready fts/basic --timeout=120s >/dev/null; then
+if [[ $sample == basic ]]; then
+  kubectl apply -f "$root/examples/basic.yaml"
+else
+  # The counter's checkpoint claim binds to a hostPath volume on the real node, made here.
+  mkdir -p "$volume" && chmod 777 "$volume"
+  kubectl apply -f - <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: demo-counter-checkpoints}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteMany]
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: $volume, type: Directory}
+  claimRef: {namespace: default, name: counter-checkpoints}
+EOF
+  kubectl apply -f "$root/examples/counter/counter.yaml"
+fi
+if ! kubectl wait --for=condition=Ready "fts/$sample" --timeout=120s >/dev/null; then
   echo "the sample did not become Ready; operator log: $log" >&2
   exit 1
 fi
 echo
-kubectl get fts basic -o wide
+kubectl get fts "$sample" -o wide
 echo
-kubectl get pods -l ftso.dev/service=basic -o wide -L ftso.dev/role,ftso.dev/serving
+kubectl get pods -l "ftso.dev/service=$sample" -o wide -L ftso.dev/role,ftso.dev/serving
 echo
-kubectl get svc,pdb -l ftso.dev/service=basic
-cat <<EOT
+kubectl get svc,pdb -l "ftso.dev/service=$sample"
 
-The sample FaultTolerantService 'basic' is Ready. Try:
+if [[ $sample == basic ]]; then
+  cat <<EOT
+
+The sample FaultTolerantService 'basic' is Ready (on kwok's fake nodes: the real node is not up). Try:
   export KUBECONFIG=$FTSO_KUBECONFIG
   kubectl delete pod basic-1                      # replaced within seconds
   kubectl scale fts/basic --replicas=5
   $root/.venv/bin/ftso status basic               # pods with role, health, node
+Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down
+EOT
+  exit 0
+fi
+
+primary=$(kubectl get svc counter-primary -o jsonpath='{.spec.clusterIP}')
+replicas=$(kubectl get svc counter-replicas -o jsonpath='{.spec.clusterIP}')
+cat <<EOT
+
+The counter (examples/counter) runs as real pods on the real node real-0; the primary acknowledges a write
+only once every peer has it. From this machine:
+  export KUBECONFIG=$FTSO_KUBECONFIG
+  for i in \$(seq 100); do curl -s -XPOST http://$primary:8080/increment; echo; done   # 100 writes
+  curl -s http://$replicas:8080/value                    # a replica's copy
+  kubectl delete pod \$(kubectl get fts counter -o jsonpath='{.status.primary}')   # lose the primary
+  kubectl get pods -l ftso.dev/service=counter -L ftso.dev/role                   # a replica took over
+  curl -s http://$primary:8080/value                     # still 100: no acknowledged write lost
+  $root/.venv/bin/ftso checkpoint counter --wait         # a checkpoint Job copies it to $volume
 Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down
 EOT

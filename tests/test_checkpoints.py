@@ -239,3 +239,17 @@ def test_a_named_target_port_reaches_the_job_as_a_number() -> None:
     (job,) = decide(_observe(spec=spec)).job_creates
     env = {e["name"]: e["value"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["FTSO_TARGET_PORT"] == "8080"
+
+
+def test_the_job_is_placed_like_the_services_pods() -> None:
+    spec = raw_spec(checkpoint=CHECKPOINT)
+    placement = {
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "securityContext": {"fsGroup": 10001},
+    }
+    spec["template"]["spec"].update(placement, hostNetwork=False, terminationGracePeriodSeconds=5)
+    (job,) = decide(_observe(spec=spec)).job_creates
+    pod_spec = job["spec"]["template"]["spec"]
+    assert {k: pod_spec[k] for k in placement} == placement
+    assert "hostNetwork" not in pod_spec and "terminationGracePeriodSeconds" not in pod_spec

@@ -259,3 +259,26 @@ def test_since_is_kept_while_health_holds() -> None:
     pods, status = _steady()
     later = decide(observed(pods, status=status, now=NOW + timedelta(hours=1)))
     assert later.status["pods"] == status["pods"]
+
+
+def test_every_pod_learns_its_peers_addresses() -> None:
+    pods, status = _steady()
+    for i, body in enumerate(pods):
+        body["status"]["podIP"] = f"10.0.0.{10 + i}"
+    plan = decide(observed(pods, status=status))
+    peers = {p.name: p.annotations.get(names.ANNOTATION_PEERS) for p in plan.patches}
+    assert peers == {
+        "demo-0": "10.0.0.11\n10.0.0.12",
+        "demo-1": "10.0.0.10\n10.0.0.12",
+        "demo-2": "10.0.0.10\n10.0.0.11",
+    }
+    # Once current, nothing more is written; a terminating pod leaves its peers' lists.
+    for body in pods:
+        body["metadata"]["annotations"][names.ANNOTATION_PEERS] = peers[body["metadata"]["name"]]
+    assert not decide(observed(pods, status=status)).patches
+    pods[2]["metadata"]["deletionTimestamp"] = pods[2]["metadata"]["creationTimestamp"]
+    later = {
+        p.name: p.annotations.get(names.ANNOTATION_PEERS)
+        for p in decide(observed(pods, status=status)).patches
+    }
+    assert later["demo-0"] == "10.0.0.11" and later["demo-1"] == "10.0.0.10"

@@ -23,7 +23,7 @@ stamp_ok() { # name version
 stamp() { echo "$2" >"$FTSO_BIN/.$1.version"; }
 
 build_kubernetes() {
-  local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl) missing=() name
+  local wanted=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) missing=() name
   for name in "${wanted[@]}"; do stamp_ok "$name" "$K8S_VERSION" || missing+=("$name"); done
   ((${#missing[@]})) || return 0
   echo "building ${missing[*]} $K8S_VERSION"
@@ -56,6 +56,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
 EOF
   (cd "$dir" && go mod tidy -e) || return 1

@@ -9,7 +9,9 @@ source "$here/versions.sh"
 
 dir=$KWOK_WORKDIR/clusters/$FTSO_CLUSTER_NAME
 
-# The supervisor first, or it would start again what kwokctl stops.
+# The real node first (its kubelet talks to the API server), then the supervisor, or it would start
+# again what kwokctl stops.
+"$here/node.sh" down
 "$here/supervise.sh" stop
 if [[ -x "$FTSO_BIN/kwokctl" ]]; then
   "$FTSO_BIN/kwokctl" delete cluster --name "$FTSO_CLUSTER_NAME" >/dev/null 2>&1 || true

@@ -60,6 +60,10 @@ component_healthy() { # name: its process runs (not paused, not a zombie) and it
   esac
 }
 
+config_current() { # the cluster was made by this version of the script (kwok manages only its own nodes)
+  grep -q -- '--manage-all-nodes=false' "$dir/kwok.yaml" 2>/dev/null
+}
+
 cluster_healthy() { # every component, and the kwok nodes Ready
   [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]] || return 1
   local name
@@ -69,21 +73,35 @@ cluster_healthy() { # every component, and the kwok nodes Ready
   [[ $(kubectl --request-timeout 5s get nodes -l type=kwok --no-headers 2>/dev/null | grep -cw Ready) -ge "$NODE_COUNT" ]]
 }
 
-if cluster_healthy; then
+real_node() { # the real node next to kwok's: its failure leaves the fake nodes usable, and says why
+  local code=0 why=$FTSO_CACHE/real-node-$FTSO_CLUSTER_NAME.unavailable
+  "$here/node.sh" up || code=$?
+  ((code == 0)) && return 0
+  # node.sh explains itself (exit 3); anything else is recorded here, for the tests that need the node.
+  [[ -f $why ]] || echo "e2e/cluster/node.sh up failed (exit $code), see $FTSO_LOGS/real-node-$FTSO_CLUSTER_NAME.log" >"$why"
+  echo "ftso cluster up: the fake nodes are up, the real node is not: $(cat "$why")" >&2
+}
+
+if [[ -f "$dir/kwok.yaml" ]] && ! config_current; then
+  echo "local cluster '$FTSO_CLUSTER_NAME' was made by an older up.sh; recreating it"
+  "$here/node.sh" down >/dev/null 2>&1 || true
+elif cluster_healthy; then
   "$here/supervise.sh" start || fail "the supervisor did not start"
   echo "local cluster '$FTSO_CLUSTER_NAME' already running; kubeconfig: $FTSO_KUBECONFIG"
+  real_node
   exit 0
 fi
 
 start=$(date +%s)
 : >"$log"
-if [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]]; then
+if [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]] && config_current; then
   # A dead component (or one a test paused for a moment) is repaired by the supervisor, as on a node;
   # recreating would pull the cluster from under whoever else uses it.
   "$here/supervise.sh" start >>"$log" 2>&1 || true
   for _ in $(seq 60); do
     if cluster_healthy; then
       echo "local cluster '$FTSO_CLUSTER_NAME' repaired in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
+      real_node
       exit 0
     fi
     sleep 1
@@ -92,6 +110,7 @@ if [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]]; then
 fi
 # A cluster beyond repair (a reboot, lost files) is recreated.
 "$here/supervise.sh" stop >>"$log" 2>&1 || true
+"$here/node.sh" down >>"$log" 2>&1 || true
 "$FTSO_BIN/kwokctl" delete cluster --name "$FTSO_CLUSTER_NAME" >>"$log" 2>&1 || true
 
 if (exec 3<>"/dev/tcp/127.0.0.1/$APISERVER_PORT") 2>/dev/null; then
@@ -130,6 +149,21 @@ componentsPatches:
   extraArgs:
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
+  # The real node's kubelet (node.sh): reached at its address, with the admin certificate it trusts.
+  - key: kubelet-preferred-address-types
+    value: InternalIP,Hostname
+  - key: kubelet-client-certificate
+    value: $dir/pki/admin.crt
+  - key: kubelet-client-key
+    value: $dir/pki/admin.key
+# kwok manages only its own nodes (annotated kwok.x-k8s.io/node: fake), never the real node (node.sh).
+- name: kwok-controller
+  extraArgs:
+  - key: manage-all-nodes
+    value: "false"
+    override: true
+  - key: manage-nodes-with-annotation-selector
+    value: kwok.x-k8s.io/node=fake
 # Kubernetes' own defaults for noticing a lost node (kwokctl stretches them for its slow heartbeats), so the
 # baselines our failover is compared against are the real ones.
 - name: kube-controller-manager
@@ -173,6 +207,9 @@ metadata:
     topology.kubernetes.io/zone: ${zones[$((i % 3))]}
     topology.kubernetes.io/region: local
 spec:
+  # Only workloads that tolerate this land on a fake node (the e2e tests' fake workloads do, see e2e/fts.py);
+  # the rest, such as examples/counter, runs for real on the real node (node.sh).
+  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]
   # kwok hands out pod IPs from the node's range; distinct ranges keep every pod IP unique.
   podCIDR: 10.$((100 + i)).0.0/16
   podCIDRs: [10.$((100 + i)).0.0/16]
@@ -194,3 +231,4 @@ done
 "$here/supervise.sh" start >>"$log" 2>&1 || fail "the supervisor did not start"
 
 echo "local cluster '$FTSO_CLUSTER_NAME' up in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
+real_node

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """The distributed counter: a small HTTP service made fault tolerant by the ftso operator.
 
-The operator tells each pod its role (primary, replica or fenced) and its fencing term through two
-files of a downward API volume, ROLE_DIR/role and ROLE_DIR/term. Only the primary takes writes, and it
-acknowledges an increment only after every peer stored it, so promoting any replica loses nothing that
-was acknowledged. Standard library only.
+The operator tells each pod its role (primary, replica or fenced), its fencing term and its peers through
+files of a downward API volume, ROLE_DIR/role, ROLE_DIR/term and ROLE_DIR/peers (the other pods'
+addresses, one a line). Only the primary takes writes, and it acknowledges an increment only after every
+peer stored it; a new primary first catches up from every peer. So promoting any replica loses nothing
+that was acknowledged. Standard library only.
 
     counter.py serve --port 8080 [--host 127.0.0.1] [--role-dir /etc/ftso] [--data-dir DIR] [--peers URL,...]
     counter.py checkpoint [--target URL] [--dir DIR] [--id ID]
@@ -18,6 +19,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -31,6 +33,7 @@ from typing import Any, TypeGuard
 DEFAULT_ROLE_DIR = "/etc/ftso"
 PEER_TIMEOUT_SECONDS = 2.0
 STATE_FILE = "state.json"
+HOSTNAME = socket.gethostname()  # in a pod: the pod's name
 
 Json = dict[str, Any]
 
@@ -69,17 +72,22 @@ def http_json(method: str, url: str, body: Json | None = None, timeout: float = 
 class Counter:
     """The replicated state. One lock serialises writes: replication ships absolute values."""
 
-    def __init__(self, role_dir: Path, data_dir: Path | None, peers: list[str]) -> None:
+    def __init__(self, role_dir: Path, data_dir: Path | None, peers: list[str], port: int = 8080) -> None:
         self.role_dir = role_dir
         self.data_dir = data_dir
-        self.peers = peers
+        self.fixed_peers = peers  # given on the command line; else ROLE_DIR/peers, read on every write
+        self.port = port
         self.value = 0
         self.term = 0  # the highest term seen, from the term file or from replicate calls
         self.lock = threading.Lock()
+        # A new pod (no saved state, nothing replicated yet) knows nothing: as a replica it answers no reads,
+        # so a reader never sees 0 after a replaced pod starts.
+        self.empty = True
         state = self._state_path()
         if state is not None and state.exists():
             saved = json.loads(state.read_text())
             self.value, self.term = int(saved["value"]), int(saved["term"])
+            self.empty = False
 
     def _state_path(self) -> Path | None:
         return None if self.data_dir is None else self.data_dir / STATE_FILE
@@ -88,6 +96,7 @@ class Counter:
         state = self._state_path()
         if state is not None:
             atomic_write_json(state, {"value": self.value, "term": self.term})
+        self.empty = False
 
     # Re-read on every request (a few bytes) so a promotion or a demotion takes effect at once.
     def role(self) -> str:
@@ -96,6 +105,16 @@ class Counter:
         except OSError:
             role = ""
         return role or "replica"  # no role yet: the safe choice is to refuse writes
+
+    @property
+    def peers(self) -> list[str]:
+        if self.fixed_peers:
+            return self.fixed_peers
+        try:
+            lines = (self.role_dir / "peers").read_text().split()
+        except OSError:
+            return []
+        return [f"http://[{a}]:{self.port}" if ":" in a else f"http://{a}:{self.port}" for a in lines]
 
     def file_term(self) -> int:
         try:
@@ -109,7 +128,23 @@ class Counter:
 
     def snapshot(self) -> Json:
         with self.lock:
-            return {"value": self.value, "term": max(self.term, self.file_term())}
+            # written_term: the term of the primary that wrote the value (what a new primary catches up by).
+            return {"value": self.value, "term": max(self.term, self.file_term()), "written_term": self.term}
+
+    def _catch_up(self, peers: list[str]) -> str:
+        """A new primary's first write: take the newest state among its peers (the latest term's writer
+        reached every peer before acknowledging). Returns the peer that could not answer, or ""."""
+        best = (self.term, self.value)
+        for peer in peers:
+            try:
+                snap = http_json("GET", f"{peer}/snapshot")
+            except (OSError, ValueError):
+                return peer
+            written, value = snap.get("written_term"), snap.get("value")
+            if is_int(written) and is_int(value):
+                best = max(best, (written, value))
+        self.value = best[1]
+        return ""
 
     def _send(self, peer: str, value: int, term: int) -> bool:
         try:
@@ -127,18 +162,23 @@ class Counter:
             if term < self.term:
                 # A newer primary has replicated to us: we are a deposed primary, whatever the file says.
                 return 409, {"error": "stale term", "term": term, "seen": self.term}
+            peers = self.peers
+            if term > self.term:
+                # Just promoted: a replica may hold writes this pod missed (it was replaced, or restored).
+                missing = self._catch_up(peers)
+                if missing:
+                    return 503, {"error": "cannot catch up from a peer", "failed": [missing]}
             self.term = term
-            old, new = self.value, self.value + by
-            acked = [peer for peer in self.peers if self._send(peer, new, term)]
-            if len(acked) < len(self.peers):
-                # Not on every peer: do not acknowledge, and take it back where it landed (best effort),
-                # so a promoted replica does not show a write that the client saw fail.
-                for peer in acked:
-                    self._send(peer, old, term)
-                failed = [peer for peer in self.peers if peer not in acked]
-                return 503, {"error": "replication failed", "failed": failed}
+            new = self.value + by
+            acked = [peer for peer in peers if self._send(peer, new, term)]
+            # The value moves forward wherever it landed, here too: no reader ever sees it go back. A write
+            # that missed a peer is not acknowledged (503): like a write whose answer is lost, it may or
+            # may not survive a failover; an acknowledged one always does.
             self.value = new
             self._save()
+            if len(acked) < len(peers):
+                failed = [peer for peer in peers if peer not in acked]
+                return 503, {"error": "replication failed", "failed": failed}
             return 200, {"value": new, "term": term}
 
     def replicate(self, value: int, term: int) -> tuple[int, Json]:
@@ -146,8 +186,14 @@ class Counter:
             local = max(self.term, self.file_term())
             if term < local:
                 return 409, {"error": "stale term", "term": local}
+            # Saved before it is served: a crash right after a read never shows an older value.
+            previous = self.value, self.term
             self.value, self.term = value, term
-            self._save()
+            try:
+                self._save()
+            except OSError:
+                self.value, self.term = previous
+                raise
             return 200, {"value": value, "term": term}
 
 
@@ -166,6 +212,7 @@ class Handler(BaseHTTPRequestHandler):
         data = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
+        self.send_header("X-Counter-Pod", HOSTNAME)  # which pod answered, through a Service
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -186,7 +233,11 @@ class Handler(BaseHTTPRequestHandler):
             status = counter.status()
             self._reply(200, {"ok": True, "role": status["role"], "term": status["term"]})
         elif self.path == "/value":
-            self._reply(200, counter.status())
+            status = counter.status()
+            if counter.empty and status["role"] != "primary":
+                self._reply(503, {"error": "no data yet: waiting for the primary", "role": status["role"]})
+            else:
+                self._reply(200, status)
         elif self.path == "/snapshot":
             self._reply(200, counter.snapshot())
         else:
@@ -222,11 +273,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     raw_peers = args.peers if args.peers is not None else os.environ.get("COUNTER_PEERS", "")
     peers = [p.strip().rstrip("/") for p in raw_peers.split(",") if p.strip()]
     data_dir = args.data_dir or os.environ.get("COUNTER_DATA_DIR")
-    counter = Counter(Path(args.role_dir), Path(data_dir) if data_dir else None, peers)
+    counter = Counter(Path(args.role_dir), Path(data_dir) if data_dir else None, peers, args.port)
     server = CounterServer((args.host, args.port), counter)
     # As PID 1 in a container, SIGTERM is ignored unless handled: stop cleanly instead.
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    print(f"counter: on {args.host}:{args.port}, peers: {peers or 'none'}", file=sys.stderr, flush=True)
+    print(
+        f"counter: on {args.host}:{args.port}, peers: {peers or 'from ' + args.role_dir + '/peers'}",
+        file=sys.stderr,
+        flush=True,
+    )
     with server:
         server.serve_forever()
     return 0
@@ -320,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--role-dir", default=DEFAULT_ROLE_DIR, help="where the role and term files are")
     serve.add_argument("--data-dir", help="state.json's directory (default: env COUNTER_DATA_DIR)")
-    serve.add_argument("--peers", help="comma-separated base URLs (default: env COUNTER_PEERS)")
+    serve.add_argument(
+        "--peers", help="comma-separated base URLs (default: env COUNTER_PEERS, else ROLE_DIR/peers)"
+    )
     serve.set_defaults(func=cmd_serve)
 
     checkpoint = sub.add_parser("checkpoint", help="save a pod's state to DIR/ID.json")

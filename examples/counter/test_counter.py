@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -19,6 +20,10 @@ import pytest
 
 COUNTER = Path(__file__).resolve().parent / "counter.py"
 STARTUP_TIMEOUT = 10.0
+_spec = importlib.util.spec_from_file_location("counter", COUNTER)
+assert _spec is not None and _spec.loader is not None
+counter = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(counter)
 
 
 def free_port() -> int:
@@ -181,7 +186,10 @@ def test_checkpoint_and_restore_round_trip_keeps_the_value(node: NodeFactory, tm
         assert done.returncode == 0, done.stderr
         restored = node(f"r-{checkpoint_id}", "replica", term=2, data_dir=fresh)
         assert restored.value() == expected
-        assert call("GET", f"{restored.url}/snapshot") == (200, {"value": expected, "term": 2})
+        assert call("GET", f"{restored.url}/snapshot") == (
+            200,
+            {"value": expected, "term": 2, "written_term": 2},
+        )
 
 
 def test_checkpoint_of_an_unreachable_target_fails_clearly(tmp_path: Path) -> None:
@@ -216,7 +224,8 @@ def test_a_demoted_primary_refuses_writes(node: NodeFactory) -> None:
 def test_a_stale_term_is_refused(node: NodeFactory) -> None:
     replica = node("r", "replica", term=3)
     assert call("POST", f"{replica.url}/replicate", {"value": 10, "term": 2})[0] == 409
-    assert replica.value() == 0
+    # Nothing replicated yet: a new replica answers no reads rather than a 0 it never held.
+    assert call("GET", f"{replica.url}/value")[0] == 503
     assert call("POST", f"{replica.url}/replicate", {"value": 10, "term": 3}) == (
         200,
         {"value": 10, "term": 3},
@@ -243,14 +252,39 @@ def test_no_acknowledged_increment_is_lost_after_a_promotion(node: NodeFactory) 
     assert acknowledged == 50, results
     assert replica_a.value() == replica_b.value() == acknowledged
 
-    # A write that cannot reach every replica is refused, and counted nowhere.
+    # A write that cannot reach every replica is not acknowledged; where it landed, it stays (a reader
+    # never sees the value go back), so it may survive, as a write whose answer was lost may.
     replica_b.stop()
     status, body = primary.increment()
     assert status == 503, body
-    assert primary.value() == replica_a.value() == acknowledged
+    assert primary.value() == replica_a.value() == acknowledged + 1
 
     # The primary dies; the operator promotes replica a with a higher term.
     primary.stop()
     replica_a.set_role("primary", term=2)
-    assert replica_a.value() == acknowledged
-    assert replica_a.increment() == (200, {"value": acknowledged + 1, "term": 2})
+    assert replica_a.value() == acknowledged + 1
+    assert replica_a.increment() == (200, {"value": acknowledged + 2, "term": 2})
+
+
+def test_a_new_primary_catches_up_from_its_peers(node: NodeFactory, tmp_path: Path) -> None:
+    """A replaced pod (empty) promoted before any write reached it takes the newest state from a peer."""
+    replica_a = node("a", "replica", term=1)
+    fresh = node("fresh", "replica", term=1)
+    primary = node("p", "primary", term=1, peers=[replica_a.url])
+    for _ in range(5):
+        assert primary.increment()[0] == 200
+    primary.stop()
+    fresh.stop()
+    promoted = node("fresh2", "primary", term=2, peers=[replica_a.url])
+    assert promoted.value() == 0
+    assert promoted.increment() == (200, {"value": 6, "term": 2})
+    assert replica_a.value() == 6
+
+
+def test_peers_come_from_the_role_dir(tmp_path: Path) -> None:
+    role_dir = tmp_path / "role"
+    role_dir.mkdir()
+    (role_dir / "peers").write_text("10.0.0.2\n10.0.0.3\nfd00::4\n")
+    c = counter.Counter(role_dir, None, [], port=9000)
+    assert c.peers == ["http://10.0.0.2:9000", "http://10.0.0.3:9000", "http://[fd00::4]:9000"]
+    assert counter.Counter(role_dir, None, ["http://x:1"]).peers == ["http://x:1"]

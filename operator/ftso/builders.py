@@ -14,6 +14,8 @@ from ftso.api.spec import FtsSpec, ProbeSettings, container_ports
 from ftso.model import PodView
 
 ROLE_VOLUME = "ftso-role"
+# What a checkpoint Job's pod takes from the service's pod template.
+JOB_POD_FIELDS = ("nodeSelector", "tolerations", "imagePullSecrets", "securityContext", "priorityClassName")
 CHECKPOINT_VOLUME = "ftso-checkpoints"
 
 
@@ -105,6 +107,10 @@ def _role_volume() -> dict[str, Any]:
                     "path": "term",
                     "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_TERM}']"},
                 },
+                {
+                    "path": "peers",
+                    "fieldRef": {"fieldPath": f"metadata.annotations['{names.ANNOTATION_PEERS}']"},
+                },
             ]
         },
     }
@@ -161,6 +167,12 @@ def build_checkpoint_job(
                     "labels": {**checkpoint.labels, names.LABEL_CHECKPOINT_OF: owner.name, **labels}
                 },
                 "spec": {
+                    # Placed and run like the service's pods: the same nodes, pull secrets and security context.
+                    **{
+                        key: copy.deepcopy(value)
+                        for key, value in (spec.template.get("spec") or {}).items()
+                        if key in JOB_POD_FIELDS
+                    },
                     "restartPolicy": "Never",
                     "containers": [_with_checkpoint_storage(checkpoint.template, env)],
                     "volumes": [{"name": CHECKPOINT_VOLUME, **checkpoint.storage}],

@@ -27,6 +27,9 @@ MANAGED_BY: Final = "ftso"
 LABEL_ZONE: Final = "topology.kubernetes.io/zone"
 
 ANNOTATION_TERM: Final = PREFIX + "term"
+# The other live pods' IP addresses, one a line, in ordinal order (fenced and terminating pods left out):
+# the workload's peers for replication, as the file `peers` next to `role` and `term`.
+ANNOTATION_PEERS: Final = PREFIX + "peers"
 ANNOTATION_TEMPLATE_HASH: Final = PREFIX + "template-hash"
 ANNOTATION_RESTORED_FROM: Final = PREFIX + "restored-from"
 # Set by users (or GitOps) on the resource: requests answered once in status.
@@ -45,7 +48,7 @@ ROLE_FENCED: Final = "fenced"
 MODE_PRIMARY_REPLICA: Final = "PrimaryReplica"
 MODE_ACTIVE_ACTIVE: Final = "ActiveActive"
 
-ROLE_MOUNT_PATH: Final = "/etc/ftso"  # files `role` and `term`, kept current by the kubelet
+ROLE_MOUNT_PATH: Final = "/etc/ftso"  # files `role`, `term` and `peers`, kept current by the kubelet
 CHECKPOINT_MOUNT: Final = "/checkpoints"  # checkpoint storage in checkpoint Jobs and restore containers
 
 FIELD_MANAGER: Final = "ftso"

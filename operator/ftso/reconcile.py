@@ -447,15 +447,31 @@ def _pod_patches(
 ) -> list[PodPatch]:
     demotions: list[PodPatch] = []
     others: list[PodPatch] = []
+    peers_only: list[PodPatch] = []
+    # Every pod learns its peers (the others' addresses) from the operator: replication needs no wiring.
+    members = sorted(
+        (p for p in pods if p.pod_ip and not p.deleting and roles[p.name] != names.ROLE_FENCED),
+        key=lambda p: (p.ordinal, p.name),
+    )
     for pod in pods:
         labels = {
             names.LABEL_ROLE: roles[pod.name],
             names.LABEL_SERVING: "true" if serving[pod.name] else "false",
         }
         annotations = {names.ANNOTATION_TERM: str(term)}
+        peers = "\n".join(p.pod_ip for p in members if p.name != pod.name)
+        if peers or names.ANNOTATION_PEERS in pod.annotations:
+            annotations[names.ANNOTATION_PEERS] = peers
         if all(pod.labels.get(k) == v for k, v in labels.items()) and all(
             pod.annotations.get(k) == v for k, v in annotations.items()
         ):
+            continue
+        if all(pod.labels.get(k) == v for k, v in labels.items()) and pod.annotations.get(
+            names.ANNOTATION_TERM
+        ) == str(term):
+            # Only the peers changed: write only them, last, so a reconcile that raced another (and saw
+            # older labels) never re-asserts a role for the sake of an address.
+            peers_only.append(PodPatch(pod.name, {}, {names.ANNOTATION_PEERS: peers}))
             continue
         patch = PodPatch(pod.name, labels, annotations)
         # Whoever stops serving or stops being primary moves first, so two primaries never serve at once; a
@@ -467,7 +483,7 @@ def _pod_patches(
             demotions.append(patch)
         else:
             others.append(patch)
-    return demotions + others
+    return demotions + others + peers_only
 
 
 # Phase 6: pods
