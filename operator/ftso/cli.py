@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -11,18 +12,18 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from ftso import names
-from ftso.client import ApiError, KubeClient
+import yaml
+
+from ftso import __version__, names
+from ftso.client import ApiError, KubeClient, kubeconfig_namespace
 from ftso.settings import OperatorSettings
 
 
-def _run(args: argparse.Namespace) -> int:
-    import kopf
-
-    from ftso import handlers  # noqa: F401  (registers the handlers)
-
-    settings = OperatorSettings(
-        namespaces=tuple(args.namespace or ()),
+def operator_settings(args: argparse.Namespace) -> OperatorSettings:
+    # `ftso -n a run` watches `a` too: before the subcommand, -n means the same as after it.
+    watched = [*(args.namespace or ()), *([args.namespace_] if args.namespace_ else [])]
+    return OperatorSettings(
+        namespaces=tuple(dict.fromkeys(watched)),
         kubeconfig=args.kubeconfig,
         context=args.context,
         workers=args.workers,
@@ -35,6 +36,14 @@ def _run(args: argparse.Namespace) -> int:
         lease_seconds=args.lease_seconds,
         verbose=args.verbose,
     )
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    from ftso import handlers  # noqa: F401  (registers the handlers)
+
+    settings = operator_settings(args)
     log_format = kopf.LogFormat.JSON if args.log_format == "json" else kopf.LogFormat.FULL
     kopf.configure(verbose=args.verbose, debug=args.debug, log_format=log_format)
     if args.log_writes:
@@ -46,6 +55,11 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,
         memo=kopf.Memo(settings=settings),
     )
+    return 0
+
+
+def _version(_: argparse.Namespace) -> int:
+    print(__version__)
     return 0
 
 
@@ -93,9 +107,27 @@ def _status(args: argparse.Namespace) -> int:
         body = _with_client(args, lambda client: client.get(names.KIND, args.namespace_, args.name))
     except ApiError as error:
         return _api_failure(error)
+    conditions = {c["type"]: c for c in (body.get("status") or {}).get("conditions") or []}
+    if args.output == "text":
+        _print_status(args, body, conditions)
+    else:
+        _print_resource(body, args.output)
+    return 0 if conditions.get(names.ConditionType.READY, {}).get("status") == "True" else 3
+
+
+def _print_resource(body: dict[str, Any], output: str) -> None:
+    # As `kubectl get -o` shows an object: everything but metadata.managedFields.
+    metadata = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+    shown = {**body, "metadata": metadata}
+    if output == "json":
+        print(json.dumps(shown, indent=2))
+    else:
+        sys.stdout.write(yaml.safe_dump(shown, sort_keys=False))
+
+
+def _print_status(args: argparse.Namespace, body: dict[str, Any], conditions: dict[str, Any]) -> None:
     spec = body.get("spec") or {}
     status = body.get("status") or {}
-    conditions = {c["type"]: c for c in status.get("conditions") or []}
     print(f"{names.KIND} {args.namespace_}/{args.name}")
     print(f"  mode: {spec.get('mode')}   phase: {status.get('phase', '-')}   term: {status.get('term', 0)}")
     print(
@@ -130,7 +162,6 @@ def _status(args: argparse.Namespace) -> int:
             ]
         )
     print(_table(rows))
-    return 0 if conditions.get("Ready", {}).get("status") == "True" else 3
 
 
 async def _await_answer(
@@ -232,10 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fault-Tolerant Service Operator. Exit codes: 0 done (status: Ready), 1 refused or not "
         "found, 2 error or timeout, 3 status: not Ready.",
     )
-    parser.add_argument(
-        "--kubeconfig", help="path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
-    )
-    parser.add_argument("--context", help="kubeconfig context")
+    _add_global_flags(parser, namespace=True)
     commands = parser.add_subparsers(dest="command", required=True)
 
     _add_run(commands)
@@ -243,8 +271,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+GLOBAL_FLAGS = ("kubeconfig", "context", "namespace_")
+
+
+def _add_global_flags(parser: argparse.ArgumentParser, *, namespace: bool) -> None:
+    """Flags accepted before and after the subcommand, as kubectl's are. Absent unless given (SUPPRESS),
+    so that a subcommand's parser does not overwrite a value given before it with its default."""
+    parser.add_argument(
+        "--kubeconfig",
+        default=argparse.SUPPRESS,
+        help="path of the kubeconfig file (default: $KUBECONFIG, ~/.kube/config)",
+    )
+    parser.add_argument("--context", default=argparse.SUPPRESS, help="kubeconfig context")
+    if namespace:
+        parser.add_argument(
+            "--namespace",
+            "-n",
+            dest="namespace_",
+            metavar="NAMESPACE",
+            default=argparse.SUPPRESS,
+            help="the resource's namespace (default: the kubeconfig context's, else default)",
+        )
+
+
 def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = commands.add_parser("run", help="run the operator")
+    _add_global_flags(run, namespace=False)  # run's own -n: the namespaces to watch
     run.add_argument("--namespace", "-n", action="append", help="watch only this namespace (repeatable)")
     run.add_argument(
         "--workers",
@@ -294,52 +346,73 @@ def _add_run(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run.set_defaults(func=_run)
 
 
+def _add_resource_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    verb: str,
+    text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """A command on one FaultTolerantService: NAME, and a namespace that defaults as kubectl's does."""
+    command = commands.add_parser(verb, help=text)
+    command.add_argument("name")
+    _add_global_flags(command, namespace=True)
+    command.set_defaults(func=func, namespaced=True)
+    return command
+
+
 def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    commands.add_parser("version", help="print the version").set_defaults(func=_version)
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
     crd.set_defaults(func=_crd)
 
-    status = commands.add_parser(
-        "status", help="show a resource's pods, roles and health (exit 0 when Ready)"
+    status = _add_resource_command(
+        commands, "status", "show a resource's pods, roles and health (exit 0 when Ready)", _status
     )
-    status.add_argument("name")
-    status.add_argument("--namespace", "-n", dest="namespace_", default="default")
-    status.set_defaults(func=_status)
+    status.add_argument(
+        "--output",
+        "-o",
+        choices=("text", "json", "yaml"),
+        default="text",
+        help="json, yaml: the whole resource, as kubectl get -o prints it",
+    )
 
-    switchover = commands.add_parser(
+    switchover = _add_resource_command(
+        commands,
         "switchover",
-        help="planned change of primary: to --to POD, or to the best healthy replica (exit 0 done, 1 refused)",
+        "planned change of primary: to --to POD, or to the best healthy replica (exit 0 done, 1 refused)",
+        _switchover,
     )
-    switchover.add_argument("name")
     switchover.add_argument("--to", help="the replica to promote (default: the best healthy one)")
-    switchover.add_argument("--namespace", "-n", dest="namespace_", default="default")
     switchover.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
-    switchover.set_defaults(func=_switchover)
 
-    checkpoint = commands.add_parser("checkpoint", help="take a checkpoint now (joins one that is running)")
-    checkpoint.add_argument("name")
-    checkpoint.add_argument("--namespace", "-n", dest="namespace_", default="default")
+    checkpoint = _add_resource_command(
+        commands, "checkpoint", "take a checkpoint now (joins one that is running)", _checkpoint
+    )
     checkpoint.add_argument("--wait", action="store_true", help="wait for the result (exit 1 when it failed)")
     checkpoint.add_argument("--timeout", type=float, default=300.0)
-    checkpoint.set_defaults(func=_checkpoint)
 
-    restore = commands.add_parser("restore", help="restore new and replaced pods from a checkpoint")
-    restore.add_argument("name")
+    restore = _add_resource_command(
+        commands, "restore", "restore new and replaced pods from a checkpoint", _restore
+    )
     restore.add_argument("--id", help="checkpoint id (default: the latest successful one)")
-    restore.add_argument("--namespace", "-n", dest="namespace_", default="default")
-    restore.set_defaults(func=_restore)
 
-    for verb, text in (
-        ("pause", "stop every decision and action (status is still reported)"),
-        ("resume", "undo pause"),
-    ):
-        command = commands.add_parser(verb, help=text)
-        command.add_argument("name")
-        command.add_argument("--namespace", "-n", dest="namespace_", default="default")
-        command.set_defaults(func=_set_paused)
+    _add_resource_command(
+        commands, "pause", "stop every decision and action (status is still reported)", _set_paused
+    )
+    _add_resource_command(commands, "resume", "undo pause", _set_paused)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for flag in GLOBAL_FLAGS:
+        setattr(args, flag, getattr(args, flag, None))
+    if getattr(args, "namespaced", False) and not args.namespace_:
+        args.namespace_ = kubeconfig_namespace(args.kubeconfig, args.context)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     result: int = args.func(args)
     return result
 

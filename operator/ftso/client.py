@@ -125,6 +125,19 @@ def load_credentials(kubeconfig: str | None = None, context: str | None = None) 
     )
 
 
+FALLBACK_NAMESPACE = "default"
+
+
+def kubeconfig_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
+    """The namespace kubectl would use: the chosen (else the current) context's, else "default"."""
+    try:
+        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
+    except Exception:  # missing or unreadable: loading the credentials will say why
+        return FALLBACK_NAMESPACE
+    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
+    return str(((chosen or {}).get("context") or {}).get("namespace") or FALLBACK_NAMESPACE)
+
+
 def _path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
     return kinds.BY_KIND[kind].path(namespace, name)
 
