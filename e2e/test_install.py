@@ -103,6 +103,111 @@ def test_rbac_is_least_privilege(kube: Kube, values: list[str]) -> None:
     }
 
 
+def _template(*values: str) -> list[dict[str, Any]]:
+    """The chart rendered by helm alone: no cluster involved."""
+    result = subprocess.run(
+        [tool_path("helm"), "template", "ftso", str(CHART), "-n", "ftso-system", *values],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def _rules_by_resource(role: dict[str, Any]) -> dict[str, set[str]]:
+    return {
+        resource: set(rule["verbs"])
+        for rule in role["rules"]
+        if rule["apiGroups"] == ["ftso.dev"]
+        for resource in rule["resources"]
+    }
+
+
+def test_tenant_roles_aggregate_into_view_edit_and_admin() -> None:
+    read = {"get", "list", "watch"}
+    write = read | {"create", "update", "patch", "delete", "deletecollection"}
+    expected = {
+        "view": {
+            "faulttolerantservices": read,
+            "faulttolerantservices/status": read,
+            "faulttolerantservices/scale": read,
+        },
+        "edit": {
+            "faulttolerantservices": write,
+            "faulttolerantservices/status": read,
+            "faulttolerantservices/scale": {"get", "update", "patch"},
+        },
+    }
+    expected["admin"] = expected["edit"]
+    aggregated = {
+        label.rpartition("-")[2]: obj
+        for obj in _template()
+        if obj["kind"] == "ClusterRole"
+        for label, value in obj["metadata"]["labels"].items()
+        if label.startswith("rbac.authorization.k8s.io/aggregate-to-") and value == "true"
+    }
+    assert {role: obj["metadata"]["name"] for role, obj in aggregated.items()} == {
+        "view": "ftso-view",
+        "edit": "ftso-edit",
+        "admin": "ftso-admin",
+    }
+    assert {role: _rules_by_resource(obj) for role, obj in aggregated.items()} == expected
+    assert not [
+        o
+        for o in _template("--set", "rbac.aggregateClusterRoles=false")
+        if o["metadata"]["name"] in ("ftso-view", "ftso-edit", "ftso-admin")
+    ]
+
+
+@pytest.mark.parametrize(
+    "values", [[], ["--set", "watchNamespaces={team-a}"]], ids=["cluster-wide", "namespaced"]
+)
+def test_the_operator_may_update_finalizers_for_owner_references_that_block_deletion(
+    values: list[str],
+) -> None:
+    operator_roles = [
+        o
+        for o in _template(*values)
+        if o["kind"] in ("Role", "ClusterRole") and o["metadata"]["name"] == "ftso"
+    ]
+    assert any(
+        _rules_by_resource(role).get("faulttolerantservices/finalizers") == {"update"}
+        for role in operator_roles
+    )
+
+
+def test_the_security_contexts_are_overridable_and_default_to_restricted() -> None:
+    def pod_spec(*values: str) -> dict[str, Any]:
+        deployment = next(o for o in _template(*values) if o["kind"] == "Deployment")
+        spec: dict[str, Any] = deployment["spec"]["template"]["spec"]
+        return spec
+
+    default = pod_spec()
+    assert default["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    changed = pod_spec(
+        "--set",
+        "podSecurityContext.runAsUser=1000680000,podSecurityContext.runAsGroup=null,podSecurityContext.fsGroup=5",
+        "--set",
+        "securityContext.readOnlyRootFilesystem=false",
+    )
+    assert changed["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 1000680000,
+        "fsGroup": 5,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert changed["containers"][0]["securityContext"] == {
+        **default["containers"][0]["securityContext"],
+        "readOnlyRootFilesystem": False,
+    }
+
+
 def test_manifests_are_accepted_by_the_api_server(kube: Kube) -> None:
     # A server-side dry run admits every object (schema, RBAC rules, Pod Security) without installing a
     # second operator beside the tests' own; it needs the namespace to exist.

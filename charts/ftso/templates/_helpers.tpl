@@ -31,6 +31,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["ftso.dev"]
   resources: ["faulttolerantservices/status"]
   verbs: ["get", "patch", "update"]
+# Owned objects point at their resource with blockOwnerDeletion, which clusters that enforce
+# OwnerReferencesPermissionEnforcement (OpenShift) allow only to who may update its finalizers.
+- apiGroups: ["ftso.dev"]
+  resources: ["faulttolerantservices/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete", "patch"]
