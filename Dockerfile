@@ -2,7 +2,7 @@
 # and nothing written at run time (works with readOnlyRootFilesystem: true).
 FROM python:3.11-slim AS build
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY operator ./operator
 RUN python -m venv /opt/ftso && /opt/ftso/bin/pip install --no-cache-dir .
 

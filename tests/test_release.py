@@ -94,3 +94,16 @@ def test_the_requirement_parser_reads_names_as_pip_does() -> None:
         "prometheus-client",
         "zope-interface",
     ]
+
+
+def test_the_license_file_is_the_license_pyproject_names() -> None:
+    assert _pyproject()["project"]["license"] == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in text and "Version 2.0, January 2004" in text
+    assert "END OF TERMS AND CONDITIONS" in text  # the full text, not a pointer to it
+    # The image installs the package from these files; its metadata carries the license with it.
+    assert "LICENSE" in next(
+        line
+        for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
+        if "pyproject.toml" in line
+    )
