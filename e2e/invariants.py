@@ -21,15 +21,17 @@ def check_pods(events: list[Seen]) -> int:
     state: dict[str, dict[str, Any]] = {}
     term_by_uid: dict[str, int] = {}
     checked = 0
+    trail: list[str] = []  # the changes so far, for the message of a broken invariant
     for seen in events:
         meta = seen.object["metadata"]
+        trail.append(_describe(seen))
         if seen.type == "DELETED":
             state.pop(meta["name"], None)
         else:
             state[meta["name"]] = seen.object
         term = int((meta.get("annotations") or {}).get(TERM, "0"))
         uid = meta["uid"]
-        assert term >= term_by_uid.get(uid, 0), f"pod {meta['name']} term went back to {term}"
+        assert term >= term_by_uid.get(uid, 0), f"pod {meta['name']} term went back to {term}; {_last(trail)}"
         term_by_uid[uid] = term
         serving_primaries = sorted(
             name
@@ -37,12 +39,28 @@ def check_pods(events: list[Seen]) -> int:
             if (pod["metadata"].get("labels") or {}).get(ROLE) == "primary"
             and (pod["metadata"].get("labels") or {}).get(SERVING) == "true"
         )
-        assert len(serving_primaries) <= 1, f"two serving primaries at once: {serving_primaries}"
+        assert len(serving_primaries) <= 1, (
+            f"two serving primaries at once: {serving_primaries}; {_last(trail)}"
+        )
         newest = max((_term(p) for p in state.values()), default=0)
         stale = [n for n in serving_primaries if _term(state[n]) < newest]
-        assert not stale, f"serving primary {stale} has a term older than {newest}"
+        assert not stale, f"serving primary {stale} has a term older than {newest}; {_last(trail)}"
         checked += 1
     return checked
+
+
+def _describe(seen: Seen) -> str:
+    meta = seen.object["metadata"]
+    labels = meta.get("labels") or {}
+    return (
+        f"{seen.at:.3f} {seen.type} {meta['name']} uid={meta['uid'][:8]} role={labels.get(ROLE)} "
+        f"serving={labels.get(SERVING)} term={_term(seen.object)} "
+        f"deleting={'deletionTimestamp' in meta}"
+    )
+
+
+def _last(trail: list[str], count: int = 16) -> str:
+    return "changes, oldest first:\n  " + "\n  ".join(trail[-count:])
 
 
 def _term(pod: dict[str, Any]) -> int:

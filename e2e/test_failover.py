@@ -214,7 +214,7 @@ def test_two_operators_racing(kube: Kube, namespace: str, operator: OperatorProc
                 force_delete_pod(kube, namespace, status["primary"])
                 status = _new_primary_routed(fts, status["primary"], status["term"])
                 status = fts.wait_ready()
-        assert status["term"] == 4, "each failover raised the term by exactly one"
+        assert status["term"] == 4, f"each failover raised the term by exactly one: {status['failovers']}"
     finally:
         second.stop()
 

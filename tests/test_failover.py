@@ -242,8 +242,19 @@ def test_the_same_pods_with_the_newer_status_are_acted_on() -> None:
     assert relabelled["demo-0"].annotations[names.ANNOTATION_TERM] == "2"
 
 
-def test_a_status_that_lost_its_term_continues_from_the_pods_term() -> None:
-    pods = _three(term=3)
-    plan = decide(observed(pods, status={}))
-    assert plan.status["term"] == 4, "a new election never reuses a term the pods already carry"
-    assert all(p.annotations[names.ANNOTATION_TERM] == "4" for p in plan.patches)
+def test_a_primary_seen_before_its_promotion_is_labelled_not_failed_over() -> None:
+    # The status elected demo-0 at term 1; this view of the pods predates it (term 0, not yet Ready).
+    pods = [
+        pod(i, role="replica", serving=False, ready=False, term=0, node_name=f"node-{i}") for i in range(3)
+    ]
+    pods[0] = pod(0, ready=False, term=0, ready_changed=NOW - timedelta(seconds=10))
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+    labelled = next(p for p in plan.patches if p.name == "demo-0")
+    assert labelled.labels[names.LABEL_ROLE] == names.ROLE_PRIMARY
+    assert labelled.annotations[names.ANNOTATION_TERM] == "1"
+    # Once its labels carry the term, an unready primary is judged as any other.
+    pods[0] = pod(0, role="primary", ready=False, term=1, ready_changed=NOW - timedelta(seconds=10))
+    pods[1] = pod(1, term=1, node_name="node-1")
+    later = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    assert later.status["primary"] == "demo-1" and later.status["term"] == 2

@@ -144,6 +144,26 @@ def _only_refused(event: EventSpec, creates: list[dict[str, Any]], refused: set[
     return event.reason == EventReason.CREATED and bool(names_) and names_ <= refused
 
 
+def _log_change_of_primary(key: Key, observed: Observed, plan: Plan) -> None:
+    """Said in the log as well as in status: racing writers and lost views show up here first."""
+    before = observed.fts.status
+    primary, term = plan.status.get("primary", ""), plan.status.get("term", 0)
+    if (before.get("primary", ""), before.get("term", 0)) != (primary, term):
+        logger.info(
+            "%s/%s: primary %r (term %s) -> %r (term %s): %s; %s",
+            *key,
+            before.get("primary", ""),
+            before.get("term", 0),
+            primary,
+            term,
+            plan.promotion or "no candidate",
+            "; ".join(
+                f"{c['type']}={c['status']} {c.get('message', '')}"
+                for c in plan.status.get("conditions") or []
+            ),
+        )
+
+
 class Controller:
     def __init__(
         self,
@@ -174,6 +194,7 @@ class Controller:
             self._failed_attempts.pop(key, None)
             return None
         plan = decide(observed)
+        _log_change_of_primary(key, observed, plan)
         self._limit_node_loss(key, plan)
         await self.execute(key, observed, plan)
         if self.on_plan is not None:

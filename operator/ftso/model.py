@@ -45,6 +45,12 @@ class PodView:
         return self.labels.get(names.LABEL_ROLE, "")
 
     @property
+    def term(self) -> int:
+        """The term of the labels this pod carries (0 when none, or not a number)."""
+        text = self.annotations.get(names.ANNOTATION_TERM, "")
+        return int(text) if text.isdigit() else 0
+
+    @property
     def template_hash(self) -> str:
         return self.annotations.get(names.ANNOTATION_TEMPLATE_HASH, "")
 

@@ -220,9 +220,7 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     previous = j.previous
     history = tuple(failover_records(previous))
     answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
-    # A status that lost its term (wiped, or restored without it) continues from the pods' newest one.
-    primary = str(previous.get("primary") or "")
-    term = max(int(previous.get("term") or 0), newest_pod_term(j.observed))
+    primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
     if not (j.acting and j.spec.primary_replica):
         return Roles(RoleDecision(primary, term), history, answer, ())
     annotations = j.observed.fts.annotations
@@ -991,16 +989,12 @@ VIEW_BEHIND_RETRY_SECONDS: Final = 0.5
 
 
 def newest_pod_term(observed: Observed) -> int:
-    return max((_term_of(p) for p in observed.pods), default=0)
-
-
-def _term_of(pod: PodView) -> int:
-    text = pod.annotations.get(names.ANNOTATION_TERM, "")
-    return int(text) if text.isdigit() else 0
+    return max((p.term for p in observed.pods), default=0)
 
 
 def view_behind(observed: Observed) -> bool:
-    """A status without a term is not behind but lost: decide_roles continues from the pods' term."""
+    """A status without a term is new, or was wiped by hand: the first election's status write, made with
+    the resourceVersion, is what guards it (a wiped status is a gap: the pods' terms start again)."""
     term = int(observed.fts.status.get("term") or 0)
     return 0 < term < newest_pod_term(observed)
 

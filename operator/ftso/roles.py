@@ -100,6 +100,17 @@ def primary_failure(
     return "", None, None
 
 
+def _judge_primary(
+    pod: PodView | None, verdict: Verdict | None, term: int, failover: FailoverSpec, now: datetime
+) -> tuple[str, datetime | None, datetime | None]:
+    problem, since, due = primary_failure(pod, verdict, failover, now)
+    if problem and pod is not None and pod.term < term and not hard_failure(pod, verdict):
+        # This view of the pod predates its promotion (another writer's, or our write's event is on its way):
+        # judged unready on old news, a just-elected primary would be failed over at once. Its labels first.
+        return "", None, None
+    return problem, since, due
+
+
 def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
     """The primary cannot come back: deleted, deleting, terminated, or on a lost node."""
     return pod is None or verdict is None or verdict.gone
@@ -212,7 +223,7 @@ def decide_primary(
 ) -> RoleDecision:
     current = pods.get(primary) if primary else None
     problem, since, due = (
-        primary_failure(current, verdicts.get(primary), failover, now) if primary else ("", None, None)
+        _judge_primary(current, verdicts.get(primary), term, failover, now) if primary else ("", None, None)
     )
 
     if not primary or problem:
