@@ -227,3 +227,52 @@ def test_hooks_are_marked_called_in_status_only_after_the_calls(monkeypatch: pyt
     assert order[0] == "status hooksCalledAt=[None]"
     assert order[1] == "hooks ['svc0-1', 'svc0-2']"
     assert order[2].startswith("status hooksCalledAt=['20")
+
+
+def _store_whose_pods_lag_the_status() -> Store:
+    """The status (another writer's) names svc0-1 primary; the pod watch has not delivered any pod yet."""
+    store = Store()
+    for n in ("node-0", "node-1", "node-2"):
+        store.put_node(node(n))
+    store.put_resource(
+        {
+            "metadata": {"name": "svc0", "namespace": "ns", "uid": "uid-demo", "resourceVersion": "1"},
+            "spec": raw_spec(),
+            "status": {"primary": "svc0-1", "term": 1},
+        }
+    )
+    return store
+
+
+def test_a_primary_never_seen_is_watch_lag_for_a_moment_then_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    store = _store_whose_pods_lag_the_status()
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    ticks = Clock()
+    monkeypatch.setattr(controller_module.time, "monotonic", ticks)
+    requeue = _reconcile_all(controller, 1)
+    assert client.calls == [], "a view that never held the primary writes nothing"
+    assert requeue[0] is not None and requeue[0] <= 1
+    ticks.now = controller_module.UNSEEN_PRIMARY_GRACE_SECONDS + 0.1
+    _reconcile_all(controller, 1)
+    assert ("PATCH", "FaultTolerantService/status", "svc0") in client.calls, "past the grace it is gone"
+
+
+def test_a_primary_once_seen_and_now_missing_is_gone_at_once() -> None:
+    store = _store_whose_pods_lag_the_status()
+    for ordinal in range(3):
+        store.put_pod(
+            pod(
+                ordinal,
+                name="svc0",
+                node_name=f"node-{ordinal}",
+                role="primary" if ordinal == 1 else "replica",
+            )
+        )
+    store.drop_pod(store.pods[("ns", "svc0")]["svc0-1"])
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    _reconcile_all(controller, 1)
+    assert store.resources[("ns", "svc0")]["status"]["primary"] != "svc0-1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import socket
 import time
@@ -26,6 +27,8 @@ from ftso.status import FtsStatus
 from ftso.store import Key, Store
 
 logger = logging.getLogger(__name__)
+# How long a primary named in status but never seen in the pod watch is taken for watch lag.
+UNSEEN_PRIMARY_GRACE_SECONDS = 2.0
 
 
 class StaleStatus(Exception):
@@ -83,6 +86,7 @@ def observe(
             if any(ref.get("uid") == uid for ref in (j.get("metadata") or {}).get("ownerReferences") or [])
         ),
         node_view_in_doubt=store.heartbeat_doubt(now, view.heartbeat_silence_seconds),
+        primary_unseen=_primary_unseen(store, key, body.get("status") or {}, owned),
         max_lost_node_share=view.max_lost_node_share,
         create_failures=dict(create_failures or {}),
     )
@@ -144,6 +148,12 @@ def _only_refused(event: EventSpec, creates: list[dict[str, Any]], refused: set[
     return event.reason == EventReason.CREATED and bool(names_) and names_ <= refused
 
 
+def _primary_unseen(store: Store, key: Key, status: Mapping[str, Any], owned: list[dict[str, Any]]) -> bool:
+    primary = str(status.get("primary") or "")
+    present = {(p.get("metadata") or {}).get("name") for p in owned}
+    return bool(primary) and primary not in present and primary not in store.pod_names_seen.get(key, ())
+
+
 def _log_change_of_primary(key: Key, observed: Observed, plan: Plan) -> None:
     """Said in the log as well as in status: racing writers and lost views show up here first."""
     before = observed.fts.status
@@ -185,6 +195,7 @@ class Controller:
         # in a row failed: decide turns them into the ReplicaFailure condition.
         self.create_failures: dict[Key, dict[str, str]] = {}
         self._failed_attempts: dict[Key, int] = {}
+        self._primary_unseen_since: dict[Key, float] = {}
 
     async def reconcile(self, key: Key) -> float | None:
         before = self.create_failures.get(key, {})
@@ -193,6 +204,7 @@ class Controller:
             self.create_failures.pop(key, None)
             self._failed_attempts.pop(key, None)
             return None
+        observed = self._bound_unseen_primary(key, observed)
         plan = decide(observed)
         _log_change_of_primary(key, observed, plan)
         self._limit_node_loss(key, plan)
@@ -200,6 +212,17 @@ class Controller:
         if self.on_plan is not None:
             await self.on_plan(key, plan)
         return self._after_creates(key, before, plan.requeue_after)
+
+    def _bound_unseen_primary(self, key: Key, observed: Observed) -> Observed:
+        """A primary never seen is waited for briefly: a watch lags by milliseconds, but a pod deleted while
+        this process was not watching never shows up."""
+        if not observed.primary_unseen:
+            self._primary_unseen_since.pop(key, None)
+            return observed
+        since = self._primary_unseen_since.setdefault(key, time.monotonic())
+        if time.monotonic() - since < UNSEEN_PRIMARY_GRACE_SECONDS:
+            return observed
+        return dataclasses.replace(observed, primary_unseen=False)
 
     def _after_creates(
         self, key: Key, before: Mapping[str, str], requeue_after: float | None

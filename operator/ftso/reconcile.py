@@ -95,6 +95,8 @@ class Observed:
     max_lost_node_share: float = OperatorSettings.max_lost_node_share
     # What the API server refused to create in the last attempt ("Pod svc-1" -> its message).
     create_failures: Mapping[str, str] = field(default_factory=dict)
+    # The status names a primary whose pod this view has never held: another writer's news, not a loss.
+    primary_unseen: bool = False
 
 
 # Phase 1: judge
@@ -1000,7 +1002,7 @@ def view_behind(observed: Observed) -> bool:
 
 
 def decide(observed: Observed) -> Plan:
-    if view_behind(observed):
+    if view_behind(observed) or observed.primary_unseen:
         return Plan(
             status=cast(FtsStatus, dict(observed.fts.status)), requeue_after=VIEW_BEHIND_RETRY_SECONDS
         )

@@ -164,6 +164,9 @@ class Store:
     def __init__(self) -> None:
         self.resources: dict[Key, Body] = {}
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)  # pods are also indexed by node
+        # Every pod name this view ever held, per resource: a primary named in status but never seen is news
+        # that has not reached the pod watch yet, not a pod that is gone.
+        self.pod_names_seen: dict[Key, set[str]] = defaultdict(set)
         self._indexes = {k.kind: OwnedIndex() for k in kinds.OWNED if k is not kinds.POD}
         self.services = self._indexes[kinds.SERVICE.kind]
         self.pdbs = self._indexes[kinds.PDB.kind]
@@ -188,6 +191,7 @@ class Store:
 
     def drop_resource(self, key: Key) -> None:
         self.resources.pop(key, None)
+        self.pod_names_seen.pop(key, None)
 
     def relist_resources(self, listing: Listing) -> bool:
         reset = listing.regressed(self._resources_listed)
@@ -228,6 +232,7 @@ class Store:
         if old is not None:
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
         self.pods[key][name] = body
+        self.pod_names_seen[key].add(name)
         self._pods_by_node[(body.get("spec") or {}).get("nodeName") or ""].add((key, name))
         return key
 
