@@ -258,3 +258,14 @@ def test_a_primary_seen_before_its_promotion_is_labelled_not_failed_over() -> No
     pods[1] = pod(1, term=1, node_name="node-1")
     later = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
     assert later.status["primary"] == "demo-1" and later.status["term"] == 2
+
+
+def test_pods_leaving_primary_are_patched_before_a_primary_that_stops_serving() -> None:
+    # Found by hypothesis: several pods labelled primary, the status's own one unready; it was patched first.
+    pods = [
+        pod(i, role="primary", serving=False, ready=False, term=1, ready_changed=NOW, node_name=f"node-{i}")
+        for i in range(3)
+    ]
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
+    order = [p.name for p in plan.patches]
+    assert order.index("demo-0") > max(order.index("demo-1"), order.index("demo-2")), order

@@ -445,7 +445,8 @@ def assign_labels(j: Judgement, roles: Roles) -> Labels:
 def _pod_patches(
     pods: Sequence[PodView], roles: Mapping[str, str], serving: Mapping[str, bool], term: int
 ) -> list[PodPatch]:
-    demotions: list[PodPatch] = []
+    leaving_primary: list[PodPatch] = []
+    stopping: list[PodPatch] = []
     others: list[PodPatch] = []
     peers_only: list[PodPatch] = []
     # Every pod learns its peers (the others' addresses) from the operator: replication needs no wiring.
@@ -479,11 +480,14 @@ def _pod_patches(
         stops_being_primary = (
             pod.labels.get(names.LABEL_ROLE) == names.ROLE_PRIMARY and roles[pod.name] != names.ROLE_PRIMARY
         )
-        if stops_being_primary or not serving[pod.name]:
-            demotions.append(patch)
+        if stops_being_primary:
+            leaving_primary.append(patch)
+        elif not serving[pod.name]:
+            stopping.append(patch)
         else:
             others.append(patch)
-    return demotions + others + peers_only
+    # Every pod that stops being primary goes before any pod labelled primary, even one that stops serving.
+    return leaving_primary + stopping + others + peers_only
 
 
 # Phase 6: pods
