@@ -266,6 +266,7 @@ def test_pods_leaving_primary_are_patched_before_a_primary_that_stops_serving() 
         pod(i, role="primary", serving=False, ready=False, term=1, ready_changed=NOW, node_name=f"node-{i}")
         for i in range(3)
     ]
+    pods[0] = pod(0, role="primary", serving=True, ready=False, term=1, ready_changed=NOW)
     plan = decide(observed(pods, status={"primary": "demo-0", "term": 1}))
     order = [p.name for p in plan.patches]
     assert order.index("demo-0") > max(order.index("demo-1"), order.index("demo-2")), order
