@@ -102,3 +102,19 @@ def test_the_chart_ships_the_same_crd() -> None:
     assert chart_copy.read_text() == CRD_FILE.read_text(), (
         "charts/ftso/crds/ drifted from crds/: run `make crd`"
     )
+
+
+def test_owned_object_metadata_is_bounded_and_says_our_labels_win() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    shapes = {
+        "service.metadata": spec["service"]["properties"]["metadata"],
+        "disruption.metadata": spec["disruption"]["properties"]["metadata"],
+        "checkpoint.jobMetadata": spec["checkpoint"]["properties"]["jobMetadata"],
+    }
+    for field, shape in shapes.items():
+        labels, annotations = shape["properties"]["labels"], shape["properties"]["annotations"]
+        assert labels["maxProperties"] == annotations["maxProperties"] == 32, field
+        assert labels["additionalProperties"]["maxLength"] == 63, field
+        assert annotations["additionalProperties"]["maxLength"] == 4096, field
+        assert labels["additionalProperties"]["x-kubernetes-validations"], field
+        assert names.LABEL_SERVICE in shape["description"] and "win" in shape["description"], field
