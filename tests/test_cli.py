@@ -16,6 +16,7 @@ import yaml
 
 import ftso
 from ftso import cli
+from ftso.completion import subcommands
 from ftso.settings import OperatorSettings
 
 
@@ -174,3 +175,47 @@ def test_status_in_any_output_exits_3_when_not_ready(api: FakeApiServer, kubecon
     assert cli.main(["--kubeconfig", kubeconfig, "status", "demo", "-o", "json"]) == 3
     assert cli.main(["--kubeconfig", kubeconfig, "status", "demo"]) == 3
     assert cli.main(["--kubeconfig", kubeconfig, "status", "nothing", "-o", "yaml"]) == 1
+
+
+# -- shell completion: the generated bash function, run in a real bash ------------------------------------
+
+
+def _complete(script: str, line: str) -> list[str]:
+    """What bash offers for `line` (completing its last word; a trailing space starts a new one)."""
+    import shlex
+    import subprocess
+
+    words = line.split(" ")
+    program = (
+        script
+        + f"COMP_WORDS=({' '.join(shlex.quote(w) for w in words)}); COMP_CWORD={len(words) - 1}\n"
+        + '_ftso_complete; printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    result = subprocess.run(["bash", "-c", program], capture_output=True, text=True, check=True)
+    return result.stdout.split()
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts_are_generated_from_the_parser(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["completion", shell]) == 0
+    script = capsys.readouterr().out
+    assert "complete -F _ftso_complete ftso kubectl-ftso" in script
+    assert ("bashcompinit" in script) == (shell == "zsh")
+
+
+def test_bash_completion_offers_commands_flags_and_choices(capsys: pytest.CaptureFixture[str]) -> None:
+    cli.main(["completion", "bash"])
+    script = capsys.readouterr().out
+    commands = set(subcommands(cli.build_parser()))
+    assert commands >= {"status", "switchover", "completion", "version"}
+    assert commands <= set(_complete(script, "ftso "))
+    assert _complete(script, "ftso sw") == ["switchover"]
+    assert _complete(script, "ftso status demo -") == [
+        *("-h", "--help", "--kubeconfig", "--context", "--namespace", "-n", "--output", "-o")
+    ]
+    assert _complete(script, "ftso -n team-a status demo -o ") == ["text", "json", "yaml"]
+    assert _complete(script, "ftso completion ") == ["bash", "zsh", "-h", "--help"]
+    assert _complete(script, "ftso run --log-format j") == ["json"]
+    assert _complete(script, "ftso status --context ") == []

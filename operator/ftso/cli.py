@@ -63,6 +63,13 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
+def _completion(args: argparse.Namespace) -> int:
+    from ftso.completion import SCRIPTS
+
+    sys.stdout.write(SCRIPTS[args.shell](build_parser()))
+    return 0
+
+
 def _crd(_: argparse.Namespace) -> int:
     from ftso.api.crd import render_crd_yaml
 
@@ -364,6 +371,11 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     commands.add_parser("version", help="print the version").set_defaults(func=_version)
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
     crd.set_defaults(func=_crd)
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script: source <(ftso completion bash)"
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(func=_completion)
 
     status = _add_resource_command(
         commands, "status", "show a resource's pods, roles and health (exit 0 when Ready)", _status
