@@ -16,6 +16,7 @@ import yaml
 
 from ftso import __version__, names
 from ftso.client import ApiError, KubeClient, kubeconfig_namespace
+from ftso.report import DEFAULT_LOG_LINES
 from ftso.settings import OperatorSettings
 
 
@@ -263,6 +264,25 @@ def _set_paused(args: argparse.Namespace) -> int:
     return _report(lambda: _with_client(args, work))
 
 
+def _support_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ftso.report import collect, default_path, write_archive
+
+    try:
+        bundle = _with_client(
+            args, lambda client: collect(client, args.namespace_, args.name, log_lines=args.log_lines)
+        )
+    except ApiError as error:
+        return _api_failure(error)
+    path = Path(args.file) if args.file else default_path(args.namespace_, args.name)
+    write_archive(bundle.files, path)
+    for gap in bundle.gaps:
+        print(f"warning: not collected: {gap}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = "kubectl ftso" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "ftso"
     parser = argparse.ArgumentParser(
@@ -412,6 +432,21 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         commands, "pause", "stop every decision and action (status is still reported)", _set_paused
     )
     _add_resource_command(commands, "resume", "undo pause", _set_paused)
+
+    report = _add_resource_command(
+        commands,
+        "report",
+        "write a support bundle (.tar.gz): the resource, its pods and owned objects, their Events and "
+        "the operator's log; prints its path",
+        _support_report,
+    )
+    report.add_argument("--file", "-f", help="where to write it (default: ./ftso-report-NS-NAME-TIME.tar.gz)")
+    report.add_argument(
+        "--log-lines",
+        type=int,
+        default=DEFAULT_LOG_LINES,
+        help=f"lines of each operator container's log (default {DEFAULT_LOG_LINES})",
+    )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -54,6 +54,9 @@ MODE_ACTIVE_ACTIVE: Final = "ActiveActive"
 ROLE_MOUNT_PATH: Final = "/etc/ftso"  # files `role`, `term` and `peers`, kept current by the kubelet
 CHECKPOINT_MOUNT: Final = "/checkpoints"  # checkpoint storage in checkpoint Jobs and restore containers
 
+# The operator's own pods, as the Helm chart labels them: `ftso report` collects their logs.
+OPERATOR_POD_SELECTOR: Final = "app.kubernetes.io/name=ftso"
+
 FIELD_MANAGER: Final = "ftso"
 COMPONENT: Final = "ftso-operator"  # Events' source
 REPORTING_COMPONENT: Final = PREFIX + "operator"
