@@ -71,10 +71,11 @@ def _completion(args: argparse.Namespace) -> int:
     return 0
 
 
-def _crd(_: argparse.Namespace) -> int:
+def _crd(args: argparse.Namespace) -> int:
     from ftso.api.crd import render_crd_yaml
+    from ftso.api.reference import render_api_markdown
 
-    sys.stdout.write(render_crd_yaml())
+    sys.stdout.write(render_api_markdown() if args.markdown else render_crd_yaml())
     return 0
 
 
@@ -390,6 +391,7 @@ def _add_resource_command(
 def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     commands.add_parser("version", help="print the version").set_defaults(func=_version)
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
+    crd.add_argument("--markdown", action="store_true", help="the API reference (docs/api.md) instead")
     crd.set_defaults(func=_crd)
     completion = commands.add_parser(
         "completion", help="print a shell completion script: source <(ftso completion bash)"
