@@ -388,7 +388,8 @@ def _add_resource_command(
     return command
 
 
-def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands that need no cluster."""
     commands.add_parser("version", help="print the version").set_defaults(func=_version)
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
     crd.add_argument("--markdown", action="store_true", help="the API reference (docs/api.md) instead")
@@ -398,6 +399,27 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     completion.add_argument("shell", choices=("bash", "zsh"))
     completion.set_defaults(func=_completion)
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = _add_resource_command(
+        commands,
+        "report",
+        "write a support bundle (.tar.gz): the resource, its pods and owned objects, their Events and "
+        "the operator's log; prints its path",
+        _support_report,
+    )
+    report.add_argument("--file", "-f", help="where to write it (default: ./ftso-report-NS-NAME-TIME.tar.gz)")
+    report.add_argument(
+        "--log-lines",
+        type=int,
+        default=DEFAULT_LOG_LINES,
+        help=f"lines of each operator container's log (default {DEFAULT_LOG_LINES})",
+    )
+
+
+def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_local_commands(commands)
 
     status = _add_resource_command(
         commands, "status", "show a resource's pods, roles and health (exit 0 when Ready)", _status
@@ -434,21 +456,7 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         commands, "pause", "stop every decision and action (status is still reported)", _set_paused
     )
     _add_resource_command(commands, "resume", "undo pause", _set_paused)
-
-    report = _add_resource_command(
-        commands,
-        "report",
-        "write a support bundle (.tar.gz): the resource, its pods and owned objects, their Events and "
-        "the operator's log; prints its path",
-        _support_report,
-    )
-    report.add_argument("--file", "-f", help="where to write it (default: ./ftso-report-NS-NAME-TIME.tar.gz)")
-    report.add_argument(
-        "--log-lines",
-        type=int,
-        default=DEFAULT_LOG_LINES,
-        help=f"lines of each operator container's log (default {DEFAULT_LOG_LINES})",
-    )
+    _add_report(commands)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
