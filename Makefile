@@ -15,7 +15,7 @@ help:
 	@echo "make lint         ruff, mypy --strict and the import contracts (layers)"
 	@echo "make cluster-up   start the local control plane and its real node; cluster-down stops them"
 	@echo "make images       build the real node's images (pause, counter) and import them if it is up"
-	@echo "make crd          regenerate crds/ (and the chart's copy) from operator/ftso/api/crd.py"
+	@echo "make crd          regenerate crds/ (and the chart's copy) and docs/api.md from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
 
 $(VENV)/.installed: pyproject.toml
@@ -40,6 +40,7 @@ fmt: venv
 crd: venv
 	$(BIN)/ftso crd > crds/ftso.dev_faulttolerantservices.yaml
 	cp crds/ftso.dev_faulttolerantservices.yaml charts/ftso/crds/
+	$(BIN)/ftso crd --markdown > docs/api.md
 
 manifests: crd
 	@$(CLUSTER)/build.sh >/dev/null

@@ -67,16 +67,32 @@ kubectl get pods -l "ftso.dev/service=$sample" -o wide -L ftso.dev/role,ftso.dev
 echo
 kubectl get svc,pdb -l "ftso.dev/service=$sample"
 
+# The pinned kubectl and the plugin (kubectl-ftso lives in the virtualenv) for this shell only: nothing is
+# installed outside the checkout. README.md, "The kubectl plugin", shows how to keep it on PATH.
+shell_setup="export KUBECONFIG=$FTSO_KUBECONFIG PATH=$FTSO_BIN:$root/.venv/bin:\$PATH"
+
+# Lose the primary, then read what the operator recorded: the newest status.failovers entry and the Events.
+failover_steps() {
+  cat <<EOT
+Lose the primary and see the failover the operator records:
+  kubectl delete pod \$(kubectl get fts $1 -o jsonpath='{.status.primary}')   # kill the primary
+  kubectl ftso status $1                          # a replica took over; the term went up
+  kubectl get fts $1 -o jsonpath='{.status.failovers[-1:]}{"\\n"}'   # the failover record: from, to, term, when
+  kubectl get events --field-selector involvedObject.name=$1   # FailoverStarted, FailoverCompleted
+EOT
+}
+
 if [[ $sample == basic ]]; then
   cat <<EOT
 
 The sample FaultTolerantService 'basic' is Ready (on kwok's fake nodes: the real node is not up). Try:
-  export KUBECONFIG=$FTSO_KUBECONFIG
-  kubectl delete pod basic-1                      # replaced within seconds
+  $shell_setup
+  kubectl delete pod basic-1                      # a replica: replaced within seconds
   kubectl scale fts/basic --replicas=5
-  $root/.venv/bin/ftso status basic               # pods with role, health, node
-Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down
+  kubectl ftso status basic                       # pods with role, health, node
 EOT
+  failover_steps basic
+  echo "Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down"
   exit 0
 fi
 
@@ -86,12 +102,13 @@ cat <<EOT
 
 The counter (examples/counter) runs as real pods on the real node real-0; the primary acknowledges a write
 only once every peer has it. From this machine:
-  export KUBECONFIG=$FTSO_KUBECONFIG
+  $shell_setup
   for i in \$(seq 100); do curl -s -XPOST http://$primary:8080/increment; echo; done   # 100 writes
   curl -s http://$replicas:8080/value                    # a replica's copy
   kubectl delete pod \$(kubectl get fts counter -o jsonpath='{.status.primary}')   # lose the primary
   kubectl get pods -l ftso.dev/service=counter -L ftso.dev/role                   # a replica took over
   curl -s http://$primary:8080/value                     # still 100: no acknowledged write lost
-  $root/.venv/bin/ftso checkpoint counter --wait         # a checkpoint Job copies it to $volume
-Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down
+  kubectl ftso checkpoint counter --wait               # a checkpoint Job copies it to $volume
 EOT
+failover_steps counter
+echo "Stop the operator and the sample: make demo-down; stop the cluster: make cluster-down"

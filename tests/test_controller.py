@@ -31,6 +31,9 @@ class FakeClient:
         self.calls.append(("PATCH", kind + (f"/{subresource}" if subresource else ""), name))
         if subresource == "status":
             return {**self.store.resources[(namespace, name)], "status": patch["status"]}
+        if kind != "Pod":  # a Service's or the PDB's metadata: answered with the keys it deletes gone
+            metadata = patch["metadata"]
+            return {"kind": kind, "metadata": {"name": name, "namespace": namespace, **metadata}}
         current = self.store.pods[(namespace, name.rsplit("-", 1)[0])][name]
         metadata = current["metadata"]
         labels = {**metadata.get("labels", {}), **patch["metadata"]["labels"]}
@@ -276,3 +279,24 @@ def test_a_primary_once_seen_and_now_missing_is_gone_at_once() -> None:
     controller.client = client  # type: ignore[assignment]
     _reconcile_all(controller, 1)
     assert store.resources[("ns", "svc0")]["status"]["primary"] != "svc0-1"
+
+
+def test_keys_the_spec_dropped_are_deleted_before_the_apply_records_the_new_ones() -> None:
+    from ftso.api.spec import parse_spec
+    from ftso.builders import Owner, build_services
+
+    store = _store_with_lost_nodes(1)
+    store.put_node(node("node-0"))
+    old_spec = raw_spec(service={"metadata": {"labels": {"team": "a"}}})
+    for service in build_services(parse_spec(old_spec), Owner("svc0", "ns", "uid-demo")):
+        store.put_owned("Service", service)
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    _reconcile_all(controller, 1)
+    writes = [(verb, name) for verb, kind, name in client.calls if kind == "Service"]
+    assert sorted(writes) == sorted(
+        [(verb, name) for name in ("svc0", "svc0-primary", "svc0-replicas") for verb in ("PATCH", "APPLY")]
+    )
+    for name in ("svc0", "svc0-primary", "svc0-replicas"):
+        assert writes.index(("PATCH", name)) < writes.index(("APPLY", name))

@@ -102,3 +102,48 @@ def test_the_chart_ships_the_same_crd() -> None:
     assert chart_copy.read_text() == CRD_FILE.read_text(), (
         "charts/ftso/crds/ drifted from crds/: run `make crd`"
     )
+
+
+def test_owned_object_metadata_is_bounded_and_says_our_labels_win() -> None:
+    spec = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    shapes = {
+        "service.metadata": spec["service"]["properties"]["metadata"],
+        "disruption.metadata": spec["disruption"]["properties"]["metadata"],
+        "checkpoint.jobMetadata": spec["checkpoint"]["properties"]["jobMetadata"],
+    }
+    for field, shape in shapes.items():
+        labels, annotations = shape["properties"]["labels"], shape["properties"]["annotations"]
+        assert labels["maxProperties"] == annotations["maxProperties"] == 32, field
+        assert labels["additionalProperties"]["maxLength"] == 63, field
+        assert annotations["additionalProperties"]["maxLength"] == 4096, field
+        assert labels["additionalProperties"]["x-kubernetes-validations"], field
+        assert names.LABEL_SERVICE in shape["description"] and "win" in shape["description"], field
+
+
+def test_the_api_reference_matches_the_crd() -> None:
+    from ftso.api.reference import render_api_markdown
+
+    assert (ROOT / "docs" / "api.md").read_text() == render_api_markdown(), (
+        "docs/api.md drifted from operator/ftso/api/crd.py: run `make crd`"
+    )
+
+
+def _field_paths(schema: dict[str, Any], path: str) -> list[str]:
+    found = [path]
+    if schema.get("type") == "array" and isinstance(schema.get("items"), dict):
+        schema, path = schema["items"], path + "[]"
+    for name, child in (schema.get("properties") or {}).items():
+        found += _field_paths(child, f"{path}.{name}")
+    return found
+
+
+def test_the_api_reference_has_a_row_for_every_field_with_its_default_and_rules() -> None:
+    from ftso.api.reference import render_api_markdown
+
+    reference = render_api_markdown()
+    schema = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    for root in ("spec", "status"):
+        for path in _field_paths(schema[root], root):
+            assert f"| `{path}` |" in reference, path
+    row = next(line for line in reference.splitlines() if line.startswith("| `spec.failover.maxPerHour` |"))
+    assert "| `12` |" in row and "failover.maxPerHour must be at most 3600" in row

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftso import names
-from ftso.api.spec import FtsSpec, ProbeSettings, container_ports
+from ftso.api.spec import NO_METADATA, FtsSpec, ObjectMetadata, ProbeSettings, container_ports
 from ftso.model import PodView
 
 ROLE_VOLUME = "ftso-role"
@@ -37,17 +37,49 @@ class Owner:
             "blockOwnerDeletion": True,
         }
 
-    def metadata(self, name: str, labels: Mapping[str, str] | None = None) -> dict[str, Any]:
-        return {
+    def metadata(
+        self, name: str, labels: Mapping[str, str] | None = None, spec_metadata: ObjectMetadata = NO_METADATA
+    ) -> dict[str, Any]:
+        """Our labels over the spec's (they select and identify what we own), the spec's annotations with
+        the record of which keys came from the spec."""
+        ours = {names.LABEL_SERVICE: self.name, names.LABEL_MANAGED_BY: names.MANAGED_BY, **(labels or {})}
+        metadata: dict[str, Any] = {
             "name": name,
             "namespace": self.namespace,
-            "labels": {
-                names.LABEL_SERVICE: self.name,
-                names.LABEL_MANAGED_BY: names.MANAGED_BY,
-                **(labels or {}),
-            },
+            "labels": {**spec_metadata.labels, **ours},
             "ownerReferences": [self.reference()],
         }
+        if spec_metadata:
+            # A key our labels took over is not the spec's: dropping it from the spec must not remove ours.
+            given_labels = sorted(k for k in spec_metadata.labels if k not in ours)
+            metadata["annotations"] = {
+                **spec_metadata.annotations,
+                names.ANNOTATION_SPEC_METADATA: spec_metadata_record(
+                    given_labels, sorted(spec_metadata.annotations)
+                ),
+            }
+        return metadata
+
+
+def spec_metadata_record(labels: list[str], annotations: list[str]) -> str:
+    return json.dumps({"annotations": annotations, "labels": labels}, separators=(",", ":"))
+
+
+def recorded_spec_keys(observed: Mapping[str, Any]) -> tuple[set[str], set[str]]:
+    """The label and annotation keys an owned object carries because a spec asked for them."""
+    raw = ((observed.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_SPEC_METADATA)
+    try:
+        record = json.loads(raw) if isinstance(raw, str) else {}
+    except ValueError:
+        record = {}
+    if not isinstance(record, dict):
+        return set(), set()
+
+    def keys(kind: str) -> set[str]:
+        value = record.get(kind)
+        return {k for k in value if isinstance(k, str)} if isinstance(value, list) else set()
+
+    return keys("labels"), keys("annotations")
 
 
 def template_hash(spec: FtsSpec) -> str:
@@ -158,7 +190,7 @@ def build_checkpoint_job(
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": owner.metadata(job_name, labels),
+        "metadata": owner.metadata(job_name, labels, checkpoint.job_metadata),
         "spec": {
             "backoffLimit": checkpoint.retries,
             "activeDeadlineSeconds": checkpoint.timeout_seconds,
@@ -281,7 +313,7 @@ def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": owner.metadata(name),
+            "metadata": owner.metadata(name, spec_metadata=spec.service.metadata),
             "spec": {"type": spec.service.type, "selector": selector, "ports": ports},
         }
         for name, selector in service_selectors(spec, owner).items()
@@ -292,7 +324,7 @@ def build_pdb(spec: FtsSpec, owner: Owner) -> dict[str, Any]:
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": owner.metadata(owner.name),
+        "metadata": owner.metadata(owner.name, spec_metadata=spec.disruption_metadata),
         "spec": {
             "maxUnavailable": spec.max_unavailable,
             "selector": {"matchLabels": {names.LABEL_SERVICE: owner.name}},
@@ -300,13 +332,59 @@ def build_pdb(spec: FtsSpec, owner: Owner) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class StaleMetadata:
+    """Keys a spec once put on an owned object and no longer asks for."""
+
+    labels: tuple[str, ...] = ()
+    annotations: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.annotations)
+
+    def merge_patch(self) -> dict[str, Any]:
+        # null deletes a key in a merge patch, whoever owns it; only keys our record names get here.
+        return {
+            "metadata": {
+                "labels": dict.fromkeys(self.labels),
+                "annotations": dict.fromkeys(self.annotations),
+            }
+        }
+
+
+def stale_metadata(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> StaleMetadata:
+    """What to remove from `observed`: keys the spec asked for before (the record) but no longer does, and
+    the record itself once the spec asks for nothing. Keys anyone else added are never touched."""
+    recorded_labels, recorded_annotations = recorded_spec_keys(observed)
+    wanted = desired["metadata"]
+    wanted_labels, wanted_annotations = wanted.get("labels") or {}, wanted.get("annotations") or {}
+    present = observed.get("metadata") or {}
+    present_labels, present_annotations = present.get("labels") or {}, present.get("annotations") or {}
+    gone_annotations = recorded_annotations - set(wanted_annotations)
+    if names.ANNOTATION_SPEC_METADATA not in wanted_annotations:
+        gone_annotations.add(names.ANNOTATION_SPEC_METADATA)
+    return StaleMetadata(
+        labels=tuple(sorted(k for k in recorded_labels - set(wanted_labels) if k in present_labels)),
+        annotations=tuple(sorted(k for k in gone_annotations if k in present_annotations)),
+    )
+
+
+def _metadata_drifted(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
+    observed_metadata = observed.get("metadata") or {}
+    for field_ in ("labels", "annotations"):
+        wanted = desired["metadata"].get(field_) or {}
+        present = observed_metadata.get(field_) or {}
+        if any(present.get(k) != v for k, v in wanted.items()):
+            return True
+    return False
+
+
 def drifted(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> bool:
-    """Whether an owned object differs from what we would apply, on the fields we own."""
+    """Whether an owned object differs from what we would apply, on the fields we own. Keys other writers
+    added to labels and annotations are theirs: they never count."""
     if observed is None:
         return True
-    desired_labels = desired["metadata"].get("labels") or {}
-    observed_labels = (observed.get("metadata") or {}).get("labels") or {}
-    if any(observed_labels.get(k) != v for k, v in desired_labels.items()):
+    if _metadata_drifted(desired, observed):
         return True
     observed_spec = observed.get("spec") or {}
     for key, value in desired["spec"].items():

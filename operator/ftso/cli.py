@@ -16,6 +16,7 @@ import yaml
 
 from ftso import __version__, names
 from ftso.client import ApiError, KubeClient, kubeconfig_namespace
+from ftso.report import DEFAULT_LOG_LINES
 from ftso.settings import OperatorSettings
 
 
@@ -63,10 +64,18 @@ def _version(_: argparse.Namespace) -> int:
     return 0
 
 
-def _crd(_: argparse.Namespace) -> int:
-    from ftso.api.crd import render_crd_yaml
+def _completion(args: argparse.Namespace) -> int:
+    from ftso.completion import SCRIPTS
 
-    sys.stdout.write(render_crd_yaml())
+    sys.stdout.write(SCRIPTS[args.shell](build_parser()))
+    return 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from ftso.api.crd import render_crd_yaml
+    from ftso.api.reference import render_api_markdown
+
+    sys.stdout.write(render_api_markdown() if args.markdown else render_crd_yaml())
     return 0
 
 
@@ -256,6 +265,25 @@ def _set_paused(args: argparse.Namespace) -> int:
     return _report(lambda: _with_client(args, work))
 
 
+def _support_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ftso.report import collect, default_path, write_archive
+
+    try:
+        bundle = _with_client(
+            args, lambda client: collect(client, args.namespace_, args.name, log_lines=args.log_lines)
+        )
+    except ApiError as error:
+        return _api_failure(error)
+    path = Path(args.file) if args.file else default_path(args.namespace_, args.name)
+    write_archive(bundle.files, path)
+    for gap in bundle.gaps:
+        print(f"warning: not collected: {gap}", file=sys.stderr)
+    print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     prog = "kubectl ftso" if os.path.basename(sys.argv[0]).startswith("kubectl-") else "ftso"
     parser = argparse.ArgumentParser(
@@ -360,10 +388,38 @@ def _add_resource_command(
     return command
 
 
-def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_local_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Commands that need no cluster."""
     commands.add_parser("version", help="print the version").set_defaults(func=_version)
     crd = commands.add_parser("crd", help="print the CustomResourceDefinition")
+    crd.add_argument("--markdown", action="store_true", help="the API reference (docs/api.md) instead")
     crd.set_defaults(func=_crd)
+    completion = commands.add_parser(
+        "completion", help="print a shell completion script: source <(ftso completion bash)"
+    )
+    completion.add_argument("shell", choices=("bash", "zsh"))
+    completion.set_defaults(func=_completion)
+
+
+def _add_report(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    report = _add_resource_command(
+        commands,
+        "report",
+        "write a support bundle (.tar.gz): the resource, its pods and owned objects, their Events and "
+        "the operator's log; prints its path",
+        _support_report,
+    )
+    report.add_argument("--file", "-f", help="where to write it (default: ./ftso-report-NS-NAME-TIME.tar.gz)")
+    report.add_argument(
+        "--log-lines",
+        type=int,
+        default=DEFAULT_LOG_LINES,
+        help=f"lines of each operator container's log (default {DEFAULT_LOG_LINES})",
+    )
+
+
+def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    _add_local_commands(commands)
 
     status = _add_resource_command(
         commands, "status", "show a resource's pods, roles and health (exit 0 when Ready)", _status
@@ -400,6 +456,7 @@ def _add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         commands, "pause", "stop every decision and action (status is still reported)", _set_paused
     )
     _add_resource_command(commands, "resume", "undo pause", _set_paused)
+    _add_report(commands)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -186,7 +186,31 @@ class KubeClient:
         attempts: int | None = None,
     ) -> dict[str, Any]:
         """`guarded=False` only for the leader election's own Lease, which must be written to lead at all."""
-        headers = {"Accept": JSON, "User-Agent": "ftso-operator"}
+        text = await self.request_text(
+            method,
+            path,
+            body=body,
+            params=params,
+            content_type=content_type,
+            guarded=guarded,
+            attempts=attempts,
+        )
+        return json.loads(text) if text else {}
+
+    async def request_text(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str = JSON,
+        guarded: bool = True,
+        attempts: int | None = None,
+        accept: str = JSON,
+    ) -> str:
+        """The answer as the server sent it: JSON for every API object, plain text for a pod's log."""
+        headers = {"Accept": accept, "User-Agent": "ftso-operator"}
         authorization = self.credentials.authorization()
         if authorization:
             headers["Authorization"] = authorization
@@ -208,7 +232,7 @@ class KubeClient:
                     if method != "GET":
                         logger.debug("%s %s -> %d", method, path, response.status)
                     if response.status < 400:
-                        return json.loads(text) if text else {}
+                        return text
                     error = _error(response.status, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 error = ApiError(0, "ConnectionError", str(exc) or type(exc).__name__)
@@ -309,6 +333,11 @@ class KubeClient:
             if not metadata.get("continue"):
                 return items, int(metadata.get("resourceVersion") or 0)
             params = {**params, "continue": str(metadata["continue"])}
+
+    async def pod_log(self, namespace: str, name: str, container: str, *, tail_lines: int) -> str:
+        params = {"container": container, "tailLines": str(tail_lines)}
+        path = _path(kinds.POD.kind, namespace, name) + "/log"
+        return await self.request_text("GET", path, params=params, accept="text/plain, */*")
 
     async def create(self, body: Mapping[str, Any], *, strict: bool = True) -> dict[str, Any]:
         """Strict: a field the server does not know (a typo in the user's template) is refused, not

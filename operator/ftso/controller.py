@@ -20,7 +20,7 @@ from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
-from ftso.plan import EventSpec, Plan
+from ftso.plan import EventSpec, MetadataRemoval, Plan
 from ftso.reconcile import FtsView, Observed, decide
 from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
@@ -283,6 +283,8 @@ class Controller:
         )
         failures: dict[str, str] = {}
         await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
+        for removal in plan.metadata_removals:
+            await self._ignore_missing(self._remove_metadata(namespace, removal))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
         for job_name in plan.job_deletes:
@@ -349,6 +351,9 @@ class Controller:
             logger.warning("the API server refused %s: %s", body["metadata"].get("name"), error)
             return
         self._remember(created)
+
+    async def _remove_metadata(self, namespace: str, removal: MetadataRemoval) -> None:
+        self._remember(await self.client.merge_patch(removal.kind, namespace, removal.name, removal.patch))
 
     def _remember(self, obj: dict[str, Any]) -> None:
         """Our own writes are in the view at once, so the next reconcile does not repeat them."""

@@ -32,6 +32,9 @@ ANNOTATION_TERM: Final = PREFIX + "term"
 ANNOTATION_PEERS: Final = PREFIX + "peers"
 ANNOTATION_TEMPLATE_HASH: Final = PREFIX + "template-hash"
 ANNOTATION_RESTORED_FROM: Final = PREFIX + "restored-from"
+# On Services, the PDB and checkpoint Jobs: the label and annotation keys the spec asked for, as JSON. Those keys
+# are ours; a key removed from the spec is removed from the object, a key another writer added stays.
+ANNOTATION_SPEC_METADATA: Final = PREFIX + "spec-metadata"
 # Set by users (or GitOps) on the resource: requests answered once in status.
 ANNOTATION_SWITCHOVER: Final = PREFIX + "switchover"  # "<pod>@<nonce>"; an empty pod: the best replica
 ANNOTATION_CHECKPOINT: Final = PREFIX + "checkpoint"  # any new value: take a checkpoint now
@@ -50,6 +53,9 @@ MODE_ACTIVE_ACTIVE: Final = "ActiveActive"
 
 ROLE_MOUNT_PATH: Final = "/etc/ftso"  # files `role`, `term` and `peers`, kept current by the kubelet
 CHECKPOINT_MOUNT: Final = "/checkpoints"  # checkpoint storage in checkpoint Jobs and restore containers
+
+# The operator's own pods, as the Helm chart labels them: `ftso report` collects their logs.
+OPERATOR_POD_SELECTOR: Final = "app.kubernetes.io/name=ftso"
 
 FIELD_MANAGER: Final = "ftso"
 COMPONENT: Final = "ftso-operator"  # Events' source

@@ -10,6 +10,15 @@ from ftso.status import FtsStatus
 
 
 @dataclass(frozen=True)
+class MetadataRemoval:
+    """Labels and annotations to take off an owned object (a Service or the PDB), as a merge patch."""
+
+    kind: str
+    name: str
+    patch: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class PodDelete:
     name: str
     uid: str
@@ -52,6 +61,8 @@ class Plan:
     creates: list[dict[str, Any]] = field(default_factory=list)
     owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
     applies: list[dict[str, Any]] = field(default_factory=list)  # ... and when someone changed them
+    # Before those applies: keys the spec no longer asks for (the apply then records what it does ask for).
+    metadata_removals: list[MetadataRemoval] = field(default_factory=list)
     events: list[EventSpec] = field(default_factory=list)
     hooks: list[HookCall] = field(default_factory=list)  # after the labels moved
     # The term of the change of primary those hooks announce: once called, its record says so in status.
@@ -70,6 +81,7 @@ class Plan:
             or self.creates
             or self.owned_creates
             or self.applies
+            or self.metadata_removals
             or self.job_creates
             or self.job_deletes
         )

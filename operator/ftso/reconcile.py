@@ -39,13 +39,14 @@ from ftso.builders import (
     build_pod,
     build_services,
     drifted,
+    stale_metadata,
     template_hash,
 )
 from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
 from ftso.health import NodeLossHold, Verdict, judge_pod, node_loss_held, node_problem
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
-from ftso.plan import EventSpec, HookCall, Plan, PodDelete, PodPatch
+from ftso.plan import EventSpec, HookCall, MetadataRemoval, Plan, PodDelete, PodPatch
 from ftso.roles import RoleDecision, bad_annotations, decide_primary
 from ftso.settings import OperatorSettings
 from ftso.status import (
@@ -655,12 +656,14 @@ def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple
 class OwnedWork:
     creates: tuple[dict[str, Any], ...] = ()  # missing
     applies: tuple[dict[str, Any], ...] = ()  # changed by someone: server-side apply takes our fields back
+    # Labels and annotations the spec no longer asks for: an apply would leave them (a create owns them too).
+    removals: tuple[MetadataRemoval, ...] = ()
 
 
 def plan_owned(j: Judgement) -> OwnedWork:
     if not j.acting:
         return OwnedWork()
-    creates, applies = [], []
+    creates, applies, removals = [], [], []
     for desired in [*build_services(j.spec, j.owner), build_pdb(j.spec, j.owner)]:
         seen = (
             j.observed.pdb
@@ -669,9 +672,14 @@ def plan_owned(j: Judgement) -> OwnedWork:
         )
         if seen is None:
             creates.append(desired)
-        elif drifted(desired, seen):
+            continue
+        if stale := stale_metadata(desired, seen):
+            removals.append(
+                MetadataRemoval(desired["kind"], desired["metadata"]["name"], stale.merge_patch())
+            )
+        if stale or drifted(desired, seen):
             applies.append(desired)
-    return OwnedWork(tuple(creates), tuple(applies))
+    return OwnedWork(tuple(creates), tuple(applies), tuple(removals))
 
 
 # Phase 8: history
@@ -1030,6 +1038,7 @@ def decide(observed: Observed) -> Plan:
         creates=list(work.creates),
         owned_creates=list(owned.creates),
         applies=list(owned.applies),
+        metadata_removals=list(owned.removals),
         events=[*roles.events, *checkpoints.events, *work.events, *routed, *outcome.events],
         hooks=list(work.hooks),
         hooks_term=work.hooks_term,

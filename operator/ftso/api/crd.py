@@ -72,6 +72,48 @@ def _string_map(description: str) -> Schema:
     return {"type": "object", "description": description, "additionalProperties": {"type": "string"}}
 
 
+def object_metadata(field: str, objects: str, *, synced: bool = True) -> Schema:
+    """Labels and annotations the operator puts on objects it owns: bounded in count and size, label values in
+    Kubernetes' format. Keys are judged by the operator (InvalidSpec): see spec.metadata_key_problem."""
+    label_value: Schema = {
+        "type": "string",
+        "maxLength": defaults.MAX_LABEL_VALUE_LENGTH,
+        "x-kubernetes-validations": [
+            _rule(
+                f"self.matches('{defaults.LABEL_VALUE_PATTERN}')",
+                f"{field}.labels values must be at most 63 letters, digits, '-', '_' or '.', starting "
+                "and ending with a letter or digit",
+            )
+        ],
+    }
+    entries = defaults.MAX_METADATA_ENTRIES
+    sync = (
+        "Kept in sync: a key removed here is removed from the objects; keys others add to them stay. "
+        if synced
+        else "Set when an object is created. "
+    )
+    return _obj(
+        {
+            "labels": {
+                "type": "object",
+                "maxProperties": entries,
+                "additionalProperties": label_value,
+                "description": f"At most {entries} labels.",
+            },
+            "annotations": {
+                "type": "object",
+                "maxProperties": entries,
+                "additionalProperties": _str(maxLength=defaults.MAX_ANNOTATION_VALUE_LENGTH),
+                "description": f"At most {entries} annotations of at most "
+                f"{defaults.MAX_ANNOTATION_VALUE_LENGTH} characters each.",
+            },
+        },
+        description=f"Labels and annotations of {objects}. {sync}The operator's own labels "
+        f"({names.LABEL_SERVICE}, {names.LABEL_MANAGED_BY}, ...) win over the same keys here; keys under "
+        f"{names.PREFIX} are refused (InvalidSpec).",
+    )
+
+
 def _probe_settings(kind: str, default: defaults.ProbeSettings) -> Schema:
     field = f"health.{kind}Probe"
     return _obj(
@@ -243,6 +285,7 @@ def _service() -> Schema:
                     ),
                 ],
             },
+            "metadata": object_metadata("service.metadata", "the Services"),
         },
         description="The Services <name>, <name>-primary and <name>-replicas.",
     )
@@ -322,6 +365,7 @@ def _checkpoint() -> Schema:
                 "The init container that loads a checkpoint into new pods (spec.restore, automatic "
                 "recovery). It gets FTSO_CHECKPOINT_ID, FTSO_CHECKPOINT_DIR and FTSO_CHECKPOINT_PATH."
             ),
+            "jobMetadata": object_metadata("checkpoint.jobMetadata", "the checkpoint Jobs", synced=False),
         },
         required=["template"],
         description=f"Checkpoint Jobs, on a schedule and on request (annotation {names.ANNOTATION_CHECKPOINT}).",
@@ -380,7 +424,8 @@ def _spec_disruption() -> Schema:
                         "percentage such as 25%",
                     )
                 ],
-            }
+            },
+            "metadata": object_metadata("disruption.metadata", "the PodDisruptionBudget"),
         },
     )
 

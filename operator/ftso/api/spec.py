@@ -53,6 +53,18 @@ MAX_CHECKPOINT_INTERVAL_SECONDS = 366 * 86400
 MAX_CHECKPOINT_TIMEOUT_SECONDS = 7 * 86400
 MAX_CHECKPOINT_RETRIES = 10
 MAX_CHECKPOINT_AGE_SECONDS = 10 * 366 * 86400
+# Labels and annotations a spec may put on one owned object: far above real use, small enough that the
+# object stays well under the API server's 256 KiB limit on annotations.
+MAX_METADATA_ENTRIES = 32
+MAX_LABEL_VALUE_LENGTH = 63
+MAX_ANNOTATION_VALUE_LENGTH = 4096
+LABEL_VALUE_PATTERN = "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+# A qualified name, as Kubernetes checks label and annotation keys: an optional DNS subdomain prefix and "/",
+# then a name of at most 63 characters.
+_KEY_NAME = "[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+_KEY_PREFIX = "[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+METADATA_KEY = re.compile(f"^({_KEY_PREFIX}/)?{_KEY_NAME}$")
+MAX_KEY_PREFIX_LENGTH = 253
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,20 @@ class HealthSpec:
 
 
 @dataclass(frozen=True)
+class ObjectMetadata:
+    """Labels and annotations the spec asks for on an object the operator owns."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.labels or self.annotations)
+
+
+NO_METADATA = ObjectMetadata()
+
+
+@dataclass(frozen=True)
 class ServicePort:
     name: str
     port: int
@@ -88,6 +114,7 @@ class ServicePort:
 class ServiceSpec:
     type: str = DEFAULT_SERVICE_TYPE
     ports: tuple[ServicePort, ...] = ()
+    metadata: ObjectMetadata = NO_METADATA
 
 
 @dataclass(frozen=True)
@@ -139,6 +166,7 @@ class CheckpointSpec:
     suspend: bool = False
     labels: Mapping[str, str] = field(default_factory=dict)
     restore_template: Mapping[str, Any] | None = None
+    job_metadata: ObjectMetadata = NO_METADATA
 
 
 @dataclass(frozen=True)
@@ -149,6 +177,7 @@ class FtsSpec:
     health: HealthSpec = HealthSpec()
     service: ServiceSpec = ServiceSpec()
     max_unavailable: int | str = DEFAULT_MAX_UNAVAILABLE
+    disruption_metadata: ObjectMetadata = NO_METADATA
     spread: SpreadSpec = SpreadSpec()
     failover: FailoverSpec = FailoverSpec()
     checkpoint: CheckpointSpec | None = None
@@ -193,6 +222,17 @@ def container_ports(template: Mapping[str, Any]) -> list[tuple[str, int, str]]:
     return found
 
 
+def _string_map(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): v for k, v in raw.items() if isinstance(v, str)}
+
+
+def _metadata(raw: Any) -> ObjectMetadata:
+    raw = raw if isinstance(raw, Mapping) else {}
+    return ObjectMetadata(_string_map(raw.get("labels")), _string_map(raw.get("annotations")))
+
+
 def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
     raw = raw if isinstance(raw, Mapping) else {}
     ports: list[ServicePort] = []
@@ -214,7 +254,11 @@ def _service(raw: Any, template: Mapping[str, Any]) -> ServiceSpec:
             ServicePort(name=name, port=number, target_port=number, protocol=protocol)
             for name, number, protocol in container_ports(template)
         ]
-    return ServiceSpec(type=str(raw.get("type", DEFAULT_SERVICE_TYPE)), ports=tuple(ports))
+    return ServiceSpec(
+        type=str(raw.get("type", DEFAULT_SERVICE_TYPE)),
+        ports=tuple(ports),
+        metadata=_metadata(raw.get("metadata")),
+    )
 
 
 def _hooks(raw: Any) -> HooksSpec | None:
@@ -255,6 +299,7 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
         suspend=bool(raw.get("suspend", False)),
         labels=dict(raw.get("labels") or {}),
         restore_template=restore if isinstance(restore, Mapping) else None,
+        job_metadata=_metadata(raw.get("jobMetadata")),
     )
 
 
@@ -284,6 +329,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
         ),
         service=_service(raw.get("service"), template),
         max_unavailable=max_unavailable if isinstance(max_unavailable, int | str) else 1,
+        disruption_metadata=_metadata(disruption_raw.get("metadata")),
         spread=SpreadSpec(
             topology_keys=tuple(keys) if isinstance(keys, list) else DEFAULT_TOPOLOGY_KEYS,
             when_unsatisfiable=str(spread_raw.get("whenUnsatisfiable", DEFAULT_WHEN_UNSATISFIABLE)),
@@ -337,6 +383,39 @@ def resolve_max_unavailable(value: int | str, replicas: int) -> int:
     return max(1, replicas * int(match.group(1)) // 100)
 
 
+def metadata_key_problem(key: str) -> str:
+    """Why Kubernetes would refuse `key` as a label or annotation key, or why we do; "" when it is fine."""
+    if key.startswith(names.PREFIX):
+        return "the ftso.dev/ prefix is reserved for the operator"
+    prefix = key.rpartition("/")[0]
+    if len(prefix) > MAX_KEY_PREFIX_LENGTH or not METADATA_KEY.match(key):
+        return (
+            "not a valid key: an optional DNS subdomain prefix and '/', then at most 63 letters, digits, "
+            "'-', '_' or '.', starting and ending with a letter or digit"
+        )
+    return ""
+
+
+def owned_metadata(spec: FtsSpec) -> dict[str, ObjectMetadata]:
+    """The spec field -> the labels and annotations it asks for on owned objects."""
+    found = {"service.metadata": spec.service.metadata, "disruption.metadata": spec.disruption_metadata}
+    if spec.checkpoint is not None:
+        found["checkpoint.jobMetadata"] = spec.checkpoint.job_metadata
+    return found
+
+
+def _metadata_problems(spec: FtsSpec) -> list[str]:
+    # Keys are judged here, not in the CRD: a CEL rule over map keys is priced by the longest key a request
+    # could hold, which no schema bounds, and the API server refuses such rules.
+    problems = []
+    for where, metadata in owned_metadata(spec).items():
+        for kind, entries in (("labels", metadata.labels), ("annotations", metadata.annotations)):
+            for key in sorted(entries):
+                if problem := metadata_key_problem(key):
+                    problems.append(f"{where}.{kind} key {key!r}: {problem}")
+    return problems
+
+
 def operator_judged_problems(spec: FtsSpec) -> list[str]:
     """Problems the CRD schema cannot express; each is a sentence a person understands."""
     problems: list[str] = []
@@ -369,4 +448,4 @@ def operator_judged_problems(spec: FtsSpec) -> list[str]:
         problems.append(
             f"disruption.maxUnavailable {spec.max_unavailable!r} is neither a count nor a percentage"
         )
-    return problems
+    return problems + _metadata_problems(spec)
