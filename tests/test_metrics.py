@@ -94,9 +94,22 @@ def test_per_resource_values_come_from_the_status() -> None:
     assert values[Metric.FAILOVER_THROTTLED] == 1
     assert values[Metric.CHECKPOINT_FAILING] == 1
     assert values[Metric.CHECKPOINT_LAST_SUCCESS] == 1767225610.0
-    calm = metrics.resource_values({"conditions": []})
+    calm = metrics.resource_values(
+        {
+            "conditions": [
+                {"type": "PrimaryUnavailable", "status": "False"},
+                {"type": "FailingOver", "reason": "Idle"},
+            ]
+        }
+    )
     assert calm[Metric.PRIMARY_AVAILABLE] == 1 and calm[Metric.FAILOVER_THROTTLED] == 0
-    assert calm[Metric.CHECKPOINT_FAILING] is None and calm[Metric.CHECKPOINT_LAST_SUCCESS] is None
+    # ActiveActive (no primary conditions), no checkpoint finished yet: no series rather than a false one.
+    active_active = metrics.resource_values({"conditions": []})
+    assert all(active_active[m] is None for m in (Metric.PRIMARY_AVAILABLE, Metric.FAILOVER_THROTTLED))
+    assert (
+        active_active[Metric.CHECKPOINT_FAILING] is None
+        and active_active[Metric.CHECKPOINT_LAST_SUCCESS] is None
+    )
 
 
 class FakeClient:

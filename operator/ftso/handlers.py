@@ -292,7 +292,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 def operator_alive(memo: Any, **_: Any) -> str:
     """kopf's liveness endpoint (`--liveness`) answers 500 when this fails: a dead task or a stuck queue.
     PermanentError, so that kopf does not retry the probe with backoff while the kubelet waits."""
-    runtime = _runtime(memo)
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return "starting"  # the startup handler has not run yet
     problems = probes.liveness_problems(runtime.process_state(), runtime.settings.stuck_after_seconds)
     if problems:
         logger.error("liveness fails: %s", "; ".join(problems))

@@ -235,23 +235,22 @@ def _condition(status: Mapping[str, Any], kind: ConditionType) -> Mapping[str, A
 
 
 def resource_values(status: Mapping[str, Any]) -> dict[str, float | None]:
-    """Each per-resource gauge's value from a status the operator wrote; None: the series goes away."""
+    """Each per-resource gauge's value from a status the operator wrote; None: no series (the primary ones
+    exist in PrimaryReplica mode only, the checkpoint ones once a checkpoint finished)."""
     last_good = str(status.get("lastSuccessfulCheckpoint") or "")
     record: Mapping[str, Any] = next(
         (r for r in status.get("checkpoints") or [] if r.get("id") == last_good), {}
     )
     finished = parse_time(record.get("finishedAt")) if last_good else None
     checkpoint = _condition(status, ConditionType.CHECKPOINT_SUCCEEDED)
+    primary = _condition(status, ConditionType.PRIMARY_UNAVAILABLE)
+    failing_over = _condition(status, ConditionType.FAILING_OVER)
     return {
         M.REPLICAS: float(status.get("replicas") or 0),
         M.READY_REPLICAS: float(status.get("readyReplicas") or 0),
         M.SERVING_REPLICAS: float(status.get("servingReplicas") or 0),
-        M.PRIMARY_AVAILABLE: 0.0
-        if _condition(status, ConditionType.PRIMARY_UNAVAILABLE).get("status") == "True"
-        else 1.0,
-        M.FAILOVER_THROTTLED: float(
-            _condition(status, ConditionType.FAILING_OVER).get("reason") == Reason.THROTTLED
-        ),
+        M.PRIMARY_AVAILABLE: float(primary.get("status") != "True") if primary else None,
+        M.FAILOVER_THROTTLED: float(failing_over.get("reason") == Reason.THROTTLED) if failing_over else None,
         M.CHECKPOINT_FAILING: float(checkpoint.get("status") == "False") if checkpoint else None,
         M.CHECKPOINT_LAST_SUCCESS: finished.timestamp() if finished else None,
     }
