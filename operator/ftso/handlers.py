@@ -289,9 +289,11 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
 
 
 @kopf.on.probe(id="operator")
-def operator_alive(memo: Any, **_: Any) -> str:
+async def operator_alive(memo: Any, **_: Any) -> str:
     """kopf's liveness endpoint (`--liveness`) answers 500 when this fails: a dead task or a stuck queue.
-    PermanentError, so that kopf does not retry the probe with backoff while the kubelet waits."""
+    PermanentError, so that kopf does not retry the probe with backoff while the kubelet waits. Async, so
+    that it runs in the event loop with the tasks it looks at (kopf runs plain functions in threads); an
+    event loop blocked for good times the probe out."""
     runtime: Runtime | None = getattr(memo, "runtime", None)
     if runtime is None:
         return "starting"  # the startup handler has not run yet
