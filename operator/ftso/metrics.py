@@ -21,6 +21,7 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    disable_created_metrics,
     make_wsgi_app,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -37,6 +38,8 @@ if TYPE_CHECKING:
     from ftso.plan import Plan
     from ftso.store import Key
 
+# No `*_created` series beside each counter and histogram: controller-runtime has none, they only add series.
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus_client
 REGISTRY = CollectorRegistry(auto_describe=True)
 # The standard process_*, python_info and python_gc_* series, on our registry (the default one is unused).
 for _standard in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):

@@ -86,9 +86,9 @@ def readiness(state: ProcessState) -> Readiness:
     if state.dead_tasks:
         return Readiness(False, "broken", "dead tasks: " + ", ".join(state.dead_tasks))
     if state.leading and state.primed:
-        return Readiness(True, "leader", "acting: this replica reconciles")
+        return Readiness(True, "leader", "this replica reconciles")
     if state.leading:
         return Readiness(False, "starting", "leading, filling the view before the first reconcile")
     if state.elects:
-        return Readiness(True, "standby", "standby: waiting for the leader Lease")
+        return Readiness(True, "standby", "waiting for the leader Lease")
     return Readiness(False, "starting", "starting")
