@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ftso import metrics
 from ftso.names import Metric, ReconcileResult
-from ftso.probes import QueueSnapshot, Readiness
+from ftso.probes import QueueSnapshot, Readiness, queue_problems
 from ftso.workqueue import WorkQueue
 
 
@@ -181,3 +181,32 @@ def test_readyz_and_metrics_on_one_port(metrics_served: Any) -> None:
 
 
 READINESS = [Readiness(True, "standby", "waiting")]
+
+
+def test_a_hung_reconcile_shows_in_the_snapshot_and_makes_the_queue_stuck() -> None:
+    now = [100.0]
+
+    async def run() -> tuple[QueueSnapshot, QueueSnapshot]:
+        hang = asyncio.Event()
+
+        async def process(key: str) -> float | None:
+            await hang.wait()  # a reconcile that never returns
+            return None
+
+        queue: WorkQueue[str] = WorkQueue(process, workers=1, clock=lambda: now[0])
+        queue.start()
+        queue.add("hung")
+        await asyncio.sleep(0.01)
+        queue.add("waiting")  # the only worker is busy: this one waits
+        now[0] += 400
+        stuck = queue.snapshot()
+        hang.set()
+        await asyncio.sleep(0.01)
+        freed = queue.snapshot()
+        await queue.stop()
+        return stuck, freed
+
+    stuck, freed = asyncio.run(run())
+    assert stuck.depth == 1 and stuck.longest_running_seconds == 400 and stuck.oldest_wait_seconds == 400
+    assert len(queue_problems(stuck, 300)) == 2, "a run too long, and a key waiting with no progress"
+    assert queue_problems(freed, 300) == [], "once runs end, the queue is not stuck"
