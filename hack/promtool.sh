@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds Prometheus's promtool (the real rule checker) from a pinned version through the Go module proxy,
-# once, into ~/.cache/ftso/bin, and prints its path. A warm second run only checks the stamp.
-# Used by tests/test_monitoring.py to check the chart's PrometheusRule; the test skips when Go is missing.
+# once, into ~/.cache/ftso/bin ($FTSO_CACHE/bin), and prints its path. A warm second run only checks the stamp.
+# Used by tests/test_monitoring.py (`promtool check rules`, `promtool test rules`), which skips while promtool
+# is not built: a cold build (module downloads included) took 301 s of wall time on two cores at nice 19,
+# too long to make every unit-test run wait for it. `make promtool` builds it.
 set -euo pipefail
 
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
-bin_dir=${FTSO_BIN:-$HOME/.cache/ftso/bin}
+# The same cache as the local control plane's binaries (e2e/cluster/versions.sh).
+bin_dir=${FTSO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ftso}/bin
 out="$bin_dir/promtool"
 stamp="$bin_dir/.promtool.version"
 

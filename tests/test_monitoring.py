@@ -9,6 +9,7 @@ clauses and function names is enough to find every metric name in them."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -24,7 +25,7 @@ FILES = ROOT / "charts" / "ftso" / "files"
 RULES = FILES / "rules.yaml"
 DASHBOARD = FILES / "dashboard.json"
 RUNBOOKS = ROOT / "docs" / "runbooks.md"
-PROMTOOL_STAMP = Path.home() / ".cache" / "ftso" / "bin" / ".promtool.version"
+PROMTOOL_SCRIPT = ROOT / "hack" / "promtool.sh"
 
 # Series Prometheus makes itself, not the operator.
 FROM_PROMETHEUS = {"up", "scrape_duration_seconds", "scrape_samples_scraped"}
@@ -113,11 +114,15 @@ def test_every_alert_has_a_runbook_section() -> None:
 def _promtool() -> str:
     """The cached promtool; building it cold takes about 5 minutes on two cores, too long for every run of
     the unit tests, so it is built on request (`make promtool`) and used when there."""
-    if not PROMTOOL_STAMP.exists():
+    pinned = re.search(r"PROMETHEUS_VERSION:-(v[\d.]+)", PROMTOOL_SCRIPT.read_text())
+    cache = Path(
+        os.environ.get("FTSO_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ftso"
+    )
+    stamp = cache / "bin" / ".promtool.version"
+    if pinned is None or not stamp.exists() or stamp.read_text().strip() != pinned.group(1):
         pytest.skip("promtool is not built: run `make promtool` (about 5 minutes cold) to check the rules")
-    return subprocess.run(
-        [str(ROOT / "hack" / "promtool.sh")], check=True, capture_output=True, text=True
-    ).stdout.strip()
+    return subprocess.run([str(PROMTOOL_SCRIPT)], check=True, capture_output=True, text=True).stdout.strip()
 
 
 def test_promtool_accepts_the_rules() -> None:
