@@ -7,7 +7,7 @@ CLUSTER := e2e/cluster
 KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint fmt crd manifests checkov unit e2e test cluster-up cluster-down images kubeconfig demo demo-down bench clean
+.PHONY: help venv lint fmt crd manifests promtool checkov unit e2e test cluster-up cluster-down images kubeconfig demo demo-down bench clean
 
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
@@ -17,6 +17,7 @@ help:
 	@echo "make images       build the real node's images (pause, counter) and import them if it is up"
 	@echo "make crd          regenerate crds/ (and the chart's copy) and docs/api.md from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
+	@echo "make promtool     build promtool (about 5 minutes cold); the unit tests then check the alert rules"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -45,6 +46,10 @@ crd: venv
 manifests: crd
 	@$(CLUSTER)/build.sh >/dev/null
 	hack/render-manifests.sh > manifests/install.yaml
+
+# Not a prerequisite of `unit`: a cold build takes about 5 minutes on two cores; the rule tests skip without it.
+promtool:
+	@hack/promtool.sh
 
 unit: venv
 	$(BIN)/pytest tests examples/counter $(PYTEST_ARGS)

@@ -60,6 +60,8 @@ def test_helm_lint_and_template(kube: Kube) -> None:
         [],
         ["--set", "watchNamespaces={team-a,team-b}"],
         ["--set", "metrics.serviceMonitor.enabled=true"],
+        ["--set", "metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true"],
+        ["--set", "metrics.enabled=false"],
     ):
         helm(kube, "template", "ftso", str(CHART), *values)
     refused = helm(kube, "template", "ftso", str(CHART), "--set", "replicaCount=-1", check=False)
@@ -113,6 +115,43 @@ def _template(*values: str) -> list[dict[str, Any]]:
         check=True,
     )
     return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_monitoring_objects_and_probes() -> None:
+    """ServiceMonitor, PrometheusRule and dashboard as the chart renders them; the probes' endpoints."""
+    rules_file = yaml.safe_load((CHART / "files" / "rules.yaml").read_text())
+    objects = _template(
+        "--set",
+        "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true,metrics.dashboard.enabled=true",
+        "--set",
+        "metrics.prometheusRule.runbookBaseURL=https://runbooks.example/ftso.md",
+    )
+    by_kind = {
+        o["kind"]: o for o in objects if o["kind"] in ("ServiceMonitor", "PrometheusRule", "Deployment")
+    }
+    endpoint = by_kind["ServiceMonitor"]["spec"]["endpoints"][0]
+    assert endpoint["honorLabels"] is True and by_kind["ServiceMonitor"]["spec"]["jobLabel"]
+    groups = by_kind["PrometheusRule"]["spec"]["groups"]
+    assert [r["alert"] for g in groups for r in g["rules"]] == [
+        r["alert"] for g in rules_file["groups"] for r in g["rules"]
+    ]
+    assert all(
+        r["annotations"]["runbook_url"].startswith("https://runbooks.example/ftso.md#")
+        for g in groups
+        for r in g["rules"]
+    )
+    dashboard = next(
+        o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("dashboard")
+    )
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(dashboard["data"]["ftso.json"])["uid"] == "ftso-operator"
+    container = by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    defaults = [o["kind"] for o in _template()]
+    assert "PrometheusRule" not in defaults and "ServiceMonitor" not in defaults, (
+        "monitoring is off by default"
+    )
 
 
 def _rules_by_resource(role: dict[str, Any]) -> dict[str, set[str]]:
@@ -382,6 +421,15 @@ def test_operator_as_the_charts_service_account(kube: Kube, release: tuple[str, 
         assert _sample(metrics, "ftso_leader") == 1
         assert _sample(metrics, "ftso_reconciles_total") > 0
         assert _sample(metrics, "ftso_api_requests_total") > 0
+        # The names dashboards made for controller-runtime operators query, and the process's own.
+        for standard in (
+            'controller_runtime_reconcile_total{controller="faulttolerantservice",result="success"}',
+            'workqueue_adds_total{name="faulttolerantservice"}',
+            'workqueue_work_duration_seconds_count{name="faulttolerantservice"}',
+            'rest_client_requests_total{code="200",method="GET"}',
+            "process_resident_memory_bytes",
+        ):
+            assert _sample(metrics, standard) > 0, standard
     finally:
         operator.stop()
     text = log.read_text()

@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 JSON = "application/json"
 MERGE_PATCH = "application/merge-patch+json"
 APPLY_PATCH = "application/apply-patch+yaml"
+NO_RESPONSE = "<error>"  # the code of a request that got no answer, as client-go labels it
 
 
 class ApiError(Exception):
@@ -150,6 +151,8 @@ class KubeClient:
         self.attempts = attempts
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.requests: Counter[str] = Counter()
+        # Answers by (HTTP method, status code), "<error>" when none came: rest_client_requests_total.
+        self.responses: Counter[tuple[str, str]] = Counter()
         self._session: aiohttp.ClientSession | None = None
         # Whether this replica may write now; None: it acts alone (no leader election), always.
         self.write_guard: Callable[[], bool] | None = None
@@ -228,6 +231,7 @@ class KubeClient:
                 async with self._session_now().request(
                     method, self.credentials.server + path, data=data, params=params, headers=headers
                 ) as response:
+                    self.responses[(method, str(response.status))] += 1
                     text = await response.text()
                     if method != "GET":
                         logger.debug("%s %s -> %d", method, path, response.status)
@@ -235,6 +239,7 @@ class KubeClient:
                         return text
                     error = _error(response.status, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
+                self.responses[(method, NO_RESPONSE)] += 1
                 error = ApiError(0, "ConnectionError", str(exc) or type(exc).__name__)
             if not (error.transient or error.status == 0) or attempt == attempts:
                 raise error
@@ -282,6 +287,7 @@ class KubeClient:
                 async with self._session_now().get(
                     self.credentials.server + path, params=params, headers=headers, timeout=timeout
                 ) as response:
+                    self.responses[("GET", str(response.status))] += 1
                     if response.status >= 400:
                         raise _error(response.status, await response.text())
                     async for line in response.content:

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from ftso import kinds, metrics, names
+from ftso import kinds, metrics, names, probes
 from ftso.api.spec import MIN_NODE_LOST_AFTER_SECONDS, node_lost_after_seconds
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
@@ -45,8 +45,12 @@ class Runtime:
             view=ViewSettings(settings.max_lost_node_share, settings.heartbeat_silence_seconds),
         )
         self.controller.on_plan = self._observe_plan
-        self.queue: WorkQueue[Key] = WorkQueue(self.reconcile, workers=settings.workers)
+        self.queue: WorkQueue[Key] = WorkQueue(
+            self.reconcile, workers=settings.workers, observer=metrics.QueueMetrics()
+        )
         self.background: list[asyncio.Task[None]] = []
+        self.elector: LeaderElector | None = None
+        self.primed = False
         self._stale: dict[tuple[str, Key], bool] = {}
         self._stale_nodes: set[str] = set()
         self._promoted_at: dict[Key, float] = {}
@@ -57,16 +61,41 @@ class Runtime:
     async def reconcile(self, key: Key) -> float | None:
         started = time.perf_counter()
         metrics.RECONCILES.inc()
+        result = names.ReconcileResult.ERROR
         try:
-            return await self.controller.reconcile(key)
+            requeue_after = await self.controller.reconcile(key)
+            result = metrics.reconcile_result(requeue_after)
+            return requeue_after
         except NotLeader:
             logger.warning("reconcile of %s/%s stopped: this replica no longer leads", *key)
-            return None  # the process is about to exit; the new leader takes the key over
+            result = names.ReconcileResult.SUCCESS  # nothing failed: the new leader takes the key over
+            return None  # the process is about to exit
         except Exception:
             metrics.RECONCILE_ERRORS.inc()
+            metrics.RECONCILE_ERRORS_TOTAL.labels(controller=names.CONTROLLER).inc()
             raise
         finally:
-            metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            metrics.RECONCILE_SECONDS.observe(elapsed)
+            metrics.RECONCILE_TIME.labels(controller=names.CONTROLLER).observe(elapsed)
+            metrics.RECONCILE_TOTAL.labels(controller=names.CONTROLLER, result=result).inc()
+
+    def process_state(self) -> probes.ProcessState:
+        """What the probes judge; also read from the metrics server's thread (plain reads only)."""
+        tasks = list(self.background)
+        if self.primed and self._lease_watch is not None:
+            tasks.append(self._lease_watch)
+        leading = self.elector.leading() if self.elector is not None else True
+        return probes.ProcessState(
+            elects=self.elector is not None,
+            leading=leading,
+            primed=self.primed,
+            dead_tasks=tuple(t.get_name() for t in tasks if t.done() and not t.cancelled()),
+            queue=self.queue.snapshot() if self.primed else None,
+        )
+
+    def queue_snapshot(self) -> probes.QueueSnapshot | None:
+        return self.queue.snapshot() if self.primed else None
 
     async def _observe_plan(self, key: Key, plan: Plan) -> None:
         metrics.observe_plan(key, plan)
@@ -82,6 +111,7 @@ class Runtime:
         """Begin acting: fill the view, then run reconciles, the resync and the heartbeat watch."""
         await self.prime()
         self.queue.start()
+        self.primed = True
         metrics.LEADER.set(1)
         self.background += [
             asyncio.create_task(self.resync_forever(), name="ftso-resync"),
@@ -232,10 +262,8 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.scanning.disabled = True  # serve what exists at startup: no need to read CRDs or namespaces
     runtime = Runtime(ours)
     memo.runtime = runtime
-    if ours.metrics_port:
-        metrics.serve(ours.metrics_port, runtime.client)
     if ours.leader_election_namespace:
-        elector = LeaderElector(
+        runtime.elector = elector = LeaderElector(
             runtime.client,
             LeaseSettings(
                 namespace=ours.leader_election_namespace,
@@ -249,8 +277,31 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
         runtime.background.append(
             asyncio.create_task(elector.run(runtime.start, _stop_acting), name="ftso-leader")
         )
-    else:
+    if ours.metrics_port:
+        metrics.serve(
+            ours.metrics_port,
+            runtime.client,
+            runtime.queue_snapshot,
+            lambda: probes.readiness(runtime.process_state()),
+        )
+    if not ours.leader_election_namespace:
         await runtime.start()
+
+
+@kopf.on.probe(id="operator")
+async def operator_alive(memo: Any, **_: Any) -> str:
+    """kopf's liveness endpoint (`--liveness`) answers 500 when this fails: a dead task or a stuck queue.
+    PermanentError, so that kopf does not retry the probe with backoff while the kubelet waits. Async, so
+    that it runs in the event loop with the tasks it looks at (kopf runs plain functions in threads); an
+    event loop blocked for good times the probe out."""
+    runtime: Runtime | None = getattr(memo, "runtime", None)
+    if runtime is None:
+        return "starting"  # the startup handler has not run yet
+    problems = probes.liveness_problems(runtime.process_state(), runtime.settings.stuck_after_seconds)
+    if problems:
+        logger.error("liveness fails: %s", "; ".join(problems))
+        raise kopf.PermanentError("; ".join(problems))
+    return probes.readiness(runtime.process_state()).role
 
 
 @kopf.on.login()

@@ -61,6 +61,54 @@ FIELD_MANAGER: Final = "ftso"
 COMPONENT: Final = "ftso-operator"  # Events' source
 REPORTING_COMPONENT: Final = PREFIX + "operator"
 
+# The `controller` label of controller-runtime's metrics and the `name` label of the work queue's.
+CONTROLLER: Final = SINGULAR
+READINESS_PATH: Final = "/readyz"  # on the metrics port; liveness is kopf's endpoint (`--liveness`)
+
+
+class Metric(StrEnum):
+    """The operator's Prometheus metrics (counters without `_total`, as prometheus_client names them).
+    The controller-runtime and workqueue ones carry the names existing dashboards already query."""
+
+    RECONCILE = "controller_runtime_reconcile"  # {controller, result}
+    RECONCILE_ERRORS = "controller_runtime_reconcile_errors"
+    RECONCILE_TIME = "controller_runtime_reconcile_time_seconds"
+    MAX_CONCURRENT_RECONCILES = "controller_runtime_max_concurrent_reconciles"
+    ACTIVE_WORKERS = "controller_runtime_active_workers"
+    QUEUE_DEPTH = "workqueue_depth"
+    QUEUE_ADDS = "workqueue_adds"
+    QUEUE_DURATION = "workqueue_queue_duration_seconds"
+    WORK_DURATION = "workqueue_work_duration_seconds"
+    QUEUE_RETRIES = "workqueue_retries"
+    UNFINISHED_WORK = "workqueue_unfinished_work_seconds"
+    LONGEST_RUNNING = "workqueue_longest_running_processor_seconds"
+    REST_REQUESTS = "rest_client_requests"  # {code, method}
+    # Ours. The first three predate the controller-runtime names and stay for existing users.
+    RECONCILES = "ftso_reconciles"
+    RECONCILE_ERRORS_OURS = "ftso_reconcile_errors"
+    RECONCILE_DURATION = "ftso_reconcile_duration_seconds"
+    API_REQUESTS = "ftso_api_requests"  # {verb}, WATCH apart
+    PROMOTIONS = "ftso_promotions"  # {reason}
+    LEADER = "ftso_leader"
+    FAILOVER_DURATION = "ftso_failover_duration_seconds"
+    # Per resource, {namespace, name}: the resource's, not the scraped pod's (the ServiceMonitor honours it).
+    REPLICAS = "ftso_replicas"
+    READY_REPLICAS = "ftso_ready_replicas"
+    SERVING_REPLICAS = "ftso_serving_replicas"
+    PRIMARY_AVAILABLE = "ftso_primary_available"
+    FAILOVER_THROTTLED = "ftso_failover_throttled"
+    CHECKPOINT_FAILING = "ftso_checkpoint_failing"
+    CHECKPOINT_LAST_SUCCESS = "ftso_checkpoint_last_success_timestamp_seconds"
+
+
+class ReconcileResult(StrEnum):
+    """controller_runtime_reconcile_total's `result` label."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    REQUEUE = "requeue"
+    REQUEUE_AFTER = "requeue_after"
+
 
 class Health(StrEnum):
     """The operator's judgement of a pod, in status.pods[].health."""

@@ -21,6 +21,8 @@ class OperatorSettings:
     # No Lease renewal of any node seen for this long: the heartbeat watch is suspect and restarted.
     heartbeat_silence_seconds: float = 15.0
     liveness_endpoint: str | None = "http://0.0.0.0:8080/healthz"
+    # Liveness fails when a queued key waited this long while no reconcile ended, or one ran this long.
+    stuck_after_seconds: float = 300.0
     metrics_port: int | None = None
     # With a namespace, replicas elect one leader through a Lease there; without, this process acts alone.
     leader_election_namespace: str | None = None

@@ -1,0 +1,50 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from ftso import metrics
+from ftso.names import CONTROLLER, ReconcileResult
+from ftso.probes import QueueSnapshot
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def metrics_served() -> Iterator[Any]:
+    """The metrics server on a free loopback port, once per session (its collectors register once), after
+    one of each thing the operator records, so that every series has a sample."""
+    from . import test_metrics  # the fake client and the readiness answer the tests change
+
+    for result in ReconcileResult:
+        metrics.RECONCILE_TOTAL.labels(controller=CONTROLLER, result=result).inc()
+    metrics.RECONCILE_ERRORS_TOTAL.labels(controller=CONTROLLER).inc()
+    metrics.RECONCILE_TIME.labels(controller=CONTROLLER).observe(0.01)
+    observer = metrics.QueueMetrics()
+    observer.added(), observer.started(0.1), observer.finished(0.2), observer.retried()
+    metrics.RECONCILES.inc()
+    metrics.RECONCILE_ERRORS.inc()
+    metrics.RECONCILE_SECONDS.observe(0.01)
+    metrics.PROMOTIONS.labels(reason="Failover").inc()
+    metrics.FAILOVER_SECONDS.observe(0.5)
+    metrics.LEADER.set(1)
+    metrics.observe_status(("tenant", "db"), test_metrics.STATUS)
+    snapshot = QueueSnapshot(2, (1.0, 2.0), (3.0,), 3.0, 4, 4, 5.0)
+    server = metrics.serve(
+        _free_port(),
+        test_metrics.FakeClient(),  # type: ignore[arg-type]
+        lambda: snapshot,
+        lambda: test_metrics.READINESS[0],
+        host="127.0.0.1",
+    )
+    yield server
+    server.shutdown()
