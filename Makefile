@@ -17,7 +17,7 @@ help:
 	@echo "make images       build the real node's images (pause, counter) and import them if it is up"
 	@echo "make crd          regenerate crds/ (and the chart's copy) and docs/api.md from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
-	@echo "make promtool     build promtool (about 5 minutes cold); the unit tests then check the alert rules"
+	@echo "make promtool     build promtool (about 5 minutes cold; make unit does) to check the alert rules"
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -51,7 +51,7 @@ manifests: crd
 promtool:
 	@hack/promtool.sh
 
-unit: venv
+unit: venv promtool
 	$(BIN)/pytest tests examples/counter $(PYTEST_ARGS)
 
 e2e: venv cluster-up

@@ -1,9 +1,8 @@
 #!/usr/bin/env bash
 # Builds Prometheus's promtool (the real rule checker) from a pinned version through the Go module proxy,
 # once, into ~/.cache/ftso/bin ($FTSO_CACHE/bin), and prints its path. A warm second run only checks the stamp.
-# Used by tests/test_monitoring.py (`promtool check rules`, `promtool test rules`), which skips while promtool
-# is not built: a cold build (module downloads included) took 301 s of wall time on two cores at nice 19,
-# too long to make every unit-test run wait for it. `make promtool` builds it.
+# Used by tests/test_monitoring.py (`promtool check rules`, `promtool test rules`); `make unit` builds it first.
+# A cold build (module downloads included) took 301 s of wall time on two cores at nice 19.
 set -euo pipefail
 
 PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v0.316.0}
