@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -43,6 +44,9 @@ def test_status_pause_resume(kube: Kube, namespace: str, operator: OperatorProce
     assert header.split() == ["POD", "ROLE", "HEALTH", "SERVING", "NODE", "ZONE", "SINCE", "REASON"]
     assert f"{status['primary']}   primary" in result.stdout
     assert kubectl_ftso(kube, "status", "nope", "-n", namespace).returncode == 1
+    as_json = kubectl_ftso(kube, "status", "svc", "-n", namespace, "-o", "json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout)["status"]["primary"] == status["primary"]
 
     assert kubectl_ftso(kube, "pause", "svc", "-n", namespace).returncode == 0
     wait_for(lambda: fts.status().get("phase") == "Paused", what="phase Paused")

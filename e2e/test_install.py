@@ -507,3 +507,45 @@ def test_server_side_apply_twice_changes_nothing(
 def test_examples_are_accepted(kube: Kube, namespace: str) -> None:
     for example in ("basic.yaml", "counter/counter.yaml"):
         kube.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(ROOT / "examples" / example))
+
+
+def test_a_tenant_bound_to_edit_lists_everything_and_creates_a_service(
+    kube: Kube, release: tuple[str, str]
+) -> None:
+    """The chart's ClusterRoles aggregate into `edit`: a user bound to nothing else works with `kubectl`."""
+    name, namespace = release
+    helm(kube, "install", name, str(CHART), "-n", namespace, *ON_FAKE_NODES)
+    tenant = f"tenant-{uuid.uuid4().hex[:6]}"
+    kube.kubectl(
+        "create", "rolebinding", "tenant-edit", "--clusterrole=edit", f"--user={tenant}", "-n", namespace
+    )
+    as_tenant = ("--as", tenant, "-n", namespace)
+    wait_for(
+        lambda: (
+            kube.kubectl(
+                "auth", "can-i", "create", "faulttolerantservices.ftso.dev", *as_tenant, check=False
+            ).stdout.strip()
+            == "yes"
+        ),
+        timeout=30,
+        what="the aggregated edit role to allow creating FaultTolerantServices",
+    )
+    everything = kube.kubectl("get", "all", *as_tenant, check=False)
+    assert everything.returncode == 0 and "Forbidden" not in everything.stderr, everything.stderr
+    kube.kubectl("apply", "-f", "-", *as_tenant, stdin=json.dumps(manifest("tenant-svc")))
+    listed = kube.kubectl("get", "fts", "-o", "name", *as_tenant)
+    assert "tenant-svc" in listed.stdout
+    refused = kube.kubectl(
+        "patch",
+        "fts",
+        "tenant-svc",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status":{"term":9}}',
+        *as_tenant,
+        check=False,
+    )
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), (
+        "status is the operator's to write"
+    )
