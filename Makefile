@@ -7,7 +7,7 @@ CLUSTER := e2e/cluster
 KUBECONFIG_PATH = $(shell bash -c 'source $(CLUSTER)/versions.sh && echo $$FTSO_KUBECONFIG')
 PYTEST_ARGS ?=
 
-.PHONY: help venv lint fmt crd manifests promtool checkov unit e2e test cluster-up cluster-down images kubeconfig demo demo-down bench clean
+.PHONY: help venv lint fmt crd lock manifests promtool checkov unit e2e test cluster-up cluster-down images kubeconfig demo demo-down bench clean
 
 help:
 	@echo "make demo         start the local cluster, the operator and a sample service"
@@ -17,6 +17,7 @@ help:
 	@echo "make images       build the real node's images (pause, counter) and import them if it is up"
 	@echo "make crd          regenerate crds/ (and the chart's copy) and docs/api.md from operator/ftso/api/crd.py"
 	@echo "make manifests    regenerate manifests/install.yaml from the Helm chart"
+	@echo "make lock         regenerate requirements.lock (the image's dependencies, with hashes)"
 	@echo "make promtool     build promtool (about 5 minutes cold; make unit does) to check the alert rules"
 
 $(VENV)/.installed: pyproject.toml
@@ -42,6 +43,11 @@ crd: venv
 	$(BIN)/ftso crd > crds/ftso.dev_faulttolerantservices.yaml
 	cp crds/ftso.dev_faulttolerantservices.yaml charts/ftso/crds/
 	$(BIN)/ftso crd --markdown > docs/api.md
+
+lock: venv
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --generate-hashes --strip-extras --no-header --no-emit-find-links \
+	  --no-emit-index-url --output-file requirements.lock pyproject.toml
 
 manifests: crd
 	@$(CLUSTER)/build.sh >/dev/null

@@ -107,3 +107,32 @@ def test_the_license_file_is_the_license_pyproject_names() -> None:
         for line in (ROOT / "Dockerfile").read_text(encoding="utf-8").splitlines()
         if "pyproject.toml" in line
     )
+
+
+def _locked() -> dict[str, tuple[str, int]]:
+    """requirements.lock: distribution -> (pinned version, how many hashes)."""
+    locked: dict[str, tuple[str, int]] = {}
+    name = ""
+    for line in (ROOT / "requirements.lock").read_text(encoding="utf-8").splitlines():
+        pinned = re.match(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", line)
+        if pinned:
+            name = _distribution(pinned.group(1))
+            locked[name] = (pinned.group(2), 0)
+        elif line.strip().startswith("--hash=sha256:") and name:
+            version, hashes = locked[name]
+            locked[name] = (version, hashes + 1)
+    return locked
+
+
+def test_the_lock_pins_every_dependency_with_hashes() -> None:
+    locked = _locked()
+    missing = sorted({_distribution(r) for r in _pyproject()["project"]["dependencies"]} - set(locked))
+    assert missing == [], f"declared but not in requirements.lock (run `make lock`): {missing}"
+    unhashed = sorted(name for name, (_, hashes) in locked.items() if hashes == 0)
+    assert unhashed == [], f"locked without a hash: {unhashed}"
+
+
+def test_the_image_installs_the_locked_dependencies_and_only_then_the_package() -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert "--require-hashes -r requirements.lock" in dockerfile
+    assert "pip install --no-cache-dir --no-deps ." in dockerfile, "the package must not pull unlocked deps"
