@@ -82,9 +82,17 @@ class Watcher:
 
 
 @pytest.fixture
-def watchers(kube: Kube, proxied: Kube, namespace: str) -> Iterator[tuple[Watcher, Watcher]]:
+def watchers(
+    kube: Kube, proxy: FaultProxy, proxied: Kube, namespace: str
+) -> Iterator[tuple[Watcher, Watcher]]:
     """A watch straight to the API server and one through the proxy, both listening already."""
     direct, through = Watcher(kube.kubeconfig, namespace), Watcher(proxied.kubeconfig, namespace)
+    # Seeing the Lease is not enough: the list can show it before the watch is open. An answered watch
+    # through the proxy is a stream a fault set now will reach.
+    watch = Match(watch=True, path=f"/namespaces/{namespace}/leases")
+    wait_for(
+        lambda: any(e.status == 200 for e in proxy.requests(watch)), timeout=30, what="the proxied watch"
+    )
     kube.create(leases(namespace), lease("warm-up"))
     wait_for(lambda: direct.saw("warm-up") and through.saw("warm-up"), timeout=30, what="both watches")
     yield direct, through
