@@ -191,6 +191,25 @@ def test_a_namespace_being_terminated_is_not_an_error_storm() -> None:
     assert all(r is None or r >= 1 for r in requeues), "no fast retries"
 
 
+def test_a_namespace_being_terminated_is_left_alone_for_a_while_then_looked_at_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    controller, client = _refusing_controller()
+    client.refuse = ApiError(403, "Forbidden", "namespace ns is being terminated", ("NamespaceTerminating",))
+    ticks = Clock()
+    monkeypatch.setattr(controller_module.time, "monotonic", ticks)
+    _reconcile_all(controller, 1)
+    assert ("POST", "Pod", "svc0-0") in client.calls
+    client.calls.clear()
+    ticks.now = controller_module.TERMINATING_NAMESPACE_SKIP_SECONDS - 1
+    assert _reconcile_all(controller, 1) == [None]
+    assert client.calls == [], "nothing is sent while the namespace goes"
+    ticks.now = controller_module.TERMINATING_NAMESPACE_SKIP_SECONDS + 1
+    client.refuse = None  # made anew under the same name
+    _reconcile_all(controller, 1)
+    assert ("POST", "Pod", "svc0-0") in client.calls
+
+
 def test_transient_create_errors_still_back_off_through_the_work_queue() -> None:
     controller, client = _refusing_controller()
     client.refuse = ApiError(503, "ServiceUnavailable", "busy")

@@ -65,7 +65,9 @@ def test_the_work_queue_reports_adds_waits_work_and_retries() -> None:
     assert recorder.adds == 3  # a, bad, and bad again after its failure
     assert recorder.retries == 1
     assert len(recorder.waits) == len(recorder.works) == 3
-    assert snapshot.depth == 0 and snapshot.alive_workers == 2 and snapshot.running_since == ()
+    assert (
+        snapshot.depth == 0 and snapshot.alive_workers == 3 and snapshot.running_since == ()
+    )  # 2 + the urgent one
 
 
 def test_reconcile_results_as_controller_runtime_names_them() -> None:

@@ -29,6 +29,8 @@ from ftso.store import Key, Store
 logger = logging.getLogger(__name__)
 # How long a primary named in status but never seen in the pod watch is taken for watch lag.
 UNSEEN_PRIMARY_GRACE_SECONDS = 2.0
+# A namespace the API server called terminating is skipped this long, then looked at again.
+TERMINATING_NAMESPACE_SKIP_SECONDS = 30.0
 
 
 class StaleStatus(Exception):
@@ -196,8 +198,11 @@ class Controller:
         self.create_failures: dict[Key, dict[str, str]] = {}
         self._failed_attempts: dict[Key, int] = {}
         self._primary_unseen_since: dict[Key, float] = {}
+        self._terminating_seen: dict[str, float] = {}  # namespace -> when a create was refused for it
 
     async def reconcile(self, key: Key) -> float | None:
+        if self._in_terminating_namespace(key[0]):
+            return None  # its deletion reaches every object in it; work there only delays the others
         before = self.create_failures.get(key, {})
         observed = observe(self.store, key, self.clock(), self.view, before)
         if observed is None:
@@ -212,6 +217,20 @@ class Controller:
         if self.on_plan is not None:
             await self.on_plan(key, plan)
         return self._after_creates(key, before, plan.requeue_after)
+
+    def _in_terminating_namespace(self, namespace: str) -> bool:
+        """Known for a while after the API server said so; then one reconcile looks again, so that a
+        namespace deleted and made anew under the same name is served."""
+        seen = self._terminating_seen.get(namespace)
+        if seen is None:
+            return False
+        if time.monotonic() - seen < TERMINATING_NAMESPACE_SKIP_SECONDS:
+            return True
+        del self._terminating_seen[namespace]
+        return False
+
+    def _note_terminating(self, namespace: str) -> None:
+        self._terminating_seen[namespace] = time.monotonic()
 
     def _bound_unseen_primary(self, key: Key, observed: Observed) -> Observed:
         """A primary never seen is waited for briefly: a watch lags by milliseconds, but a pod deleted while
@@ -343,6 +362,7 @@ class Controller:
             if error.conflict:  # already exists: our view was behind; the watch will catch up
                 return
             if error.namespace_terminating:  # everything in it is going: nothing to retry or report
+                self._note_terminating(str(body["metadata"].get("namespace") or ""))
                 logger.debug("not creating %s: %s", body["metadata"].get("name"), error.message)
                 return
             if error.transient or error.status == 0:
@@ -408,6 +428,7 @@ class Controller:
             await self.client.create(body, strict=False)
         except ApiError as error:
             if error.namespace_terminating:
+                self._note_terminating(fts.namespace)
                 return
             logger.warning(
                 "could not post event %s for %s/%s: %s", event.reason, fts.namespace, fts.name, error

@@ -14,7 +14,7 @@ from typing import Any
 
 import kopf
 
-from ftso import kinds, metrics, names, probes
+from ftso import kinds, metrics, names, probes, triage
 from ftso.api.spec import MIN_NODE_LOST_AFTER_SECONDS, node_lost_after_seconds
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
@@ -192,7 +192,7 @@ class Runtime:
                     any_stale = any_stale or stale
                     if self._stale.get((node, key), False) != stale:
                         self._stale[(node, key)] = stale
-                        self.queue.add(key)
+                        self.queue.add(key, urgent=True)
                 if any_stale:
                     self._stale_nodes.add(node)
                 else:
@@ -337,7 +337,7 @@ def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         runtime.store.drop_resource(key)
         metrics.forget(key)
         return
-    runtime.queue.add(runtime.store.put_resource(body))
+    runtime.queue.add(runtime.store.put_resource(body), urgent=triage.resource_change_is_urgent(body))
 
 
 def _follow_owned(kind: kinds.Kind) -> None:
@@ -353,7 +353,8 @@ def _follow_owned(kind: kinds.Kind) -> None:
             else store.put_owned(kind.kind, body)
         )
         if key is not None:
-            runtime.queue.add(key)
+            urgent = kind is kinds.POD and triage.pod_change_is_urgent(store.resources.get(key), body)
+            runtime.queue.add(key, urgent=urgent)
 
     selector = {names.LABEL_SERVICE: kopf.PRESENT}
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"{kind.plural}-event", labels=selector)(
@@ -379,7 +380,7 @@ def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
             return  # a heartbeat that changes nothing we judge by
         keys = runtime.store.put_node(body)
     for key in keys:
-        runtime.queue.add(key)
+        runtime.queue.add(key, urgent=True)  # a node lost or back: its primaries may need replacing
 
 
 def _ready(node: dict[str, Any]) -> bool:
