@@ -32,11 +32,17 @@ def new_namespace(kube: Kube, prefix: str) -> str:
     return name
 
 
-def start_operator(kube: Kube, namespace: str, metrics_port: int, *extra: str) -> OperatorProcess:
+def start_operator(
+    kube: Kube, namespace: str, metrics_port: int, *extra: str, also: tuple[str, ...] = ()
+) -> OperatorProcess:
+    """The operator for `namespace` and the namespaces in `also`."""
     log = ROOT / ".e2e-logs" / f"bench-{namespace}.log"
     log.parent.mkdir(exist_ok=True)
     process = OperatorProcess(
-        kube.kubeconfig, log, namespaces=(namespace,), extra=("--metrics-port", str(metrics_port), *extra)
+        kube.kubeconfig,
+        log,
+        namespaces=(namespace, *also),
+        extra=("--metrics-port", str(metrics_port), *extra),
     ).start()
     deadline = time.monotonic() + 30
     while True:

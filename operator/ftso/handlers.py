@@ -198,6 +198,38 @@ class Runtime:
                 else:
                     self._stale_nodes.discard(node)
 
+    def resource_changed(self, event_type: str, body: dict[str, Any]) -> None:
+        if event_type == "DELETED":
+            key = (body["metadata"]["namespace"], body["metadata"]["name"])
+            self.store.drop_resource(key)
+            metrics.forget(key)
+            return
+        self.queue.add(self.store.put_resource(body), urgent=triage.resource_change_is_urgent(body))
+
+    def owned_changed(self, kind: kinds.Kind, event_type: str, body: dict[str, Any]) -> None:
+        key = (
+            self.store.drop_owned(kind.kind, body)
+            if event_type == "DELETED"
+            else self.store.put_owned(kind.kind, body)
+        )
+        if key is not None:
+            resource = self.store.resources.get(key)
+            urgent = kind is kinds.POD and triage.pod_change_is_urgent(resource, body)
+            self.queue.add(key, urgent=urgent)
+
+    def node_changed(self, event_type: str, body: dict[str, Any]) -> None:
+        name = body["metadata"]["name"]
+        previous = self.store.nodes.get(name)
+        if event_type == "DELETED":
+            keys = self.store.drop_node(name)
+        else:
+            if previous is not None and _ready(previous) == _ready(body):
+                self.store.put_node(body)
+                return  # a heartbeat that changes nothing we judge by
+            keys = self.store.put_node(body)
+        for key in keys:
+            self.queue.add(key, urgent=True)  # a node lost or back: its primaries may need replacing
+
     async def resync_forever(self) -> None:
         # The first relist comes soon: kopf's watches start after our startup LIST, and a delete between
         # the two would be in neither.
@@ -330,31 +362,14 @@ async def shutdown(memo: Any, **_: Any) -> None:
 
 @kopf.on.event(kinds.FTS.group, kinds.FTS.version, kinds.FTS.plural)
 def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    runtime = _runtime(memo)
-    body: dict[str, Any] = dict(event["object"])
-    if event["type"] == "DELETED":
-        key = (body["metadata"]["namespace"], body["metadata"]["name"])
-        runtime.store.drop_resource(key)
-        metrics.forget(key)
-        return
-    runtime.queue.add(runtime.store.put_resource(body), urgent=triage.resource_change_is_urgent(body))
+    _runtime(memo).resource_changed(str(event["type"]), dict(event["object"]))
 
 
 def _follow_owned(kind: kinds.Kind) -> None:
     """One event handler per owned kind, on the objects that carry our label only."""
 
     def owned_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-        runtime = _runtime(memo)
-        body: dict[str, Any] = dict(event["object"])
-        store = runtime.store
-        key = (
-            store.drop_owned(kind.kind, body)
-            if event["type"] == "DELETED"
-            else store.put_owned(kind.kind, body)
-        )
-        if key is not None:
-            urgent = kind is kinds.POD and triage.pod_change_is_urgent(store.resources.get(key), body)
-            runtime.queue.add(key, urgent=urgent)
+        _runtime(memo).owned_changed(kind, str(event["type"]), dict(event["object"]))
 
     selector = {names.LABEL_SERVICE: kopf.PRESENT}
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"{kind.plural}-event", labels=selector)(
@@ -368,19 +383,7 @@ for _kind in kinds.OWNED:
 
 @kopf.on.event(kinds.NODE.group, kinds.NODE.version, kinds.NODE.plural)
 def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
-    runtime = _runtime(memo)
-    body: dict[str, Any] = dict(event["object"])
-    name = body["metadata"]["name"]
-    previous = runtime.store.nodes.get(name)
-    if event["type"] == "DELETED":
-        keys = runtime.store.drop_node(name)
-    else:
-        if previous is not None and _ready(previous) == _ready(body):
-            runtime.store.put_node(body)
-            return  # a heartbeat that changes nothing we judge by
-        keys = runtime.store.put_node(body)
-    for key in keys:
-        runtime.queue.add(key, urgent=True)  # a node lost or back: its primaries may need replacing
+    _runtime(memo).node_changed(str(event["type"]), dict(event["object"]))
 
 
 def _ready(node: dict[str, Any]) -> bool:

@@ -1,0 +1,77 @@
+"""Watch events into the store and the work queue: which keys are queued, and which jump the queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftso import handlers, kinds, names
+
+from .factories import node, offline_runtime, pod
+
+KEY = ("ns", "demo")
+
+
+class Adds:
+    def __init__(self) -> None:
+        self.seen: list[tuple[tuple[str, str], bool]] = []
+
+    def __call__(self, key: tuple[str, str], *, urgent: bool = False) -> None:
+        self.seen.append((key, urgent))
+
+
+def _runtime(tmp_path: Path, status: dict[str, Any]) -> tuple[handlers.Runtime, Adds]:
+    runtime: handlers.Runtime = offline_runtime(tmp_path)
+    resource = {
+        "metadata": {"name": "demo", "namespace": "ns", "uid": "uid-demo", "resourceVersion": "1"},
+        "status": status,
+    }
+    runtime.store.put_resource(resource)
+    adds = Adds()
+    runtime.queue.add = adds  # type: ignore[method-assign]
+    return runtime, adds
+
+
+def test_the_primarys_pod_is_urgent_a_replicas_routine(tmp_path: Path) -> None:
+    runtime, adds = _runtime(tmp_path, {"primary": "demo-0", "term": 1})
+    runtime.owned_changed(kinds.POD, "MODIFIED", pod(0, role=names.ROLE_PRIMARY))
+    runtime.owned_changed(kinds.POD, "MODIFIED", pod(1))
+    runtime.owned_changed(kinds.POD, "DELETED", pod(0, role=names.ROLE_PRIMARY))
+    assert adds.seen == [(KEY, True), (KEY, False), (KEY, True)]
+
+
+def test_owned_objects_other_than_pods_are_routine(tmp_path: Path) -> None:
+    runtime, adds = _runtime(tmp_path, {"primary": "demo-0", "term": 1})
+    service = {
+        "kind": "Service",
+        "metadata": {
+            "name": "demo-primary",
+            "namespace": "ns",
+            "resourceVersion": "2",
+            "labels": {names.LABEL_SERVICE: "demo"},
+            "ownerReferences": [{"kind": names.KIND, "name": "demo", "uid": "uid-demo", "controller": True}],
+        },
+    }
+    runtime.owned_changed(kinds.SERVICE, "ADDED", service)
+    assert adds.seen == [(KEY, False)]
+
+
+def test_a_resource_that_lost_its_primary_is_urgent_a_new_one_routine(tmp_path: Path) -> None:
+    runtime, adds = _runtime(tmp_path, {})
+    body = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "3"}, "status": {}}
+    runtime.resource_changed("ADDED", body)
+    runtime.resource_changed("MODIFIED", {**body, "status": {"primary": "", "term": 2}})
+    assert adds.seen == [(KEY, False), (KEY, True)]
+    runtime.resource_changed("DELETED", body)
+    assert KEY not in runtime.store.resources and len(adds.seen) == 2
+
+
+def test_a_node_turning_not_ready_is_urgent_for_its_resources_a_heartbeat_is_nothing(tmp_path: Path) -> None:
+    runtime, adds = _runtime(tmp_path, {"primary": "demo-0", "term": 1})
+    runtime.node_changed("ADDED", node("node-0"))
+    runtime.owned_changed(kinds.POD, "ADDED", pod(1, node_name="node-0"))
+    adds.seen.clear()
+    runtime.node_changed("MODIFIED", node("node-0"))  # a status heartbeat, still Ready
+    assert adds.seen == []
+    runtime.node_changed("MODIFIED", node("node-0", ready=False))
+    assert adds.seen == [(KEY, True)]
