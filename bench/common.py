@@ -18,7 +18,24 @@ def connect() -> Kube:
     kube = Kube(kubeconfig_path())
     kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     kube.kubectl("wait", "--for=condition=Established", "crd/faulttolerantservices.ftso.dev", "--timeout=60s")
+    wait_for_terminating_namespaces(kube)
     return kube
+
+
+def wait_for_terminating_namespaces(kube: Kube, timeout: float = 900) -> None:
+    """An earlier run's namespaces still being deleted would load the control plane during this one."""
+    deadline = time.monotonic() + timeout
+    while True:
+        going = [
+            n["metadata"]["name"]
+            for n in kube.items("/api/v1/namespaces")
+            if (n.get("status") or {}).get("phase") == "Terminating"
+        ]
+        if not going:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"namespaces still terminating after {timeout:.0f}s: {', '.join(going)}")
+        time.sleep(1)
 
 
 def new_namespace(kube: Kube, prefix: str) -> str:
@@ -101,6 +118,37 @@ def percentiles(values: list[float]) -> str:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+APISERVER_SERIES = {
+    "apiserver_request_total": "requests",
+    "apiserver_request_duration_seconds_sum": "seconds",
+    "apiserver_watch_events_total": "watch events",
+}
+
+
+def apiserver_counters(kube: Kube) -> dict[tuple[str, str, str], float]:
+    """The API server's own counts, summed over codes and versions: (series, verb, resource[/sub]) -> value.
+    Requests and their total time by verb and resource, and watch events sent by kind."""
+    text = kube.kubectl("get", "--raw", "/metrics").stdout
+    totals: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        match = re.match(r"^(\w+)\{(.*)\} (\S+)$", line)
+        if not match or match.group(1) not in APISERVER_SERIES:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match.group(2)))
+        resource = labels.get("resource") or labels.get("kind", "")
+        if labels.get("subresource") and resource:
+            resource += "/" + labels["subresource"]
+        key = (APISERVER_SERIES[match.group(1)], labels.get("verb", ""), resource)
+        totals[key] = totals.get(key, 0.0) + float(match.group(3))
+    return totals
+
+
+def counter_delta(
+    after: dict[tuple[str, str, str], float], before: dict[tuple[str, str, str], float]
+) -> dict[tuple[str, str, str], float]:
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
 
 
 def control_plane_cpu_seconds() -> dict[str, float]:

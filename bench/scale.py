@@ -1,8 +1,11 @@
 """Scale benchmark: K FaultTolerantServices of 3 replicas against K StatefulSets of 3 on the same cluster.
 
-Prints the time until all are Ready, the operator's peak resident memory and API requests, the ratio of
-the two times, and the operator's API writes during a quiet minute. Targets: ratio <= 1.5 at K=1000,
-peak memory <= 150 MB, zero idle writes.
+The baseline is what a user would build by hand for the same job: each StatefulSet gets the same three
+Services and a PodDisruptionBudget. Prints the time until all are Ready, the operator's peak resident
+memory and API requests, the ratio of the two times, the operator's API writes during a quiet minute, and
+where the control plane's work went on each side (the API server's requests and their time by verb and
+resource, and the watch events it sent by kind). Targets: ratio <= 1.5 at K=1000, peak memory <= 150 MB,
+zero idle writes.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from e2e.kube import Kube
 
 from bench.common import (
     api_requests,
+    apiserver_counters,
     connect,
     control_plane_cpu_seconds,
+    counter_delta,
     cpu_seconds,
     new_namespace,
     peak_rss_mb,
@@ -86,12 +91,14 @@ def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) 
         ]
         assert operator.process is not None
         plane_before = control_plane_cpu_seconds()
+        counters_before = apiserver_counters(kube)
         started = time.monotonic()
         _apply_all(kube, namespace, objects)
         _wait(ready, k, timeout, "FaultTolerantServices")
         total = time.monotonic() - started
         operator_cpu = cpu_seconds(operator.process.pid)
         plane_after = control_plane_cpu_seconds()
+        counters = counter_delta(apiserver_counters(kube), counters_before)
         requests_ready = api_requests(scrape(port))
         time.sleep(2)  # let the last status events settle before the quiet minute starts
         before = api_requests(scrape(port))
@@ -108,12 +115,13 @@ def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) 
             "idle_writes": idle_writes,
             "idle_requests": sum(after.values()) - sum(before.values()),
             "peak_rss_mb": peak_rss_mb(operator.process.pid),
+            "apiserver": counters,
         }
     finally:
         operator.stop()
 
 
-def run_statefulsets(kube: Kube, k: int, timeout: float, services: int = 0) -> dict[str, Any]:
+def run_statefulsets(kube: Kube, k: int, timeout: float, services: int, pdb: bool) -> dict[str, Any]:
     namespace = new_namespace(kube, "bench-sts")
     path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets"
 
@@ -146,10 +154,46 @@ def run_statefulsets(kube: Kube, k: int, timeout: float, services: int = 0) -> d
         for i in range(k)
         for n in range(services)
     ]
+    objects += [
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": f"s{i}"},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": f"s{i}"}}},
+        }
+        for i in range(k)
+        if pdb
+    ]
+    counters_before = apiserver_counters(kube)
     started = time.monotonic()
     _apply_all(kube, namespace, objects)
     _wait(ready, k, timeout, "StatefulSets")
-    return {"namespace": namespace, "seconds": time.monotonic() - started}
+    seconds = time.monotonic() - started
+    counters = counter_delta(apiserver_counters(kube), counters_before)
+    return {"namespace": namespace, "seconds": seconds, "apiserver": counters}
+
+
+def _breakdown(
+    sts: dict[tuple[str, str, str], float], fts: dict[tuple[str, str, str], float], k: int
+) -> None:
+    """Side by side, the rows that matter: writes, and watch events by kind."""
+    floor = max(10.0, 0.2 * k)  # leave out the background
+    rows = sorted(
+        {
+            k
+            for k in (*sts, *fts)
+            if max(sts.get(k, 0), fts.get(k, 0)) >= floor
+            and (k[0] == "watch events" or (k[0] == "requests" and k[1] not in ("GET", "LIST", "WATCH")))
+        },
+        key=lambda k: (k[0], -(fts.get(k, 0) + sts.get(k, 0))),
+    )
+    print(f"  {'API server':<44} {'StatefulSets':>13} {'FTS':>9}   (time in the API server, s)")
+    for row in rows:
+        what, verb, resource = row
+        seconds = ("seconds", verb, resource)
+        timing = f"   ({sts.get(seconds, 0):.1f} / {fts.get(seconds, 0):.1f})" if what == "requests" else ""
+        label = f"{what} {verb} {resource}".replace("  ", " ")
+        print(f"  {label:<44} {sts.get(row, 0):>13.0f} {fts.get(row, 0):>9.0f}{timing}")
 
 
 def _cpu(by_process: dict[str, float]) -> str:
@@ -166,17 +210,21 @@ def main() -> None:
     parser.add_argument("--metrics-port", type=int, default=18081)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark namespaces")
     parser.add_argument(
-        "--sts-services", type=int, default=0, help="Services per StatefulSet in the baseline (ftso makes 3)"
+        "--sts-services", type=int, default=3, help="Services per StatefulSet in the baseline (ftso makes 3)"
+    )
+    parser.add_argument(
+        "--no-sts-pdb", action="store_true", help="no PodDisruptionBudget per StatefulSet (ftso makes one)"
     )
     args = parser.parse_args()
 
     kube = connect()
     print(f"scale benchmark: K={args.k} resources x 3 replicas ({3 * args.k} pods per side)", flush=True)
     plane_before = control_plane_cpu_seconds()
-    sts = run_statefulsets(kube, args.k, args.timeout, args.sts_services)
+    sts = run_statefulsets(kube, args.k, args.timeout, args.sts_services, not args.no_sts_pdb)
     plane_after = control_plane_cpu_seconds()
     sts["plane_cpu"] = {k: plane_after.get(k, 0) - v for k, v in plane_before.items()}
-    label = f"StatefulSets (Parallel, {args.sts_services} Services each)"
+    pdb = "" if args.no_sts_pdb else " and a PDB"
+    label = f"StatefulSets (Parallel, {args.sts_services} Services{pdb} each)"
     print(f"  {label:<40} all Ready in {sts['seconds']:.1f} s", flush=True)
     fts = run_fts(kube, args.k, args.timeout, args.idle_seconds, args.metrics_port)
     print(f"  FaultTolerantServices       all Ready in {fts['seconds']:.1f} s")
@@ -190,6 +238,7 @@ def main() -> None:
     print(
         f"  idle {args.idle_seconds:.0f} s: API writes      {fts['idle_writes']}   (target 0); all requests {fts['idle_requests']}"
     )
+    _breakdown(sts["apiserver"], fts["apiserver"], args.k)
     if not args.keep:
         for namespace in (sts["namespace"], fts["namespace"]):
             kube.delete(f"/api/v1/namespaces/{namespace}")
