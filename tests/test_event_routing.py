@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,10 @@ def test_a_node_turning_not_ready_is_urgent_for_its_resources_a_heartbeat_is_not
     assert adds.seen == []
     runtime.node_changed("MODIFIED", node("node-0", ready=False))
     assert adds.seen == [(KEY, True)]
+
+
+def test_every_event_handler_runs_on_the_event_loop() -> None:
+    """kopf runs plain functions on a thread pool; the store and the queue are the loop thread's alone."""
+    registered = [handlers.resource_event, handlers.node_event, *handlers.OWNED_EVENT_HANDLERS.values()]
+    assert len(handlers.OWNED_EVENT_HANDLERS) == len(kinds.OWNED)
+    assert all(inspect.iscoroutinefunction(h) for h in registered)

@@ -9,6 +9,7 @@ import os
 import random
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -360,21 +361,29 @@ async def shutdown(memo: Any, **_: Any) -> None:
     await runtime.client.close()
 
 
+# The event handlers are coroutines: kopf runs plain functions on a thread pool, and the store and the work
+# queue belong to the event loop's thread (a wakeup set from another thread can be lost or break the loop).
+
+
 @kopf.on.event(kinds.FTS.group, kinds.FTS.version, kinds.FTS.plural)
-def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def resource_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _runtime(memo).resource_changed(str(event["type"]), dict(event["object"]))
+
+
+OWNED_EVENT_HANDLERS: dict[str, Callable[..., Awaitable[None]]] = {}
 
 
 def _follow_owned(kind: kinds.Kind) -> None:
     """One event handler per owned kind, on the objects that carry our label only."""
 
-    def owned_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+    async def owned_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
         _runtime(memo).owned_changed(kind, str(event["type"]), dict(event["object"]))
 
     selector = {names.LABEL_SERVICE: kopf.PRESENT}
     kopf.on.event(kind.group, kind.version, kind.plural, id=f"{kind.plural}-event", labels=selector)(
         owned_event
     )
+    OWNED_EVENT_HANDLERS[kind.kind] = owned_event
 
 
 for _kind in kinds.OWNED:
@@ -382,7 +391,7 @@ for _kind in kinds.OWNED:
 
 
 @kopf.on.event(kinds.NODE.group, kinds.NODE.version, kinds.NODE.plural)
-def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
+async def node_event(event: kopf.RawEvent, memo: Any, **_: Any) -> None:
     _runtime(memo).node_changed(str(event["type"]), dict(event["object"]))
 
 
