@@ -134,7 +134,13 @@ class ControlPlane:
         return pid
 
     def pause(self, name: str) -> None:
-        os.kill(self._live_pid(name), signal.SIGSTOP)
+        """SIGSTOP, then wait until the kernel shows the process stopped: the signal is delivered
+        asynchronously, and a check made in between saw a running process that no longer answered."""
+        pid = self._live_pid(name)
+        os.kill(pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while process_state(pid) not in ("T", "") and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def resume(self, name: str) -> None:
         pid = self.pid(name)
