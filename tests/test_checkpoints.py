@@ -253,3 +253,54 @@ def test_the_job_is_placed_like_the_services_pods() -> None:
     pod_spec = job["spec"]["template"]["spec"]
     assert {k: pod_spec[k] for k in placement} == placement
     assert "hostNetwork" not in pod_spec and "terminationGracePeriodSeconds" not in pod_spec
+
+
+def test_a_pod_made_after_the_data_was_lost_does_not_stop_the_recovery_nor_win_it() -> None:
+    """The primary and then each replica deleted in turn: the first one's replacement already exists, never
+    Ready, when the last holder goes. It holds nothing, so the recovery starts, replaces it, and elects only
+    a pod that loaded the checkpoint."""
+    spec = raw_spec(checkpoint=CHECKPOINT)
+    history = [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}]
+    status = {
+        "primary": "demo-2",
+        "term": 3,
+        "checkpoints": history,
+        "lastSuccessfulCheckpoint": "c7",
+        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
+    }
+    fresh = pod(0, spec=spec, term=3, phase="Pending", ready=False, serving=False)
+    gone = pod(2, spec=spec, role="primary", term=3, deleting=True)
+    plan = decide(_observe(spec=spec, status=status, pods=[fresh, gone]))
+    assert plan.status["primary"] == "" and plan.status["recovery"]["checkpoint"] == "c7"
+    assert [d.name for d in plan.deletes] == ["demo-0"]
+    assert "NotRestored" in [e.reason for e in plan.events]
+    assert [p["metadata"]["annotations"]["ftso.dev/restored-from"] for p in plan.creates] == ["c7"]
+    # Had the fresh pod become Ready before its deletion landed, it is still not elected.
+    ready_fresh = pod(0, spec=spec, term=3)
+    restored = pod(1, spec=spec, term=3, phase="Pending", ready=False, serving=False)
+    restored["metadata"]["annotations"]["ftso.dev/restored-from"] = "c7"
+    plan = decide(_observe(spec=spec, status=plan.status, pods=[ready_fresh, restored]))
+    assert plan.status["primary"] == ""
+    assert [d.name for d in plan.deletes] == ["demo-0"]
+    restored = pod(1, spec=spec, term=3)
+    restored["metadata"]["annotations"]["ftso.dev/restored-from"] = "c7"
+    plan = decide(_observe(spec=spec, status=plan.status, pods=[ready_fresh, restored]))
+    assert plan.status["primary"] == "demo-1" and plan.status["term"] == 4
+    assert plan.status["recovery"]["completedAt"] == format_time(NOW)
+
+
+def test_a_pod_that_was_ready_may_still_hold_the_data_so_no_recovery_yet() -> None:
+    spec = raw_spec(checkpoint=CHECKPOINT)
+    history = [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}]
+    status = {
+        "primary": "demo-2",
+        "term": 3,
+        "checkpoints": history,
+        "lastSuccessfulCheckpoint": "c7",
+        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
+    }
+    # Ready once, not now (DEGRADED): it may come back with the data.
+    unready = pod(1, spec=spec, term=3, ready=False, ready_changed=NOW - timedelta(seconds=5))
+    gone = pod(2, spec=spec, role="primary", term=3, deleting=True)
+    plan = decide(_observe(spec=spec, status=status, pods=[unready, gone]))
+    assert plan.status["primary"] == "" and not plan.status.get("recovery")

@@ -223,6 +223,7 @@ class EventReason(StrEnum):
     SWITCHOVER_COMPLETED = "SwitchoverCompleted"
     RECOVERY_STARTED = "RecoveryStarted"
     RECOVERED_FROM_CHECKPOINT = "RecoveredFromCheckpoint"
+    NOT_RESTORED = "NotRestored"  # replaced during a recovery: it did not load the checkpoint
     NODE_LOSS_SUSPENDED = "NodeLossSuspended"
     NODE_LOSS_RESUMED = "NodeLossResumed"
     POD_LOST = "PodLost"

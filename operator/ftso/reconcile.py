@@ -230,7 +230,7 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     decision = decide_primary(
         primary=primary,
         term=term,
-        pods=j.by_name,
+        pods=_electable(j),
         verdicts=j.verdicts,
         replicas=j.spec.replicas,
         updated={p.name: j.updated(p) for p in j.pods},
@@ -251,6 +251,21 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
     return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _electable(j: Judgement) -> Mapping[str, PodView]:
+    """The pods that may be elected. While a recovery runs, only those that loaded its checkpoint: any other
+    pod was made after the data was lost and would come up empty."""
+    checkpoint = active_recovery(j.previous)
+    if not checkpoint:
+        return j.by_name
+    return {p.name: p for p in j.pods if p.annotations.get(names.ANNOTATION_RESTORED_FROM) == checkpoint}
+
+
+def active_recovery(status: Mapping[str, Any]) -> str:
+    """The checkpoint of a recovery in progress, or ""."""
+    recovery = recovery_state(status)
+    return "" if recovery.get("completedAt") else str(recovery.get("checkpoint") or "")
 
 
 def _annotation_events(j: Judgement, decision: RoleDecision) -> list[EventSpec]:
@@ -384,9 +399,13 @@ def _recovery_needed(j: Judgement, checkpoints: CheckpointPlan, decision: RoleDe
         return False
     if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
         return False
-    # Someone may still come back with the data.
-    alive = (Health.HEALTHY, Health.STARTING, Health.DEGRADED)
-    return not any(j.health(p) in alive for p in j.pods)
+    return not any(may_hold_data(j.health(p)) for p in j.pods)
+
+
+def may_hold_data(health: Health) -> bool:
+    """A pod that has been Ready may come back with the data. One that never was holds none: after the last
+    holder died it is a fresh pod that would start empty, so it must not stop a recovery."""
+    return health in (Health.HEALTHY, Health.DEGRADED)
 
 
 # Phase 5: labels
@@ -511,8 +530,11 @@ def plan_pods(
 ) -> PodWork:
     if not j.acting:
         return PodWork()
+    recovering = active_recovery({"recovery": checkpoints.recovery})
     replaced = [
-        r for p in sorted(j.pods, key=lambda p: -p.ordinal) if (r := _replacement(j, p, labels, roles))
+        r
+        for p in sorted(j.pods, key=lambda p: -p.ordinal)
+        if (r := _replacement(j, p, labels, roles) or _unrestored(j, p, recovering))
     ]
     creates, created = _creations(j, roles.term, checkpoints.restore_from)
     rolled: list[tuple[PodDelete, EventSpec]] = []
@@ -553,6 +575,16 @@ def _replacement(
         )
         return PodDelete(pod.name, pod.uid, False, "scaled down"), event, Reason.SCALING
     return None
+
+
+def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete, EventSpec, Reason] | None:
+    """During a recovery every pod loads its checkpoint. One that did not was made after the data was lost
+    (it is empty) or came back after the recovery began (its data is no longer the service's)."""
+    if not checkpoint or pod.deleting or pod.annotations.get(names.ANNOTATION_RESTORED_FROM) == checkpoint:
+        return None
+    why = f"it did not load checkpoint {checkpoint}, which the service is recovering from"
+    event = EventSpec("Normal", EventReason.NOT_RESTORED, f"replacing {pod.name}: {why}")
+    return PodDelete(pod.name, pod.uid, False, why), event, Reason.REPLACING
 
 
 def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[str, Any]], list[EventSpec]]:
