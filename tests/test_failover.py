@@ -76,8 +76,12 @@ def test_stale_node_heartbeat_loses_the_primary_and_avoids_the_node() -> None:
     pods = _three()
     base = observed(pods, status={"primary": "demo-0", "term": 1})
     nodes = dict(base.nodes)
-    nodes["node-0"] = node_view(node("node-0"), renewed=NOW - timedelta(seconds=21))
     nodes["node-1"] = node_view(node("node-1", zone="zone-b"), renewed=NOW - timedelta(seconds=3))
+    # Older than nodeLostAfterSeconds (20), but not yet two heartbeats plus slack (24): not acted on yet.
+    nodes["node-0"] = node_view(node("node-0"), renewed=NOW - timedelta(seconds=23))
+    plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in pods), nodes, {}, None, NOW))
+    assert plan.status["primary"] == "demo-0" and plan.deletes == []
+    nodes["node-0"] = node_view(node("node-0"), renewed=NOW - timedelta(seconds=25))
     plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in pods), nodes, {}, None, NOW))
     assert plan.status["primary"] == "demo-1"
     delete = next(d for d in plan.deletes if d.name == "demo-0")

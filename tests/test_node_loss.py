@@ -113,3 +113,60 @@ def test_fence_survives_a_reconcile_that_died_after_the_status_write() -> None:
     assert done.status["failovers"][-1]["fencedAt"]
     assert all(p.labels[names.LABEL_ROLE] != "fenced" for p in done.patches)
     assert done.deletes == []
+
+
+def _heartbeats(phases: dict[str, float], silenced: set[str], silence_at: float, t: float) -> dict[str, Any]:
+    """NodeViews at t seconds: each node renews every 10 s at its own phase; silenced nodes stop at silence_at."""
+    from ftso.model import node_view
+
+    views = {}
+    for name, phase in phases.items():
+        last = min(t, silence_at) if name in silenced else t
+        renewed = phase + 10 * ((last - phase) // 10)
+        views[name] = node_view(node(name), renewed=NOW + timedelta(seconds=renewed))
+    return views
+
+
+def _replay(phases: dict[str, float], silenced: set[str], spec_lost_after: int) -> list[tuple[float, str]]:
+    """Every 0.25 s for 60 s after the silence: (t, what decide did) whenever it deleted or failed over."""
+    from ftso.model import pod_view
+    from ftso.reconcile import Observed
+
+    nodes = sorted(phases)
+    pods = [pod(i, role="primary" if i == 0 else "replica", node_name=nodes[i]) for i in range(3)]
+    base = observed(pods, spec=raw_spec(failover={"nodeLostAfterSeconds": spec_lost_after}))
+    acted = []
+    for step in range(240):
+        t = 30 + step * 0.25
+        views = _heartbeats(phases, silenced, 30.0, t)
+        now = NOW + timedelta(seconds=t)
+        plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in pods), views, {}, None, now))
+        if plan.deletes or plan.status["primary"] != "demo-0":
+            acted.append((t - 30, ",".join(sorted(d.name for d in plan.deletes))))
+    return acted
+
+
+def test_nodes_silenced_together_are_held_however_their_renewals_are_spread() -> None:
+    """Three of four nodes go silent at once; their renewals are out of phase, so they cross any one age
+    apart. Whatever the phases, no pod is deleted and nothing fails over, also with nodeLostAfterSeconds at
+    its minimum: the loss is confirmed only once every node silenced with it has missed a renewal."""
+    for phases in (
+        {"n0": 0.1, "n1": 9.9, "n2": 5.0, "n3": 3.0},
+        {"n0": 9.9, "n1": 0.1, "n2": 0.2, "n3": 7.0},
+        {"n0": 4.0, "n1": 4.5, "n2": 9.8, "n3": 0.0},
+    ):
+        for lost_after in (11, 12, 20):
+            assert _replay(phases, {"n0", "n1", "n2"}, lost_after) == [], (phases, lost_after)
+
+
+def test_one_silent_node_is_acted_on_once_its_loss_is_confirmed() -> None:
+    """One node of four silent: acted on once its heartbeat is two intervals plus slack old (24 s), or
+    nodeLostAfterSeconds if that is longer, and not before."""
+    phases = {"n0": 6.0, "n1": 9.9, "n2": 5.0, "n3": 0.1}
+    for lost_after, expected in ((12, 24), (20, 24), (30, 30)):
+        acted = _replay(phases, {"n0"}, lost_after)
+        assert acted, lost_after
+        first, deleted = acted[0]
+        age_at_silence = 30 - (6.0 + 10 * ((30 - 6.0) // 10))  # n0 last renewed 4 s before the silence
+        assert expected < first + age_at_silence <= expected + 0.25, (lost_after, acted[0])
+        assert deleted == "demo-0"

@@ -19,6 +19,7 @@ from ftso import kinds, metrics, names, probes, triage
 from ftso.api.spec import MIN_NODE_LOST_AFTER_SECONDS, node_lost_after_seconds
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
+from ftso.health import node_loss_confirmed_after
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.plan import Plan
 from ftso.settings import OperatorSettings
@@ -189,7 +190,7 @@ class Runtime:
                     body = self.store.resources.get(key)
                     if body is None:
                         continue
-                    stale = age > node_lost_after_seconds(body.get("spec") or {})
+                    stale = age > node_loss_confirmed_after(node_lost_after_seconds(body.get("spec") or {}))
                     any_stale = any_stale or stale
                     if self._stale.get((node, key), False) != stale:
                         self._stale[(node, key)] = stale

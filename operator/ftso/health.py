@@ -34,7 +34,7 @@ def startup_budget(health: HealthSpec) -> timedelta:
     )
 
 
-def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_seconds: int) -> str:
+def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_seconds: float) -> str:
     """Why a node cannot be trusted with a pod, or empty: gone, NotReady, or its heartbeat Lease stale."""
     if node is None:
         return f"node {name} is gone"
@@ -45,6 +45,22 @@ def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_sec
         if age > lost_after_seconds:
             return f"node {name} heartbeat is {age:.0f}s old (lost after {lost_after_seconds}s)"
     return ""
+
+
+# A kubelet renews its node Lease every 10 s (a quarter of the Lease's 40 s duration); a renewal may come this
+# much late without the node being silent.
+NODE_HEARTBEAT_INTERVAL_SECONDS = 10.0
+NODE_HEARTBEAT_SLACK_SECONDS = 2.0
+NODE_SILENT_AFTER_SECONDS = NODE_HEARTBEAT_INTERVAL_SECONDS + NODE_HEARTBEAT_SLACK_SECONDS
+
+
+def node_loss_confirmed_after(lost_after_seconds: int) -> float:
+    """When a silent node's loss is acted on. Nodes silenced together (a partition of the operator's view)
+    renew out of phase, so they cross any one age up to a heartbeat interval apart. Acted on sooner, the first
+    of them would lose its pods before the rest showed that too much is silent at once; by this age every node
+    silenced with it has missed a renewal, and the share that decides a hold counts it."""
+    interval, slack = NODE_HEARTBEAT_INTERVAL_SECONDS, NODE_HEARTBEAT_SLACK_SECONDS
+    return max(float(lost_after_seconds), 2 * interval + 2 * slack)
 
 
 @dataclass(frozen=True)
@@ -58,19 +74,24 @@ class NodeLossHold:
 def node_loss_held(
     nodes: Mapping[str, NodeView],
     now: datetime,
-    lost_after_seconds: int,
+    lost_after_seconds: float,
     *,
     max_lost_share: float = OperatorSettings.max_lost_node_share,
     view_in_doubt: str = "",
 ) -> NodeLossHold | None:
+    """Hold node loss when the view is in doubt, or when a node is lost while too many are silent at once:
+    lost ones, and those that missed a renewal and will be lost soon."""
     if view_in_doubt:
         return NodeLossHold(Reason.HEARTBEATS_IN_DOUBT, view_in_doubt)
-    lost = sum(1 for n in nodes.values() if node_problem(n, n.name, now, lost_after_seconds))
-    if lost and (lost == len(nodes) or lost / len(nodes) > max_lost_share):
+    if not any(node_problem(n, n.name, now, lost_after_seconds) for n in nodes.values()):
+        return None
+    silent_after = min(lost_after_seconds, NODE_SILENT_AFTER_SECONDS)
+    silent = sum(1 for n in nodes.values() if node_problem(n, n.name, now, silent_after))
+    if silent == len(nodes) or silent / len(nodes) > max_lost_share:
         return NodeLossHold(
             Reason.PARTITION_SUSPECTED,
-            f"{lost} of {len(nodes)} nodes look lost at once (more than {max_lost_share:.0%}): more likely "
-            "the operator's view than the nodes; node loss is held until heartbeats return",
+            f"{silent} of {len(nodes)} nodes look lost or silent at once (more than {max_lost_share:.0%}): "
+            "more likely the operator's view than the nodes; node loss is held until heartbeats return",
         )
     return None
 
@@ -80,7 +101,7 @@ def judge_pod(
     nodes: Mapping[str, NodeView],
     health: HealthSpec,
     now: datetime,
-    node_lost_after_seconds: int = 20,
+    node_lost_after_seconds: float = 20,
     *,
     trust_nodes: bool = True,
 ) -> Verdict:

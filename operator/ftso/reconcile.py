@@ -43,7 +43,14 @@ from ftso.builders import (
     template_hash,
 )
 from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
-from ftso.health import NodeLossHold, Verdict, judge_pod, node_loss_held, node_problem
+from ftso.health import (
+    NodeLossHold,
+    Verdict,
+    judge_pod,
+    node_loss_confirmed_after,
+    node_loss_held,
+    node_problem,
+)
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, MetadataRemoval, Plan, PodDelete, PodPatch
@@ -147,7 +154,7 @@ class Judgement:
 def judge(observed: Observed) -> Judgement:
     fts = observed.fts
     spec = parse_spec(fts.spec)
-    lost_after = spec.failover.node_lost_after_seconds
+    lost_after = node_loss_confirmed_after(spec.failover.node_lost_after_seconds)
     held = node_loss_held(
         observed.nodes,
         observed.now,

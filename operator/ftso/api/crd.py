@@ -500,7 +500,9 @@ def _failover_hooks() -> Schema:
 def _failover_node_lost_after_seconds() -> Schema:
     return _int(
         "A node whose heartbeat Lease is older than this is lost: its pods are replaced and its "
-        "primary failed over. Kubelets renew every 10 s, so keep it above that.",
+        "primary failed over. Kubelets renew every 10 s, so keep it above that. Acted on no sooner than "
+        "24 s (two heartbeats plus slack): nodes silenced together must all show before a partition is "
+        "told from node failures.",
         default=defaults.DEFAULT_NODE_LOST_AFTER_SECONDS,
         **{
             "x-kubernetes-validations": [
