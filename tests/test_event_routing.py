@@ -83,3 +83,26 @@ def test_every_event_handler_runs_on_the_event_loop() -> None:
     registered = [handlers.resource_event, handlers.node_event, *handlers.OWNED_EVENT_HANDLERS.values()]
     assert len(handlers.OWNED_EVENT_HANDLERS) == len(kinds.OWNED)
     assert all(inspect.iscoroutinefunction(h) for h in registered)
+
+
+def test_a_node_turning_lost_and_back_is_urgent_once_each_way(tmp_path: Path) -> None:
+    """The heartbeat scan queues a resource when its node's loss is confirmed (24 s at least, here with
+    nodeLostAfterSeconds 20) and when the node renews again; every scan in between queues nothing."""
+    from datetime import timedelta
+
+    from .factories import NOW
+
+    runtime, adds = _runtime(tmp_path, {"primary": "demo-0", "term": 1})
+    runtime.owned_changed(kinds.POD, "ADDED", pod(1, node_name="node-0"))
+    runtime.store.lease_renewed_at["node-0"] = NOW
+    adds.seen.clear()
+    for seconds in (5, 21, 23.9):  # past nodeLostAfterSeconds, not yet confirmed
+        runtime.scan_heartbeats(NOW + timedelta(seconds=seconds))
+    assert adds.seen == []
+    runtime.scan_heartbeats(NOW + timedelta(seconds=24.1))
+    runtime.scan_heartbeats(NOW + timedelta(seconds=30))
+    assert adds.seen == [(KEY, True)]
+    runtime.store.lease_renewed_at["node-0"] = NOW + timedelta(seconds=31)
+    runtime.scan_heartbeats(NOW + timedelta(seconds=31))
+    runtime.scan_heartbeats(NOW + timedelta(seconds=32))
+    assert adds.seen == [(KEY, True), (KEY, True)]

@@ -53,7 +53,9 @@ class Runtime:
         self.background: list[asyncio.Task[None]] = []
         self.elector: LeaderElector | None = None
         self.primed = False
-        self._stale: dict[tuple[str, Key], bool] = {}
+        self._stale: set[tuple[str, Key]] = (
+            set()
+        )  # (node, resource) pairs seen lost: only those, so it stays small
         self._stale_nodes: set[str] = set()
         self._promoted_at: dict[Key, float] = {}
         self._lease_watch: asyncio.Task[None] | None = None
@@ -181,24 +183,33 @@ class Runtime:
             await asyncio.sleep(0.25)
             now = datetime.now(UTC)
             self._check_heartbeat_silence(now)
-            for node, renewed in list(self.store.lease_renewed_at.items()):
-                age = (now - renewed).total_seconds()
-                if age <= MIN_NODE_LOST_AFTER_SECONDS and node not in self._stale_nodes:
-                    continue  # fresh for everyone, and nobody saw it stale: the common case, kept cheap
-                any_stale = False
-                for key in self.store.keys_on_node(node):
-                    body = self.store.resources.get(key)
-                    if body is None:
-                        continue
-                    stale = age > node_loss_confirmed_after(node_lost_after_seconds(body.get("spec") or {}))
-                    any_stale = any_stale or stale
-                    if self._stale.get((node, key), False) != stale:
-                        self._stale[(node, key)] = stale
-                        self.queue.add(key, urgent=True)
-                if any_stale:
-                    self._stale_nodes.add(node)
-                else:
-                    self._stale_nodes.discard(node)
+            self.scan_heartbeats(now)
+
+    def scan_heartbeats(self, now: datetime) -> None:
+        """Queue, ahead of routine work, every resource one of whose nodes turned lost or back since the
+        last scan (lost as that resource confirms it)."""
+        for node, renewed in list(self.store.lease_renewed_at.items()):
+            age = (now - renewed).total_seconds()
+            if age <= MIN_NODE_LOST_AFTER_SECONDS and node not in self._stale_nodes:
+                continue  # fresh for everyone, and nobody saw it stale: the common case, kept cheap
+            any_stale = False
+            for key in self.store.keys_on_node(node):
+                body = self.store.resources.get(key)
+                if body is None:
+                    self._stale.discard((node, key))
+                    continue
+                stale = age > node_loss_confirmed_after(node_lost_after_seconds(body.get("spec") or {}))
+                any_stale = any_stale or stale
+                if ((node, key) in self._stale) != stale:
+                    if stale:
+                        self._stale.add((node, key))
+                    else:
+                        self._stale.discard((node, key))
+                    self.queue.add(key, urgent=True)
+            if any_stale:
+                self._stale_nodes.add(node)
+            else:
+                self._stale_nodes.discard(node)
 
     def resource_changed(self, event_type: str, body: dict[str, Any]) -> None:
         if event_type == "DELETED":
