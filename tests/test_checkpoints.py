@@ -304,3 +304,20 @@ def test_a_pod_that_was_ready_may_still_hold_the_data_so_no_recovery_yet() -> No
     gone = pod(2, spec=spec, role="primary", term=3, deleting=True)
     plan = decide(_observe(spec=spec, status=status, pods=[unready, gone]))
     assert plan.status["primary"] == "" and not plan.status.get("recovery")
+
+
+def test_a_recovery_whose_restore_template_was_removed_still_elects() -> None:
+    """No new pod can load the checkpoint any more: enforcing it would replace pods forever."""
+    checkpoint = {k: v for k, v in CHECKPOINT.items() if k != "restoreTemplate"}
+    spec = raw_spec(checkpoint=checkpoint)
+    status = {
+        "primary": "",
+        "term": 3,
+        "lastSuccessfulCheckpoint": "c7",
+        "checkpoints": [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}],
+        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
+        "recovery": {"checkpoint": "c7", "startedAt": format_time(NOW), "dataLossWindowSeconds": 0},
+    }
+    pods = [pod(i, spec=spec, term=3, node_name=f"node-{i}") for i in range(3)]
+    plan = decide(_observe(spec=spec, status=status, pods=pods))
+    assert plan.status["primary"] == "demo-0" and plan.deletes == []

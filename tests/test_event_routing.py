@@ -85,9 +85,10 @@ def test_every_event_handler_runs_on_the_event_loop() -> None:
     assert all(inspect.iscoroutinefunction(h) for h in registered)
 
 
-def test_a_node_turning_lost_and_back_is_urgent_once_each_way(tmp_path: Path) -> None:
-    """The heartbeat scan queues a resource when its node's loss is confirmed (24 s at least, here with
-    nodeLostAfterSeconds 20) and when the node renews again; every scan in between queues nothing."""
+def test_a_node_missing_a_renewal_turning_lost_and_back_is_urgent_once_each_time(tmp_path: Path) -> None:
+    """The heartbeat scan queues a resource when its node misses a renewal (12 s: a partition hold may start),
+    when the node's loss is confirmed (24 s at least, here with nodeLostAfterSeconds 20) and when the node
+    renews again (a hold may end); every scan in between queues nothing."""
     from datetime import timedelta
 
     from .factories import NOW
@@ -96,13 +97,18 @@ def test_a_node_turning_lost_and_back_is_urgent_once_each_way(tmp_path: Path) ->
     runtime.owned_changed(kinds.POD, "ADDED", pod(1, node_name="node-0"))
     runtime.store.lease_renewed_at["node-0"] = NOW
     adds.seen.clear()
-    for seconds in (5, 21, 23.9):  # past nodeLostAfterSeconds, not yet confirmed
-        runtime.scan_heartbeats(NOW + timedelta(seconds=seconds))
+    runtime.scan_heartbeats(NOW + timedelta(seconds=11.9))
     assert adds.seen == []
+    for seconds in (12.1, 21, 23.9):  # missed a renewal, past nodeLostAfterSeconds, not yet confirmed
+        runtime.scan_heartbeats(NOW + timedelta(seconds=seconds))
+    assert adds.seen == [(KEY, True)]
     runtime.scan_heartbeats(NOW + timedelta(seconds=24.1))
     runtime.scan_heartbeats(NOW + timedelta(seconds=30))
-    assert adds.seen == [(KEY, True)]
+    assert adds.seen == [(KEY, True)] * 2
     runtime.store.lease_renewed_at["node-0"] = NOW + timedelta(seconds=31)
     runtime.scan_heartbeats(NOW + timedelta(seconds=31))
     runtime.scan_heartbeats(NOW + timedelta(seconds=32))
-    assert adds.seen == [(KEY, True), (KEY, True)]
+    assert len(adds.seen) >= 3 and set(adds.seen) == {(KEY, True)}
+    queued_on_return = len(adds.seen)
+    runtime.scan_heartbeats(NOW + timedelta(seconds=33))
+    assert len(adds.seen) == queued_on_return

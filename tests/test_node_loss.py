@@ -170,3 +170,19 @@ def test_one_silent_node_is_acted_on_once_its_loss_is_confirmed() -> None:
         age_at_silence = 30 - (6.0 + 10 * ((30 - 6.0) // 10))  # n0 last renewed 4 s before the silence
         assert expected < first + age_at_silence <= expected + 0.25, (lost_after, acted[0])
         assert deleted == "demo-0"
+
+
+def test_replacements_avoid_only_nodes_whose_loss_is_confirmed() -> None:
+    """Three of four nodes past nodeLostAfterSeconds but not confirmed lost: no hold yet, so no node may be
+    ruled out either (a pod required off most nodes could stay Pending)."""
+    from ftso.model import node_view, pod_view
+    from ftso.reconcile import Observed
+
+    nodes = {
+        f"n{i}": node_view(node(f"n{i}"), renewed=NOW - timedelta(seconds=21 if i < 3 else 1))
+        for i in range(4)
+    }
+    pods = [pod(0, role="primary", node_name="n3"), pod(1, node_name="n3")]
+    base = observed(pods, status={"primary": "demo-0", "term": 1})
+    plan = decide(Observed(base.fts, tuple(pod_view(p, "demo") for p in pods), nodes, {}, None, NOW))
+    assert plan.creates and plan.creates[0]["spec"].get("affinity") is None

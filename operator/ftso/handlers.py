@@ -16,10 +16,10 @@ from typing import Any
 import kopf
 
 from ftso import kinds, metrics, names, probes, triage
-from ftso.api.spec import MIN_NODE_LOST_AFTER_SECONDS, node_lost_after_seconds
+from ftso.api.spec import node_lost_after_seconds
 from ftso.client import ApiError, KubeClient, NotLeader
 from ftso.controller import Controller, ViewSettings
-from ftso.health import node_loss_confirmed_after
+from ftso.health import NODE_SILENT_AFTER_SECONDS, node_loss_confirmed_after
 from ftso.leader import LeaderElector, LeaseSettings
 from ftso.plan import Plan
 from ftso.settings import OperatorSettings
@@ -53,10 +53,8 @@ class Runtime:
         self.background: list[asyncio.Task[None]] = []
         self.elector: LeaderElector | None = None
         self.primed = False
-        self._stale: set[tuple[str, Key]] = (
-            set()
-        )  # (node, resource) pairs seen lost: only those, so it stays small
-        self._stale_nodes: set[str] = set()
+        self._silent_nodes: set[str] = set()  # nodes that missed a renewal
+        self._lost: set[tuple[str, Key]] = set()  # (node, resource) pairs whose loss is confirmed
         self._promoted_at: dict[Key, float] = {}
         self._lease_watch: asyncio.Task[None] | None = None
         self._lease_watch_started = 0.0
@@ -186,30 +184,37 @@ class Runtime:
             self.scan_heartbeats(now)
 
     def scan_heartbeats(self, now: datetime) -> None:
-        """Queue, ahead of routine work, every resource one of whose nodes turned lost or back since the
-        last scan (lost as that resource confirms it)."""
+        """Queue, ahead of routine work, every resource whose node missed a renewal or renews again (a
+        partition hold may start or end), and every one for which a node's loss is confirmed or undone."""
         for node, renewed in list(self.store.lease_renewed_at.items()):
             age = (now - renewed).total_seconds()
-            if age <= MIN_NODE_LOST_AFTER_SECONDS and node not in self._stale_nodes:
-                continue  # fresh for everyone, and nobody saw it stale: the common case, kept cheap
-            any_stale = False
-            for key in self.store.keys_on_node(node):
-                body = self.store.resources.get(key)
-                if body is None:
-                    self._stale.discard((node, key))
-                    continue
-                stale = age > node_loss_confirmed_after(node_lost_after_seconds(body.get("spec") or {}))
-                any_stale = any_stale or stale
-                if ((node, key) in self._stale) != stale:
-                    if stale:
-                        self._stale.add((node, key))
-                    else:
-                        self._stale.discard((node, key))
+            silent = age > NODE_SILENT_AFTER_SECONDS
+            was_silent = node in self._silent_nodes
+            if not silent and not was_silent:
+                continue  # renewing on time, as before: the common case, kept cheap
+            keys = self.store.keys_on_node(node)
+            if silent != was_silent:
+                if silent:
+                    self._silent_nodes.add(node)
+                else:
+                    self._silent_nodes.discard(node)
+                for key in keys:
                     self.queue.add(key, urgent=True)
-            if any_stale:
-                self._stale_nodes.add(node)
-            else:
-                self._stale_nodes.discard(node)
+            self._flip_lost(node, keys, age)
+
+    def _flip_lost(self, node: str, keys: set[Key], age: float) -> None:
+        for key in keys:
+            body = self.store.resources.get(key)
+            if body is None:
+                self._lost.discard((node, key))
+                continue
+            lost = age > node_loss_confirmed_after(node_lost_after_seconds(body.get("spec") or {}))
+            if ((node, key) in self._lost) != lost:
+                if lost:
+                    self._lost.add((node, key))
+                else:
+                    self._lost.discard((node, key))
+                self.queue.add(key, urgent=True)
 
     def resource_changed(self, event_type: str, body: dict[str, Any]) -> None:
         if event_type == "DELETED":

@@ -85,8 +85,7 @@ def node_loss_held(
         return NodeLossHold(Reason.HEARTBEATS_IN_DOUBT, view_in_doubt)
     if not any(node_problem(n, n.name, now, lost_after_seconds) for n in nodes.values()):
         return None
-    silent_after = min(lost_after_seconds, NODE_SILENT_AFTER_SECONDS)
-    silent = sum(1 for n in nodes.values() if node_problem(n, n.name, now, silent_after))
+    silent = sum(1 for n in nodes.values() if node_problem(n, n.name, now, NODE_SILENT_AFTER_SECONDS))
     if silent == len(nodes) or silent / len(nodes) > max_lost_share:
         return NodeLossHold(
             Reason.PARTITION_SUSPECTED,

@@ -263,16 +263,18 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
 def _electable(j: Judgement) -> Mapping[str, PodView]:
     """The pods that may be elected. While a recovery runs, only those that loaded its checkpoint: any other
     pod was made after the data was lost and would come up empty."""
-    checkpoint = active_recovery(j.previous)
+    checkpoint = enforced_recovery(j.spec, j.previous)
     if not checkpoint:
         return j.by_name
     return {p.name: p for p in j.pods if p.annotations.get(names.ANNOTATION_RESTORED_FROM) == checkpoint}
 
 
-def active_recovery(status: Mapping[str, Any]) -> str:
-    """The checkpoint of a recovery in progress, or ""."""
+def enforced_recovery(spec: FtsSpec, status: Mapping[str, Any]) -> str:
+    """The checkpoint of a recovery in progress that new pods can load (the spec still has a restore
+    template), or "": without one, no pod could ever qualify."""
     recovery = recovery_state(status)
-    return "" if recovery.get("completedAt") else str(recovery.get("checkpoint") or "")
+    checkpoint = "" if recovery.get("completedAt") else str(recovery.get("checkpoint") or "")
+    return checkpoint if checkpoint and restore_source(spec, recovery, "") == checkpoint else ""
 
 
 def _annotation_events(j: Judgement, decision: RoleDecision) -> list[EventSpec]:
@@ -537,7 +539,8 @@ def plan_pods(
 ) -> PodWork:
     if not j.acting:
         return PodWork()
-    recovering = active_recovery({"recovery": checkpoints.recovery})
+    # Node loss held: the view is in doubt, so nothing is deleted for a recovery either.
+    recovering = "" if j.held else enforced_recovery(j.spec, {"recovery": checkpoints.recovery})
     replaced = [
         r
         for p in sorted(j.pods, key=lambda p: -p.ordinal)
@@ -619,7 +622,7 @@ def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[st
 def _nodes_to_avoid(j: Judgement) -> tuple[str, ...]:
     """Nodes a replacement must not land on: those judged lost but not yet tainted by Kubernetes."""
     nodes = j.observed.nodes
-    lost_after = j.spec.failover.node_lost_after_seconds
+    lost_after = node_loss_confirmed_after(j.spec.failover.node_lost_after_seconds)
     avoid = tuple(sorted(n.name for n in nodes.values() if node_problem(n, n.name, j.now, lost_after)))
     if j.held is not None or len(avoid) == len(nodes):
         return ()  # every node suspect says more about our view than the nodes: let the scheduler choose
