@@ -255,19 +255,23 @@ def test_the_job_is_placed_like_the_services_pods() -> None:
     assert "hostNetwork" not in pod_spec and "terminationGracePeriodSeconds" not in pod_spec
 
 
+def _checkpoint_c7_status(*, primary: str) -> dict[str, Any]:
+    """A service at term 3 whose last good checkpoint, c7, has just finished."""
+    return {
+        "primary": primary,
+        "term": 3,
+        "checkpoints": [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}],
+        "lastSuccessfulCheckpoint": "c7",
+        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
+    }
+
+
 def test_a_pod_made_after_the_data_was_lost_does_not_stop_the_recovery_nor_win_it() -> None:
     """The primary and then each replica deleted in turn: the first one's replacement already exists, never
     Ready, when the last holder goes. It holds nothing, so the recovery starts, replaces it, and elects only
     a pod that loaded the checkpoint."""
     spec = raw_spec(checkpoint=CHECKPOINT)
-    history = [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}]
-    status = {
-        "primary": "demo-2",
-        "term": 3,
-        "checkpoints": history,
-        "lastSuccessfulCheckpoint": "c7",
-        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
-    }
+    status = _checkpoint_c7_status(primary="demo-2")
     fresh = pod(0, spec=spec, term=3, phase="Pending", ready=False, serving=False)
     gone = pod(2, spec=spec, role="primary", term=3, deleting=True)
     plan = decide(_observe(spec=spec, status=status, pods=[fresh, gone]))
@@ -291,14 +295,7 @@ def test_a_pod_made_after_the_data_was_lost_does_not_stop_the_recovery_nor_win_i
 
 def test_a_pod_that_was_ready_may_still_hold_the_data_so_no_recovery_yet() -> None:
     spec = raw_spec(checkpoint=CHECKPOINT)
-    history = [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}]
-    status = {
-        "primary": "demo-2",
-        "term": 3,
-        "checkpoints": history,
-        "lastSuccessfulCheckpoint": "c7",
-        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
-    }
+    status = _checkpoint_c7_status(primary="demo-2")
     # Ready once, not now (DEGRADED): it may come back with the data.
     unready = pod(1, spec=spec, term=3, ready=False, ready_changed=NOW - timedelta(seconds=5))
     gone = pod(2, spec=spec, role="primary", term=3, deleting=True)
@@ -310,14 +307,8 @@ def test_a_recovery_whose_restore_template_was_removed_still_elects() -> None:
     """No new pod can load the checkpoint any more: enforcing it would replace pods forever."""
     checkpoint = {k: v for k, v in CHECKPOINT.items() if k != "restoreTemplate"}
     spec = raw_spec(checkpoint=checkpoint)
-    status = {
-        "primary": "",
-        "term": 3,
-        "lastSuccessfulCheckpoint": "c7",
-        "checkpoints": [{"id": "c7", "job": "j7", "result": "Succeeded", "finishedAt": format_time(NOW)}],
-        "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
-        "recovery": {"checkpoint": "c7", "startedAt": format_time(NOW), "dataLossWindowSeconds": 0},
-    }
+    status = _checkpoint_c7_status(primary="")
+    status["recovery"] = {"checkpoint": "c7", "startedAt": format_time(NOW), "dataLossWindowSeconds": 0}
     pods = [pod(i, spec=spec, term=3, node_name=f"node-{i}") for i in range(3)]
     plan = decide(_observe(spec=spec, status=status, pods=pods))
     assert plan.status["primary"] == "demo-0" and plan.deletes == []
