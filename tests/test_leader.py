@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -325,14 +325,14 @@ class FlakyLister:
         self.failures = failures
         self.kinds: list[str] = []
 
-    async def list_all(
+    async def list_pages(
         self, kind: str, namespace: str | None, label_selector: str = ""
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> AsyncIterator[tuple[list[dict[str, Any]], int]]:
         if self.failures:
             self.failures -= 1
             raise ApiError(503, "ServiceUnavailable", "starting")
         self.kinds.append(kind)
-        return ([node("node-0")] if kind == "Node" else []), 1
+        yield ([node("node-0")] if kind == "Node" else []), 1
 
 
 def test_priming_retries_transient_failures_until_it_has_read_everything(

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 from ftso import names
-from ftso.store import Listing, Store, slim
+from ftso.store import Store, slim
 
 from .factories import NOW, pod
 
@@ -51,12 +51,22 @@ def _versioned(ordinal: int, version: int, uid: str = "") -> dict[str, Any]:
     return body
 
 
+def _relist(
+    store: Store, kind: str, namespace: str | None, items: list[dict[str, Any]], version: int
+) -> bool:
+    """As the operator relists: one page per item, so every test also crosses page boundaries."""
+    listing = store.begin_relist(kind, namespace, version)
+    for item in items:
+        store.take_listed(listing, [item])
+    return store.end_relist(listing)
+
+
 def test_relist_drops_what_vanished_while_the_watch_was_down() -> None:
     store = Store()
     key = store.put_pod(_versioned(0, 10))
     store.put_pod(_versioned(1, 11))
     assert key is not None
-    reset = store.relist_pods(Listing("ns", [_versioned(1, 11)], 20))
+    reset = _relist(store, "Pod", "ns", [_versioned(1, 11)], 20)
     assert not reset
     assert set(store.pods[key]) == {"demo-1"}
     assert store.keys_on_node("node-0") == {key}
@@ -65,14 +75,14 @@ def test_relist_drops_what_vanished_while_the_watch_was_down() -> None:
 def test_relist_keeps_what_a_watch_event_brought_after_the_list() -> None:
     store = Store()
     key = store.put_pod(_versioned(2, 25))  # created after the list's snapshot, seen by the watch
-    store.relist_pods(Listing("ns", [], 20))
+    _relist(store, "Pod", "ns", [], 20)
     assert key is not None and set(store.pods[key]) == {"demo-2"}
 
 
 def test_relist_only_touches_its_own_namespace() -> None:
     store = Store()
     key = store.put_pod(_versioned(0, 10))
-    store.relist_pods(Listing("other", [], 20))
+    _relist(store, "Pod", "other", [], 20)
     assert key is not None and set(store.pods[key]) == {"demo-0"}
 
 
@@ -81,10 +91,10 @@ def test_versions_gone_back_reset_the_view_instead_of_freezing_it() -> None:
     store = Store()
     key = store.put_pod(_versioned(0, 500))
     store.put_pod(_versioned(1, 501))
-    assert not store.relist_pods(Listing("ns", [_versioned(0, 500), _versioned(1, 501)], 510))
+    assert not _relist(store, "Pod", "ns", [_versioned(0, 500), _versioned(1, 501)], 510)
     restored = _versioned(0, 90)
     restored["status"]["phase"] = "Pending"
-    assert store.relist_pods(Listing("ns", [restored], 100))
+    assert _relist(store, "Pod", "ns", [restored], 100)
     assert key is not None and set(store.pods[key]) == {"demo-0"}
     assert store.pods[key]["demo-0"]["status"]["phase"] == "Pending"
     # From then on, watch events newer than the restore are taken again.
@@ -97,14 +107,35 @@ def test_owned_index_and_resources_relist_the_same_way() -> None:
     store = Store()
     service = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "5", "labels": LABELS}}
     store.services.put(service)
-    assert not store.services.relist(Listing("ns", [service], 9))
+    assert not _relist(store, "Service", "ns", [service], 9)
     assert store.services.get(("ns", "demo"))
-    store.services.relist(Listing("ns", [], 9))
+    _relist(store, "Service", "ns", [], 9)
     assert not store.services.get(("ns", "demo"))
     resource = {"metadata": {"name": "demo", "namespace": "ns", "resourceVersion": "7"}}
     store.put_resource(resource)
-    store.relist_resources(Listing(None, [], 9))
+    _relist(store, "FaultTolerantService", None, [], 9)
     assert ("ns", "demo") not in store.resources
+
+
+def test_relist_leaves_an_unchanged_object_as_it_is_and_takes_a_changed_one() -> None:
+    store = Store()
+    key = store.put_pod(_versioned(0, 10))
+    store.put_pod(_versioned(1, 11))
+    assert key is not None
+    unchanged = store.pods[key]["demo-0"]
+    changed = _versioned(1, 15)
+    changed["status"]["phase"] = "Failed"
+    _relist(store, "Pod", "ns", [_versioned(0, 10), changed], 20)
+    assert store.pods[key]["demo-0"] is unchanged
+    assert store.pods[key]["demo-1"]["status"]["phase"] == "Failed"
+
+
+def test_relist_of_nodes_drops_a_node_gone_and_keeps_one_made_after_the_list() -> None:
+    store = Store()
+    for name, version in (("gone", "3"), ("kept", "4"), ("new", "30")):
+        store.put_node({"metadata": {"name": name, "resourceVersion": version}})
+    _relist(store, "Node", None, [{"metadata": {"name": "kept", "resourceVersion": "4"}}], 20)
+    assert set(store.nodes) == {"kept", "new"}
 
 
 def test_heartbeat_silence_puts_the_node_view_in_doubt() -> None:

@@ -16,7 +16,7 @@ import random
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -324,20 +324,20 @@ class KubeClient:
         result = await self.request("GET", _path(kind, namespace), params=params)
         return list(result.get("items") or [])
 
-    async def list_all(
-        self, kind: str, namespace: str | None, label_selector: str = "", page: int = 500
-    ) -> tuple[builtins.list[dict[str, Any]], int]:
-        """Every object, read in pages from one consistent snapshot, and that snapshot's resourceVersion."""
-        items: builtins.list[dict[str, Any]] = []
+    async def list_pages(
+        self, kind: str, namespace: str | None, label_selector: str = "", page: int = 100
+    ) -> AsyncIterator[tuple[builtins.list[dict[str, Any]], int]]:
+        """Every object, one page at a time from one consistent snapshot, with that snapshot's
+        resourceVersion: a caller that takes each page as it comes never holds the whole list."""
         params = {"limit": str(page)}
         if label_selector:
             params["labelSelector"] = label_selector
         while True:
             result = await self.request("GET", _path(kind, namespace), params=params)
-            items += result.get("items") or []
             metadata = result.get("metadata") or {}
+            yield list(result.get("items") or []), int(metadata.get("resourceVersion") or 0)
             if not metadata.get("continue"):
-                return items, int(metadata.get("resourceVersion") or 0)
+                return
             params = {**params, "continue": str(metadata["continue"])}
 
     async def pod_log(self, namespace: str, name: str, container: str, *, tail_lines: int) -> str:

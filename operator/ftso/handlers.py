@@ -265,16 +265,20 @@ class Runtime:
     async def relist(self) -> None:
         """An authoritative, paged LIST of everything watched: what vanished while a watch was down is
         dropped, what changed is taken, and a view whose versions went back (etcd restored) is reset."""
-        nodes, _ = await self.client.list_all(kinds.NODE.kind, None)
-        self.store.relist_nodes(nodes)
+        await self._relist(kinds.NODE.kind, None, "")
         namespaces: list[str | None] = list(self.settings.namespaces) or [None]
         for namespace in namespaces:
             for kind in kinds.OWNED:
-                items, version = await self.client.list_all(kind.kind, namespace, names.LABEL_SERVICE)
-                if self.store.relist_owned(kind.kind, Listing(namespace, items, version)):
+                if await self._relist(kind.kind, namespace, names.LABEL_SERVICE):
                     logger.warning("the API's %s versions went back (etcd restored?): view reset", kind.kind)
-            items, version = await self.client.list_all(kinds.FTS.kind, namespace)
-            self.store.relist_resources(Listing(namespace, items, version))
+            await self._relist(kinds.FTS.kind, namespace, "")
+
+    async def _relist(self, kind: str, namespace: str | None, label_selector: str) -> bool:
+        listing: Listing | None = None
+        async for items, version in self.client.list_pages(kind, namespace, label_selector):
+            listing = listing or self.store.begin_relist(kind, namespace, version)
+            self.store.take_listed(listing, items)
+        return self.store.end_relist(listing) if listing is not None else False
 
 
 def _stop_acting() -> None:

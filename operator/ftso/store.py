@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -59,9 +59,9 @@ def slim(body: Mapping[str, Any]) -> Body:
             {"name": c.get("name"), "state": c.get("state")} for c in status.get("containerStatuses") or []
         ]
         return result
-    for field in ("spec", "status", "endpoints"):
-        if field in body:
-            result[field] = body[field]
+    for part in ("spec", "status", "endpoints"):
+        if part in body:
+            result[part] = body[part]
     if "kind" in body:
         result["kind"] = kind
     return result
@@ -83,28 +83,26 @@ def _rv(body: Mapping[str, Any]) -> int:
         return 0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Listing:
-    """One authoritative LIST of a kind in one namespace (None: every namespace)."""
+    """One authoritative LIST of a kind in one namespace (None: every namespace), taken page by page.
+    Only the listed names are kept, so that a relist of thousands of objects never holds them all at once."""
 
+    kind: str
     namespace: str | None
-    items: list[Body]
     resource_version: int
+    reset: bool = False  # the versions went back (etcd restored): take the list as it is
+    listed: set[tuple[str, str]] = field(default_factory=set)  # (namespace, name); "" for cluster-scoped
 
     def in_scope(self, namespace: str) -> bool:
         return self.namespace is None or namespace == self.namespace
 
-    def regressed(self, seen: dict[str | None, int]) -> bool:
-        """Lists' versions only grow; one older than the last list says etcd was restored. Remembers it."""
-        last = seen.get(self.namespace, 0)
-        seen[self.namespace] = self.resource_version
-        return self.resource_version < last
-
-    def vanished(self, stored: Mapping[str, Mapping[str, Any]], *, reset: bool) -> list[str]:
+    def vanished(self, namespace: str, stored: Mapping[str, Mapping[str, Any]]) -> list[str]:
         """Stored names the list does not hold and that no watch event made after the list explains."""
-        listed = {_meta(b).get("name") for b in self.items}
         return [
-            n for n, b in stored.items() if n not in listed and (reset or _rv(b) <= self.resource_version)
+            n
+            for n, b in stored.items()
+            if (namespace, n) not in self.listed and (self.reset or _rv(b) <= self.resource_version)
         ]
 
 
@@ -123,16 +121,14 @@ class OwnedIndex:
 
     def __init__(self) -> None:
         self._by_owner: dict[Key, dict[str, Body]] = defaultdict(dict)
-        self._listed: dict[str | None, int] = {}  # namespace -> resourceVersion of the last LIST
 
     def get(self, key: Key) -> dict[str, Body]:
         return self._by_owner.get(key, {})
 
     def put(self, body: Body) -> Key | None:
-        body = slim(body)
         key = owner_key(body)
         if key is not None and _newer(self._by_owner[key].get(_meta(body)["name"]), body):
-            self._by_owner[key][_meta(body)["name"]] = body
+            self._by_owner[key][_meta(body)["name"]] = slim(body)
         return key
 
     def drop(self, body: Mapping[str, Any]) -> Key | None:
@@ -143,21 +139,17 @@ class OwnedIndex:
                 del self._by_owner[key]
         return key
 
-    def relist(self, listing: Listing) -> bool:
-        """Make the index agree with an authoritative LIST; True when it had to reset (versions went back)."""
-        scoped = {k: v for k, v in self._by_owner.items() if listing.in_scope(k[0])}
-        reset = listing.regressed(self._listed)
-        for key, objs in scoped.items():
-            for name in listing.vanished(objs, reset=reset):
+    def prune(self, listing: Listing) -> None:
+        """Drop what an authoritative LIST no longer holds."""
+        for key, objs in [(k, v) for k, v in self._by_owner.items() if listing.in_scope(k[0])]:
+            for name in listing.vanished(key[0], objs):
                 del objs[name]
             if not objs:
                 del self._by_owner[key]
-        for item in listing.items:
-            owner = owner_key(item)
-            if reset and owner is not None and owner in self._by_owner:
-                self._by_owner[owner].pop(str(_meta(item).get("name")), None)  # older versions lose no more
-            self.put(item)
-        return reset
+
+    def stored(self, body: Mapping[str, Any]) -> Body | None:
+        key = owner_key(body)
+        return self._by_owner.get(key, {}).get(_meta(body).get("name", "")) if key is not None else None
 
 
 class Store:
@@ -177,36 +169,20 @@ class Store:
         self.lease_renewed_at: dict[str, datetime] = {}
         self.last_lease_event_at: datetime | None = None  # any node's: silence says the watch is in doubt
         self._pods_by_node: dict[str, set[tuple[Key, str]]] = defaultdict(set)
-        self._pods_listed: dict[str | None, int] = {}
-        self._resources_listed: dict[str | None, int] = {}
+        # kind -> namespace -> resourceVersion of its last LIST: lists' versions only grow
+        self._listed_versions: dict[str, dict[str | None, int]] = defaultdict(dict)
 
     # Resources
 
     def put_resource(self, body: Body) -> Key:
-        body = slim(body)
         key = (_meta(body)["namespace"], _meta(body)["name"])
         if _newer(self.resources.get(key), body):
-            self.resources[key] = body
+            self.resources[key] = slim(body)
         return key
 
     def drop_resource(self, key: Key) -> None:
         self.resources.pop(key, None)
         self.pod_names_seen.pop(key, None)
-
-    def relist_resources(self, listing: Listing) -> bool:
-        reset = listing.regressed(self._resources_listed)
-        by_namespace: dict[str, dict[str, Body]] = defaultdict(dict)
-        for (namespace, name), body in self.resources.items():
-            if listing.in_scope(namespace):
-                by_namespace[namespace][name] = body
-        for namespace, bodies in by_namespace.items():
-            for name in listing.vanished(bodies, reset=reset):
-                del self.resources[(namespace, name)]
-        for item in listing.items:
-            if reset:
-                self.resources.pop((_meta(item)["namespace"], _meta(item)["name"]), None)
-            self.put_resource(item)
-        return reset
 
     # Owned objects
 
@@ -217,11 +193,7 @@ class Store:
     def drop_owned(self, kind: str, body: Body) -> Key | None:
         return self.drop_pod(body) if kind == kinds.POD.kind else self._indexes[kind].drop(body)
 
-    def relist_owned(self, kind: str, listing: Listing) -> bool:
-        return self.relist_pods(listing) if kind == kinds.POD.kind else self._indexes[kind].relist(listing)
-
     def put_pod(self, body: Body) -> Key | None:
-        body = slim(body)
         key = owner_key(body)
         if key is None:
             return None
@@ -229,6 +201,7 @@ class Store:
         old = self.pods[key].get(name)
         if not _newer(old, body):
             return key
+        body = slim(body)
         if old is not None:
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
         self.pods[key][name] = body
@@ -250,20 +223,6 @@ class Store:
             del self.pods[key]
         return key
 
-    def relist_pods(self, listing: Listing) -> bool:
-        scoped = {k: v for k, v in self.pods.items() if listing.in_scope(k[0])}
-        reset = listing.regressed(self._pods_listed)
-        for pods in scoped.values():
-            for name in listing.vanished(pods, reset=reset):
-                self.drop_pod(pods[name])
-        for item in listing.items:
-            owner = owner_key(item)
-            old = self.pods.get(owner, {}).get(_meta(item)["name"]) if owner is not None else None
-            if reset and old is not None:
-                self.drop_pod(old)
-            self.put_pod(item)
-        return reset
-
     def ready_addresses(self, key: Key, service: str) -> frozenset[str]:
         """Ready endpoint addresses of one of the resource's Services, from its EndpointSlices."""
         addresses: set[str] = set()
@@ -275,6 +234,72 @@ class Store:
                     addresses.update(endpoint.get("addresses") or [])
         return frozenset(addresses)
 
+    # Relists: an authoritative LIST, applied page by page
+
+    def begin_relist(self, kind: str, namespace: str | None, resource_version: int) -> Listing:
+        """Versions older than the last LIST's say etcd was restored: that listing resets the view."""
+        seen = self._listed_versions[kind]
+        last = seen.get(namespace, 0)
+        seen[namespace] = resource_version
+        return Listing(kind, namespace, resource_version, reset=resource_version < last)
+
+    def take_listed(self, listing: Listing, items: list[Body]) -> None:
+        """One page: what changed is taken, an unchanged object is left as it is (no copy made)."""
+        for item in items:
+            metadata = _meta(item)
+            listing.listed.add((metadata.get("namespace") or "", metadata["name"]))
+            old = self._stored(listing.kind, item)
+            if old is not None and listing.reset:
+                self._drop(listing.kind, old)
+            elif old is not None and _rv(old) == _rv(item) and _rv(item):
+                continue
+            self._put(listing.kind, item)
+
+    def end_relist(self, listing: Listing) -> bool:
+        """Drop what vanished while a watch was down; True when the view was reset."""
+        if listing.kind == kinds.FTS.kind:
+            for (namespace, name), body in list(self.resources.items()):
+                if listing.in_scope(namespace) and listing.vanished(namespace, {name: body}):
+                    self.drop_resource((namespace, name))
+        elif listing.kind == kinds.POD.kind:
+            for key, pods in [(k, v) for k, v in self.pods.items() if listing.in_scope(k[0])]:
+                for name in listing.vanished(key[0], pods):
+                    self.drop_pod(pods[name])
+        elif listing.kind == kinds.NODE.kind:
+            for name in listing.vanished("", self.nodes):
+                self.drop_node(name)
+        else:
+            self._indexes[listing.kind].prune(listing)
+        return listing.reset
+
+    def _stored(self, kind: str, body: Mapping[str, Any]) -> Body | None:
+        metadata = _meta(body)
+        if kind == kinds.FTS.kind:
+            return self.resources.get((metadata.get("namespace") or "", metadata.get("name") or ""))
+        if kind == kinds.POD.kind:
+            key = owner_key(body)
+            return self.pods.get(key, {}).get(metadata.get("name") or "") if key is not None else None
+        if kind == kinds.NODE.kind:
+            return self.nodes.get(metadata.get("name") or "")
+        return self._indexes[kind].stored(body)
+
+    def _put(self, kind: str, body: Body) -> None:
+        if kind == kinds.FTS.kind:
+            self.put_resource(body)
+        elif kind == kinds.NODE.kind:
+            self.put_node(body)
+        else:
+            self.put_owned(kind, body)
+
+    def _drop(self, kind: str, body: Body) -> None:
+        metadata = _meta(body)
+        if kind == kinds.FTS.kind:
+            self.resources.pop((metadata["namespace"], metadata["name"]), None)
+        elif kind == kinds.NODE.kind:
+            self.nodes.pop(metadata["name"], None)
+        else:
+            self.drop_owned(kind, body)
+
     # Nodes and their heartbeats
 
     def put_node(self, body: Body) -> set[Key]:
@@ -284,13 +309,6 @@ class Store:
     def drop_node(self, name: str) -> set[Key]:
         self.nodes.pop(name, None)
         return self.keys_on_node(name)
-
-    def relist_nodes(self, items: list[Body]) -> None:
-        listed = {_meta(n)["name"] for n in items}
-        for name in [n for n in self.nodes if n not in listed]:
-            self.drop_node(name)
-        for item in items:
-            self.put_node(item)
 
     def put_lease(self, body: Body, now: datetime) -> None:
         """Remember when we saw each node's Lease renewed, by our own clock: a kubelet's clock may be off."""
