@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -149,3 +150,12 @@ def test_heartbeat_silence_puts_the_node_view_in_doubt() -> None:
         {"metadata": {"name": "node-1"}, "spec": {"renewTime": "t1"}}, NOW + timedelta(seconds=16)
     )
     assert store.heartbeat_doubt(NOW + timedelta(seconds=17), 15) == ""
+
+
+def test_stored_objects_share_their_repeated_keys_and_short_values() -> None:
+    """Each watch event is parsed on its own; the store keeps one copy of what every pod repeats."""
+    first, second = (slim(json.loads(json.dumps(pod(i)))) for i in (0, 1))
+    first_condition, second_condition = first["status"]["conditions"][0], second["status"]["conditions"][0]
+    assert first_condition["type"] is second_condition["type"]
+    assert next(iter(first_condition)) is next(iter(second_condition))
+    assert first["metadata"]["namespace"] is second["metadata"]["namespace"]

@@ -307,8 +307,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.server_timeout = 45
     settings.watching.client_timeout = 60
     settings.networking.request_timeout = 30
-    # kopf keeps a worker task per object while events arrive; with thousands of pods, let idle ones go soon.
-    settings.queueing.idle_timeout = 1.0
+    # kopf keeps a worker task (and the object's last event) per object while events arrive; with thousands
+    # of pods, let idle ones go at once. Its first LIST of each kind is paged so it never holds them all.
+    settings.queueing.idle_timeout = 0.1
+    settings.watching.chunk_size = 100
     # Only objects we own are streamed to us, not every pod in the cluster.
     for kind in kinds.OWNED:
         settings.watching.label_selectors[kind.plural] = names.LABEL_SERVICE

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,8 +45,28 @@ def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
     return slim
 
 
+SHARED_STRING_MAX = 64
+
+
+def _shared(value: Any) -> Any:
+    """The same keys and short values (condition types, states, label keys) repeat in every object; each
+    parsed event carries its own copies, so one shared copy of each keeps thousands of objects small."""
+    if isinstance(value, dict):
+        return {(sys.intern(k) if type(k) is str else k): _shared(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_shared(v) for v in value]
+    if type(value) is str and len(value) <= SHARED_STRING_MAX:  # not str subclasses such as enums
+        return sys.intern(value)
+    return value
+
+
 def slim(body: Mapping[str, Any]) -> Body:
     """What the operator reads of an object, without managedFields and the rest: thousands of pods stay small."""
+    shared: Body = _shared(_slim(body))
+    return shared
+
+
+def _slim(body: Mapping[str, Any]) -> Body:
     kind = body.get("kind")
     result: Body = {"metadata": _slim_metadata(body)}
     if kind == "Pod" or ("spec" in body and "containers" in (body.get("spec") or {})):
