@@ -35,7 +35,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ftso.client import load_credentials
+from ftso.credentials import load_credentials
 
 T = TypeVar("T")
 WRITES = "POST|PUT|PATCH|DELETE"

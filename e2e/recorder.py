@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from ftso.client import load_credentials
+from ftso.credentials import load_credentials
 
 
 @dataclass(frozen=True)

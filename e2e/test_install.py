@@ -19,7 +19,7 @@ from e2e.faults import force_delete_pod
 from e2e.fts import Fts, manifest
 from e2e.kube import ROOT, Kube, pod_ready, tool_path, wait_for
 from e2e.operator_process import OperatorProcess
-from ftso.client import load_credentials
+from ftso.credentials import load_credentials
 
 CHART = ROOT / "charts" / "ftso"
 # The chart's operator image is in no registry here: its pods stay on kwok's fake nodes (e2e/fts.py).

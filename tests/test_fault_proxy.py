@@ -29,7 +29,7 @@ from e2e.fault_proxy import (
     kubeconfig_document,
 )
 
-from ftso.client import load_credentials
+from ftso.credentials import load_credentials
 
 GET_POD = RequestInfo("GET", "/api/v1/namespaces/a/pods/p", {}, "kubectl/v1.36")
 WATCH_PODS = RequestInfo("GET", "/api/v1/namespaces/a/pods", {"watch": "true"}, "kopf/1.45")

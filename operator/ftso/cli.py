@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 import yaml
 
 from ftso import __version__, names
-from ftso.client import ApiError, KubeClient, kubeconfig_namespace
+from ftso.client import ApiError, KubeClient
+from ftso.credentials import kubeconfig_namespace
 from ftso.report import DEFAULT_LOG_LINES
 from ftso.settings import OperatorSettings
 

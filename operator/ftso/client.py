@@ -1,7 +1,7 @@
 """The only module that talks to the Kubernetes API (watches aside, which kopf owns).
 
 A small async REST client over aiohttp that sends and receives plain dicts; credentials come from
-the kubeconfig or the in-cluster service account, loaded by the `kubernetes` package. Transient
+the kubeconfig or the in-cluster service account (credentials.py). Transient
 failures (connection errors, 429, 5xx) are retried with exponential backoff and jitter. With leader
 election, every write first asks the write guard whether this replica still leads (`NotLeader` if not).
 """
@@ -13,18 +13,14 @@ import builtins
 import json
 import logging
 import random
-import ssl
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
 
 from ftso import kinds, names
+from ftso.credentials import Credentials, load_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -62,81 +58,6 @@ class ApiError(Exception):
 class NotLeader(Exception):
     """A write refused before it was sent: this replica no longer leads. Deliberately not an ApiError,
     so that no handler of "not found" or "conflict" swallows it; it aborts the reconcile."""
-
-
-@dataclass
-class Credentials:
-    server: str
-    ssl_context: ssl.SSLContext | bool
-    token: str = ""
-    token_file: str = ""
-    ca_path: str | None = None
-    certificate_path: str | None = None
-    private_key_path: str | None = None
-    insecure: bool = False
-    _token_read_at: float = field(default=0.0, repr=False)
-
-    def authorization(self) -> str:
-        # Service account tokens are rotated on disk by the kubelet: reread them once a minute.
-        if self.token_file and time.monotonic() - self._token_read_at > 60:
-            with open(self.token_file, encoding="utf-8") as handle:
-                self.token = handle.read().strip()
-            self._token_read_at = time.monotonic()
-        return f"Bearer {self.token}" if self.token else ""
-
-
-SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-
-
-def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
-    configuration = k8s_client.Configuration()
-    token_file = ""
-    try:
-        k8s_config.load_incluster_config(client_configuration=configuration)
-        token_file = SERVICE_ACCOUNT_TOKEN
-    except k8s_config.ConfigException:
-        k8s_config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
-    ssl_context: ssl.SSLContext | bool = False
-    if configuration.host.startswith("https"):
-        if configuration.verify_ssl:
-            context_ = ssl.create_default_context(cafile=configuration.ssl_ca_cert or None)
-        else:
-            context_ = ssl.create_default_context()
-            context_.check_hostname = False
-            context_.verify_mode = ssl.CERT_NONE
-        if configuration.cert_file:
-            context_.load_cert_chain(configuration.cert_file, configuration.key_file)
-        ssl_context = context_
-    token = ""
-    api_key = configuration.api_key or {}
-    for key in ("authorization", "BearerToken"):
-        if api_key.get(key):
-            token = str(api_key[key]).removeprefix("Bearer ").strip()
-    return Credentials(
-        server=configuration.host.rstrip("/"),
-        ssl_context=ssl_context,
-        token=token,
-        token_file=token_file,
-        ca_path=configuration.ssl_ca_cert or None,
-        certificate_path=configuration.cert_file or None,
-        private_key_path=configuration.key_file or None,
-        insecure=not configuration.verify_ssl,
-    )
-
-
-FALLBACK_NAMESPACE = "default"
-
-
-def kubeconfig_namespace(kubeconfig: str | None = None, context: str | None = None) -> str:
-    """The namespace kubectl would use: the chosen (else the current) context's, else "default"."""
-    try:
-        contexts, current = k8s_config.list_kube_config_contexts(config_file=kubeconfig)
-    except Exception:  # missing or unreadable: loading the credentials will say why
-        return FALLBACK_NAMESPACE
-    chosen = next((c for c in contexts if c.get("name") == context), None) if context else current
-    return str(((chosen or {}).get("context") or {}).get("namespace") or FALLBACK_NAMESPACE)
 
 
 def _path(kind: str, namespace: str | None = None, name: str | None = None) -> str:
