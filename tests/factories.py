@@ -100,6 +100,7 @@ def observed(
     created_at: datetime | None = None,
     primary_endpoints: frozenset[str] = frozenset(),
     jobs: tuple[JobView, ...] = (),
+    primary_slices: dict[str, Any] | None = None,
 ) -> Observed:
     from ftso.model import node_view, pod_view
 
@@ -117,6 +118,7 @@ def observed(
         now=now,
         primary_endpoints=primary_endpoints,
         jobs=jobs,
+        primary_slices=primary_slices or {},
     )
 
 

@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 from ftso import names
 from ftso.api.spec import parse_spec
-from ftso.builders import ROLE_VOLUME, Owner, build_pdb, build_pod, build_services, drifted, template_hash
+from ftso.builders import (
+    ROLE_VOLUME,
+    Endpoint,
+    Owner,
+    build_pdb,
+    build_pod,
+    build_primary_slice,
+    build_services,
+    drifted,
+    slice_drifted,
+    template_hash,
+)
 
 from .factories import raw_spec
 
@@ -81,11 +94,55 @@ def test_template_hash_follows_the_template_only() -> None:
 def test_services_follow_roles() -> None:
     services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), OWNER)}
     assert services["demo"]["spec"]["selector"] == {names.LABEL_SERVICE: "demo", names.LABEL_SERVING: "true"}
-    assert services["demo-primary"]["spec"]["selector"][names.LABEL_ROLE] == "primary"
+    assert "selector" not in services["demo-primary"]["spec"]  # the operator writes its EndpointSlice
     assert services["demo-replicas"]["spec"]["selector"][names.LABEL_ROLE] == "replica"
     assert services["demo"]["spec"]["ports"] == [
         {"name": "http", "port": 8080, "targetPort": 8080, "protocol": "TCP"}
     ]
+
+
+def test_the_primary_slice_routes_to_the_primary_on_its_container_port() -> None:
+    spec = parse_spec(raw_spec(service={"ports": [{"name": "web", "port": 80, "targetPort": "http"}]}))
+    endpoint = Endpoint("demo-1", "uid-1", "10.0.0.7", "node-1")
+    eps = build_primary_slice(spec, OWNER, endpoint, "IPv4")
+    assert eps["metadata"]["name"] == "demo-primary"
+    assert eps["metadata"]["labels"][names.LABEL_SLICE_SERVICE] == "demo-primary"
+    assert eps["metadata"]["labels"][names.LABEL_SLICE_MANAGED_BY] == names.SLICE_MANAGER
+    assert eps["metadata"]["labels"][names.LABEL_SERVICE] == "demo"  # so the store files it under its owner
+    assert eps["ports"] == [
+        {"name": "web", "port": 8080, "protocol": "TCP"}
+    ]  # "http" is 8080 in the template
+    assert eps["endpoints"] == [
+        {
+            "addresses": ["10.0.0.7"],
+            "conditions": {"ready": True, "serving": True, "terminating": False},
+            "targetRef": {"kind": "Pod", "namespace": "ns", "name": "demo-1", "uid": "uid-1"},
+            "nodeName": "node-1",
+        }
+    ]
+    assert build_primary_slice(spec, OWNER, None, "IPv4")["endpoints"] == []
+
+
+def test_a_slice_drifts_on_what_routes_not_on_what_the_server_adds() -> None:
+    spec = parse_spec(raw_spec())
+    desired = build_primary_slice(spec, OWNER, Endpoint("demo-0", "u0", "10.0.0.1", ""), "IPv4")
+    served = json.loads(json.dumps(desired))
+    served["metadata"]["resourceVersion"] = "7"
+    served["endpoints"][0]["zone"] = "a"
+    assert not slice_drifted(desired, served)
+    moved = build_primary_slice(spec, OWNER, Endpoint("demo-1", "u1", "10.0.0.2", ""), "IPv4")
+    assert slice_drifted(moved, served)
+    assert slice_drifted(build_primary_slice(spec, OWNER, None, "IPv4"), served)
+
+
+def test_a_primary_service_that_still_has_a_selector_has_drifted() -> None:
+    desired = next(
+        s for s in build_services(parse_spec(raw_spec()), OWNER) if s["metadata"]["name"] == "demo-primary"
+    )
+    old = json.loads(json.dumps(desired))
+    old["spec"]["selector"] = {names.LABEL_SERVICE: "demo", names.LABEL_ROLE: "primary"}
+    assert drifted(desired, old)
+    assert not drifted(desired, json.loads(json.dumps(desired)))
 
 
 def test_active_active_has_no_primary_service() -> None:

@@ -73,15 +73,55 @@ def test_a_changed_service_is_applied_back() -> None:
 
     owner = Owner("demo", "ns", "uid-demo")
     services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), owner)}
-    services["demo-primary"] = {
-        **services["demo-primary"],
-        "spec": {**services["demo-primary"]["spec"], "selector": {}},
+    services["demo-replicas"] = {
+        **services["demo-replicas"],
+        "spec": {**services["demo-replicas"]["spec"], "selector": {}},
     }
     plan = decide(
         observed(pods, status=status, services=services, pdb=build_pdb(parse_spec(raw_spec()), owner))
     )
-    assert [a["metadata"]["name"] for a in plan.applies] == ["demo-primary"]
+    assert [a["metadata"]["name"] for a in plan.applies] == ["demo-replicas"]
     assert plan.owned_creates == []
+
+
+def test_a_primary_service_from_before_loses_its_selector_and_its_controller_managed_slice() -> None:
+    """<name>-primary once had a selector; the controller manager's slice for it must go, or it would keep
+    routing to whichever pod it last saw."""
+    pods, status = _steady()
+    for ordinal, body in enumerate(pods):
+        body["status"]["podIP"] = f"10.0.0.{ordinal + 1}"
+    from ftso.api.spec import parse_spec
+    from ftso.builders import Owner, build_pdb, build_services
+
+    owner = Owner("demo", "ns", "uid-demo")
+    services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), owner)}
+    services["demo-primary"] = {
+        **services["demo-primary"],
+        "spec": {**services["demo-primary"]["spec"], "selector": {names.LABEL_ROLE: "primary"}},
+    }
+    theirs = {
+        "metadata": {
+            "name": "demo-primary-x7k2p",
+            "labels": {
+                names.LABEL_SLICE_SERVICE: "demo-primary",
+                names.LABEL_SLICE_MANAGED_BY: "endpointslice-controller.k8s.io",
+            },
+        },
+        "endpoints": [{"addresses": [pods[0]["status"]["podIP"]], "conditions": {"ready": True}}],
+    }
+    plan = decide(
+        observed(
+            pods,
+            status=status,
+            services=services,
+            pdb=build_pdb(parse_spec(raw_spec()), owner),
+            primary_slices={"demo-primary-x7k2p": theirs},
+        )
+    )
+    assert [r.patch for r in plan.metadata_removals] == [{"spec": {"selector": None}}]
+    assert [a["metadata"]["name"] for a in plan.applies] == ["demo-primary"]
+    assert plan.owned_deletes == [("EndpointSlice", "demo-primary-x7k2p")]
+    assert plan.routing is not None and plan.routing["endpoints"][0]["targetRef"]["name"] == status["primary"]
 
 
 def test_deleted_replica_is_recreated() -> None:

@@ -289,16 +289,17 @@ def build_pod(
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": pod_spec}
 
 
-def service_selectors(spec: FtsSpec, owner: Owner) -> dict[str, dict[str, str]]:
-    """Service name -> selector. Every Service routes only to pods the operator marked serving."""
+def service_selectors(spec: FtsSpec, owner: Owner) -> dict[str, dict[str, str] | None]:
+    """Service name -> selector. Every Service routes only to pods the operator marked serving; the
+    primary's has none: the operator writes its EndpointSlice (build_primary_slice)."""
     all_name, primary_name, replicas_name = names.service_names(owner.name)
     serving = {names.LABEL_SERVICE: owner.name, names.LABEL_SERVING: "true"}
-    selectors = {
+    selectors: dict[str, dict[str, str] | None] = {
         all_name: serving,
         replicas_name: {**serving, names.LABEL_ROLE: names.ROLE_REPLICA},
     }
     if spec.primary_replica:
-        selectors[primary_name] = {**serving, names.LABEL_ROLE: names.ROLE_PRIMARY}
+        selectors[primary_name] = None
     return selectors
 
 
@@ -314,10 +315,80 @@ def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
             "apiVersion": "v1",
             "kind": "Service",
             "metadata": owner.metadata(name, spec_metadata=spec.service.metadata),
-            "spec": {"type": spec.service.type, "selector": selector, "ports": ports},
+            "spec": {
+                "type": spec.service.type,
+                "ports": ports,
+                **({"selector": selector} if selector else {}),
+            },
         }
         for name, selector in service_selectors(spec, owner).items()
     ]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """The pod <name>-primary routes to."""
+
+    pod: str
+    uid: str
+    ip: str
+    node: str
+
+
+def build_primary_slice(
+    spec: FtsSpec, owner: Owner, endpoint: Endpoint | None, address_type: str
+) -> dict[str, Any]:
+    """<name>-primary's only EndpointSlice: the primary, once it serves, else no endpoint. Ports carry the
+    container's port numbers, named target ports resolved from the template, as the controller manager does."""
+    primary_name = names.service_names(owner.name)[1]
+    named = {name: number for name, number, _ in container_ports(spec.template)}
+    ports = [
+        {
+            "name": p.name,
+            "port": named.get(str(p.target_port), 0) if isinstance(p.target_port, str) else p.target_port,
+            "protocol": p.protocol,
+        }
+        for p in spec.service.ports
+    ]
+    labels = {names.LABEL_SLICE_SERVICE: primary_name, names.LABEL_SLICE_MANAGED_BY: names.SLICE_MANAGER}
+    endpoints = []
+    if endpoint is not None:
+        target = {"kind": "Pod", "namespace": owner.namespace, "name": endpoint.pod, "uid": endpoint.uid}
+        endpoints.append(
+            {
+                "addresses": [endpoint.ip],
+                "conditions": {"ready": True, "serving": True, "terminating": False},
+                "targetRef": target,
+                **({"nodeName": endpoint.node} if endpoint.node else {}),
+            }
+        )
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": owner.metadata(primary_name, labels),
+        "addressType": address_type,
+        "endpoints": endpoints,
+        "ports": [p for p in ports if p["port"]],
+    }
+
+
+def slice_drifted(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bool:
+    """On what routes: the address type, the ports, and each endpoint's address, pod and readiness."""
+
+    def essence(body: Mapping[str, Any]) -> tuple[Any, ...]:
+        endpoints = [
+            (
+                tuple(e.get("addresses") or ()),
+                bool((e.get("conditions") or {}).get("ready")),
+                (e.get("targetRef") or {}).get("name"),
+                (e.get("targetRef") or {}).get("uid"),
+            )
+            for e in body.get("endpoints") or []
+        ]
+        ports = [(p.get("name"), p.get("port"), p.get("protocol")) for p in body.get("ports") or []]
+        return body.get("addressType"), endpoints, ports
+
+    return _metadata_drifted(desired, observed) or essence(desired) != essence(observed)
 
 
 def build_pdb(spec: FtsSpec, owner: Owner) -> dict[str, Any]:
@@ -387,6 +458,8 @@ def drifted(desired: Mapping[str, Any], observed: Mapping[str, Any] | None) -> b
     if _metadata_drifted(desired, observed):
         return True
     observed_spec = observed.get("spec") or {}
+    if "selector" not in desired["spec"] and observed_spec.get("selector"):
+        return True  # <name>-primary from before the operator wrote its EndpointSlice
     for key, value in desired["spec"].items():
         if key == "ports":
             mine = [

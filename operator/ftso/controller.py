@@ -82,6 +82,7 @@ def observe(
         pdb=store.pdbs.get(key).get(key[1]),
         now=now,
         primary_endpoints=store.ready_addresses(key, f"{key[1]}-primary"),
+        primary_slices=store.slices_of(key, f"{key[1]}-primary"),
         jobs=tuple(
             job_view(j)
             for j in store.jobs.get(key).values()
@@ -272,13 +273,37 @@ class Controller:
             plan.requeue_after = min(plan.requeue_after or NODE_LOSS_RETRY_SECONDS, NODE_LOSS_RETRY_SECONDS)
 
     async def execute(self, key: Key, observed: Observed, plan: Plan) -> None:
-        namespace = key[0]
+        """In order: status first (the decision), labels then routing, hooks, pod deletes, creates, the
+        owned objects, Jobs, and last the Events."""
         if plan.write_status:
             await self._write_status(key, plan.status)
+        await self._move_labels_and_route(key, plan)
+        await self._call_hooks(key, observed, plan)
+        await self._delete_pods(key, plan)
+        failures: dict[str, str] = {}
+        await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
+        await self._update_owned(key[0], plan)
+        for job_name in plan.job_deletes:
+            await self._ignore_missing(
+                self.client.delete(kinds.JOB.kind, key[0], job_name, propagation="Background")
+            )
+        for job in plan.job_creates:
+            await self._create(job, failures)
+        self._set_failures(key, failures)
+        refused = {name.removeprefix(f"{kinds.POD.kind} ") for name in failures}
+        for event in plan.events:
+            if not _only_refused(event, plan.creates, refused):
+                await self._post_event(observed, event)
+
+    async def _move_labels_and_route(self, key: Key, plan: Plan) -> None:
         for patch in plan.patches:  # in order: demotions before promotions
             await self._forget_if_missing(
-                key, patch.name, self._patch_pod(namespace, patch.name, patch.labels, patch.annotations)
+                key, patch.name, self._patch_pod(key[0], patch.name, patch.labels, patch.annotations)
             )
+        if plan.routing is not None:  # the labels moved: route at once, before hooks and the rest
+            self._remember(await self.client.apply(plan.routing))
+
+    async def _call_hooks(self, key: Key, observed: Observed, plan: Plan) -> None:
         if plan.hooks:
             self.client.ensure_leading()  # hooks do not go through the client: ask the same guard first
         for hook, problem in await call_hooks(plan.hooks):
@@ -288,35 +313,28 @@ class Controller:
             )
         if plan.hooks_term:
             await self._mark_hooks_called(key, plan)
+
+    async def _delete_pods(self, key: Key, plan: Plan) -> None:
         await asyncio.gather(
             *(
                 self._forget_if_missing(
                     key,
                     d.name,
                     self.client.delete(
-                        kinds.POD.kind, namespace, d.name, uid=d.uid, grace_seconds=0 if d.force else None
+                        kinds.POD.kind, key[0], d.name, uid=d.uid, grace_seconds=0 if d.force else None
                     ),
                 )
                 for d in plan.deletes
             )
         )
-        failures: dict[str, str] = {}
-        await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
+
+    async def _update_owned(self, namespace: str, plan: Plan) -> None:
         for removal in plan.metadata_removals:
             await self._ignore_missing(self._remove_metadata(namespace, removal))
+        for kind, name in plan.owned_deletes:  # after the selector went: its controller would recreate them
+            await self._ignore_missing(self.client.delete(kind, namespace, name))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
-        for job_name in plan.job_deletes:
-            await self._ignore_missing(
-                self.client.delete(kinds.JOB.kind, namespace, job_name, propagation="Background")
-            )
-        for job in plan.job_creates:
-            await self._create(job, failures)
-        self._set_failures(key, failures)
-        refused = {name.removeprefix(f"{kinds.POD.kind} ") for name in failures}
-        for event in plan.events:
-            if not _only_refused(event, plan.creates, refused):
-                await self._post_event(observed, event)
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:

@@ -25,6 +25,11 @@ LABEL_CHECKPOINT_OF: Final = LABEL_SERVICE + "-checkpoint"  # on checkpoint pods
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "ftso"
 LABEL_ZONE: Final = "topology.kubernetes.io/zone"
+# <name>-primary has no selector: the operator writes its EndpointSlice itself, right after the labels move,
+# so routing a new primary never waits in the controller manager's EndpointSlice queue.
+LABEL_SLICE_SERVICE: Final = "kubernetes.io/service-name"
+LABEL_SLICE_MANAGED_BY: Final = "endpointslice.kubernetes.io/managed-by"
+SLICE_MANAGER: Final = "operator.ftso.dev"
 
 ANNOTATION_TERM: Final = PREFIX + "term"
 # The other live pods' IP addresses, one a line, in ordinal order (fenced and terminating pods left out):

@@ -11,7 +11,8 @@ from ftso.status import FtsStatus
 
 @dataclass(frozen=True)
 class MetadataRemoval:
-    """Labels and annotations to take off an owned object (a Service or the PDB), as a merge patch."""
+    """Fields to take off an owned object (a Service or the PDB), as a merge patch: labels and annotations
+    the spec no longer asks for, a selector <name>-primary no longer has."""
 
     kind: str
     name: str
@@ -57,6 +58,8 @@ class Plan:
     # Every status write carries the resource's resourceVersion: two writers can never both promote.
     write_status: bool = False
     patches: list[PodPatch] = field(default_factory=list)  # in order: demotions first
+    routing: dict[str, Any] | None = None  # <name>-primary's EndpointSlice, applied right after the patches
+    owned_deletes: list[tuple[str, str]] = field(default_factory=list)  # (kind, name): slices not ours
     deletes: list[PodDelete] = field(default_factory=list)
     creates: list[dict[str, Any]] = field(default_factory=list)
     owned_creates: list[dict[str, Any]] = field(default_factory=list)  # Services and the PDB, when missing
@@ -77,6 +80,8 @@ class Plan:
     def acts(self) -> bool:
         return bool(
             self.patches
+            or self.routing is not None
+            or self.owned_deletes
             or self.deletes
             or self.creates
             or self.owned_creates

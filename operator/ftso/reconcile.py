@@ -33,12 +33,15 @@ from ftso.api.spec import (
     resolve_max_unavailable,
 )
 from ftso.builders import (
+    Endpoint,
     Owner,
     build_checkpoint_job,
     build_pdb,
     build_pod,
+    build_primary_slice,
     build_services,
     drifted,
+    slice_drifted,
     stale_metadata,
     template_hash,
 )
@@ -97,6 +100,7 @@ class Observed:
     now: datetime
     # Ready addresses of <name>-primary's EndpointSlices: when they hold exactly the new primary, it is routed.
     primary_endpoints: frozenset[str] = frozenset()
+    primary_slices: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by name
     jobs: tuple[JobView, ...] = ()
     # Set when the operator's own view of the nodes cannot be trusted (its heartbeat watch went silent).
     node_view_in_doubt: str = ""
@@ -700,11 +704,14 @@ class OwnedWork:
     applies: tuple[dict[str, Any], ...] = ()  # changed by someone: server-side apply takes our fields back
     # Labels and annotations the spec no longer asks for: an apply would leave them (a create owns them too).
     removals: tuple[MetadataRemoval, ...] = ()
+    routing: dict[str, Any] | None = None  # <name>-primary's EndpointSlice, when it must change
+    deletes: tuple[tuple[str, str], ...] = ()  # <name>-primary's slices someone else manages
 
 
-def plan_owned(j: Judgement) -> OwnedWork:
+def plan_owned(j: Judgement, roles: Roles, labels: Labels) -> OwnedWork:
+    routing, deletes = plan_routing(j, roles, labels)
     if not j.acting:
-        return OwnedWork()
+        return OwnedWork(routing=routing)
     creates, applies, removals = [], [], []
     for desired in [*build_services(j.spec, j.owner), build_pdb(j.spec, j.owner)]:
         seen = (
@@ -719,9 +726,51 @@ def plan_owned(j: Judgement) -> OwnedWork:
             removals.append(
                 MetadataRemoval(desired["kind"], desired["metadata"]["name"], stale.merge_patch())
             )
+        if "selector" not in desired["spec"] and (seen.get("spec") or {}).get("selector"):
+            # Applying without it would not remove it: the create that set it owns it.
+            removals.append(
+                MetadataRemoval("Service", desired["metadata"]["name"], {"spec": {"selector": None}})
+            )
         if stale or drifted(desired, seen):
             applies.append(desired)
-    return OwnedWork(tuple(creates), tuple(applies), tuple(removals))
+    return OwnedWork(tuple(creates), tuple(applies), tuple(removals), routing, deletes)
+
+
+def plan_routing(
+    j: Judgement, roles: Roles, labels: Labels
+) -> tuple[dict[str, Any] | None, tuple[tuple[str, str], ...]]:
+    """<name>-primary routes to the primary once its labels say it serves as primary, and to nothing else.
+    Its slices that someone else manages (the controller manager's, from when it had a selector) go."""
+    if not (j.spec.primary_replica and j.spec.service.ports):
+        return None, ()
+    ours, others = None, []
+    for name, body in j.observed.primary_slices.items():
+        if _labels(body).get(names.LABEL_SLICE_MANAGED_BY) == names.SLICE_MANAGER:
+            ours = body
+        else:
+            others.append(("EndpointSlice", name))
+    endpoint = _primary_endpoint(j, roles, labels)
+    if ours is not None:
+        address_type = str(ours.get("addressType") or "IPv4")  # immutable once the slice exists
+    elif endpoint is not None and j.acting:
+        address_type = "IPv6" if ":" in endpoint.ip else "IPv4"
+    else:
+        return None, tuple(others)  # nothing to route yet
+    desired = build_primary_slice(j.spec, j.owner, endpoint, address_type)
+    return (desired if ours is None or slice_drifted(desired, ours) else None), tuple(others)
+
+
+def _primary_endpoint(j: Judgement, roles: Roles, labels: Labels) -> Endpoint | None:
+    pod = j.by_name.get(roles.primary)
+    if pod is None or not pod.pod_ip or pod.deleting:
+        return None
+    if labels.roles.get(pod.name) != names.ROLE_PRIMARY or not labels.serving.get(pod.name):
+        return None
+    return Endpoint(pod.name, pod.uid, pod.pod_ip, pod.node_name)
+
+
+def _labels(body: Mapping[str, Any]) -> Mapping[str, str]:
+    return cast(Mapping[str, str], (body.get("metadata") or {}).get("labels") or {})
 
 
 # Phase 8: history
@@ -1066,7 +1115,7 @@ def decide(observed: Observed) -> Plan:
     checkpoints = plan_checkpoints(j, roles)
     labels = assign_labels(j, roles)
     work = plan_pods(j, rollout, roles, labels, checkpoints)
-    owned = plan_owned(j)
+    owned = plan_owned(j, roles, labels)
     history = stamp_history(j, roles)
     counts = tally(j, rollout, roles, labels, work)
     outcome = report(j, rollout, roles, history, counts, checkpoints)
@@ -1076,6 +1125,8 @@ def decide(observed: Observed) -> Plan:
         status=status,
         write_status=_canonical(status) != _canonical({k: j.previous.get(k) for k in status}),
         patches=list(labels.patches),
+        routing=owned.routing,
+        owned_deletes=list(owned.deletes),
         deletes=list(work.deletes),
         creates=list(work.creates),
         owned_creates=list(owned.creates),

@@ -80,7 +80,7 @@ def _slim(body: Mapping[str, Any]) -> Body:
             {"name": c.get("name"), "state": c.get("state")} for c in status.get("containerStatuses") or []
         ]
         return result
-    for part in ("spec", "status", "endpoints"):
+    for part in ("spec", "status", "endpoints", "addressType", "ports"):
         if part in body:
             result[part] = body[part]
     if "kind" in body:
@@ -244,12 +244,18 @@ class Store:
             del self.pods[key]
         return key
 
+    def slices_of(self, key: Key, service: str) -> dict[str, Body]:
+        """One of the resource's Services' EndpointSlices, by name."""
+        return {
+            name: eps
+            for name, eps in self.endpoint_slices.get(key).items()
+            if (_meta(eps).get("labels") or {}).get(names.LABEL_SLICE_SERVICE) == service
+        }
+
     def ready_addresses(self, key: Key, service: str) -> frozenset[str]:
         """Ready endpoint addresses of one of the resource's Services, from its EndpointSlices."""
         addresses: set[str] = set()
-        for eps in self.endpoint_slices.get(key).values():
-            if (_meta(eps).get("labels") or {}).get("kubernetes.io/service-name") != service:
-                continue
+        for eps in self.slices_of(key, service).values():
             for endpoint in eps.get("endpoints") or []:
                 if (endpoint.get("conditions") or {}).get("ready"):
                     addresses.update(endpoint.get("addresses") or [])
