@@ -63,6 +63,12 @@ def _container(real: bool) -> dict[str, Any]:
     }
 
 
+def _routed_now(eps_events: list[Seen]) -> frozenset[str]:
+    """The Service's ready addresses after the last EndpointSlice event (none before the first)."""
+    timeline = _ready_ips(eps_events, 0)
+    return timeline[-1][1] if timeline else frozenset()
+
+
 def _ready_ips(eps_events: list[Seen], since: float) -> list[tuple[float, frozenset[str]]]:
     """(time, ready addresses of the Service) after each EndpointSlice event from `since` on."""
     slices: dict[str, set[str]] = {}
@@ -143,7 +149,7 @@ class FtsBench:
         node = pod.get("spec", {}).get("nodeName", "")
         uid = pod.get("metadata", {}).get("uid")
         wait_for(
-            lambda: _ready_ips(slices.snapshot(), 0)[-1][1] == {pod["status"]["podIP"]},
+            lambda: _routed_now(slices.snapshot()) == {pod["status"]["podIP"]},
             interval=0.02,
             what="steady routing",
         )
@@ -374,7 +380,7 @@ def run_baseline(
             # Each pod in turn: a real container killed again and again waits out the kubelet's back-off.
             victim = sorted(pods, key=lambda p: p["metadata"]["name"])[trial % len(pods)]
             ip, node = victim["status"]["podIP"], victim["spec"]["nodeName"]
-            wait_for(lambda ip=ip: ip in _ready_ips(slices.snapshot(), 0)[-1][1], what="victim routed")
+            wait_for(lambda ip=ip: ip in _routed_now(slices.snapshot()), what="victim routed")
             started = time.monotonic()
             if kind == "deleted":
                 force_delete_pod(kube, namespace, victim["metadata"]["name"])

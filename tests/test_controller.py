@@ -319,3 +319,32 @@ def test_keys_the_spec_dropped_are_deleted_before_the_apply_records_the_new_ones
     )
     for name in ("svc0", "svc0-primary", "svc0-replicas"):
         assert writes.index(("PATCH", name)) < writes.index(("APPLY", name))
+
+
+def test_service_creates_are_few_in_flight_while_pods_are_not_held_back() -> None:
+    """ClusterIP allocation contends in the API server: a flood of Service creates makes each one slow."""
+    in_flight = {"Service": 0, "Pod": 0}
+    most = {"Service": 0, "Pod": 0}
+
+    class SlowCreates(FakeClient):
+        async def create(self, body: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
+            kind = body["kind"]
+            in_flight[kind] += 1
+            most[kind] = max(most[kind], in_flight[kind])
+            await asyncio.sleep(0.01)
+            in_flight[kind] -= 1
+            return body
+
+    store = Store()
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = SlowCreates(store)  # type: ignore[assignment]
+    bodies = [
+        {"kind": kind, "metadata": {"name": f"{kind}-{i}"}} for i in range(6) for kind in ("Service", "Pod")
+    ]
+
+    async def run() -> None:
+        await asyncio.gather(*(controller._create(body, {}) for body in bodies))
+
+    asyncio.run(run())
+    assert most["Service"] == controller_module.SERVICE_CREATES_IN_FLIGHT
+    assert most["Pod"] == 6
