@@ -276,3 +276,42 @@ def test_single_replica_primary_comes_back_with_a_new_term(
 
     wait_for(recorded, timeout=30, what="the comeback recorded as a change of primary, and routed")
     assert condition(fts.get(), "PrimaryUnavailable") == "False"
+
+
+def test_a_primary_service_with_a_selector_from_an_older_version_is_taken_over(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    """An older ftso gave `<name>-primary` a selector, so the controller manager kept a slice for it. The
+    operator removes the selector and that slice, and then routes the primary through its own slice alone;
+    a failover after it is routed exactly."""
+    fts, status = _ready(kube, namespace)
+    operator.stop()
+    service = f"/api/v1/namespaces/{namespace}/services/{fts.name}-primary"
+    selector = {"ftso.dev/service": fts.name, "ftso.dev/serving": "true", "ftso.dev/role": "primary"}
+    kube.patch(service, {"spec": {"selector": selector}})
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices"
+    of_primary = f"kubernetes.io/service-name={fts.name}-primary"
+
+    def managers() -> set[str]:
+        return {
+            s["metadata"]["labels"].get("endpointslice.kubernetes.io/managed-by", "")
+            for s in kube.items(slices, of_primary)
+        }
+
+    wait_for(
+        lambda: "endpointslice-controller.k8s.io" in managers(),
+        what="the controller manager's slice as before",
+    )
+    operator.start()
+    wait_for(
+        lambda: (
+            not (kube.get(service) or {}).get("spec", {}).get("selector")
+            and managers() == {"operator.ftso.dev"}
+        ),
+        timeout=30,
+        what=f"the selector and the controller's slice gone (slices managed by {managers()})",
+    )
+    wait_for(fts.primary_routed_exactly, what="the primary routed by the operator's slice")
+    force_delete_pod(kube, namespace, status["primary"])
+    _new_primary_routed(fts, status["primary"], status["term"])
+    assert managers() == {"operator.ftso.dev"}

@@ -135,3 +135,20 @@ def test_in_a_pod_the_service_account_is_used(tmp_path: Path, monkeypatch: pytes
     assert loaded.server == "https://[fd00::1]:443"
     assert loaded.authorization() == "Bearer sa-token"
     assert loaded.ca_path == str(account / "ca.crt")
+
+
+def test_an_auth_provider_user_is_refused_in_words_not_sent_without_credentials(tmp_path: Path) -> None:
+    user = {"auth-provider": {"name": "oidc", "config": {}}}
+    with pytest.raises(CredentialsError, match="auth-provider"):
+        load_credentials(str(_kubeconfig(tmp_path / "config", user=user)))
+
+
+def test_a_service_account_without_a_token_falls_back_to_the_kubeconfig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    account = tmp_path / "serviceaccount"
+    account.mkdir()
+    monkeypatch.setattr(credentials, "SERVICE_ACCOUNT_DIR", account)
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.96.0.1")
+    monkeypatch.setenv("KUBECONFIG", str(_kubeconfig(tmp_path / "config", user={"token": "t"})))
+    assert load_credentials().server == "http://127.0.0.1:1"

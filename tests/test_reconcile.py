@@ -120,7 +120,7 @@ def test_a_primary_service_from_before_loses_its_selector_and_its_controller_man
     )
     assert [r.patch for r in plan.metadata_removals] == [{"spec": {"selector": None}}]
     assert [a["metadata"]["name"] for a in plan.applies] == ["demo-primary"]
-    assert plan.owned_deletes == [("EndpointSlice", "demo-primary-x7k2p")]
+    assert plan.owned_deletes == [("EndpointSlice", "demo-primary-x7k2p"), ("Endpoints", "demo-primary")]
     assert plan.routing is not None and plan.routing["endpoints"][0]["targetRef"]["name"] == status["primary"]
 
 

@@ -8,7 +8,7 @@ from ftso import names
 from ftso.plan import Plan
 from ftso.reconcile import decide
 
-from .factories import NOW, observed, pod
+from .factories import NOW, observed, pod, raw_spec
 
 
 def _pods(**primary: Any) -> list[dict[str, Any]]:
@@ -76,8 +76,28 @@ def test_no_slice_is_made_before_the_primary_has_an_address() -> None:
 
 
 def test_a_service_without_ports_or_a_primary_gets_no_slice() -> None:
-    from .factories import raw_spec
-
     active = raw_spec(mode="ActiveActive")
     pods = [pod(i, role=names.ROLE_REPLICA) for i in range(3)]
     assert decide(observed(pods, spec=active, status={"term": 1})).routing is None
+
+
+def test_paused_the_endpoint_still_follows_the_pods_but_the_ports_stay_as_they_were() -> None:
+    routing = _steady_slice()
+    renamed = {"ports": [{"name": "renamed", "port": 80, "targetPort": 9999}]}
+    status = {"primary": "demo-0", "term": 1}
+    acting = decide(
+        observed(
+            _pods(), spec=raw_spec(service=renamed), status=status, primary_slices={"demo-primary": routing}
+        )
+    )
+    assert acting.routing is not None and acting.routing["ports"][0]["name"] == "renamed"
+    paused = decide(
+        observed(
+            _pods(ready=False, ready_changed=NOW),
+            spec=raw_spec(service=renamed, paused=True),
+            status=status,
+            primary_slices={"demo-primary": routing},
+        )
+    )
+    assert _routed_to(paused) == []
+    assert paused.routing is not None and paused.routing["ports"] == routing["ports"]

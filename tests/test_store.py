@@ -159,3 +159,13 @@ def test_stored_objects_share_their_repeated_keys_and_short_values() -> None:
     assert first_condition["type"] is second_condition["type"]
     assert next(iter(first_condition)) is next(iter(second_condition))
     assert first["metadata"]["namespace"] is second["metadata"]["namespace"]
+
+
+def test_a_relist_cut_short_after_a_restore_still_resets_when_tried_again() -> None:
+    store = Store()
+    key = store.put_pod(_versioned(0, 500))
+    assert not _relist(store, "Pod", "ns", [_versioned(0, 500)], 510)
+    cut_short = store.begin_relist("Pod", "ns", 100)  # etcd restored; a later page then fails
+    assert cut_short.reset
+    assert _relist(store, "Pod", "ns", [], 100)
+    assert key not in store.pods

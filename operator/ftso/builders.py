@@ -336,20 +336,26 @@ class Endpoint:
 
 
 def build_primary_slice(
-    spec: FtsSpec, owner: Owner, endpoint: Endpoint | None, address_type: str
+    spec: FtsSpec,
+    owner: Owner,
+    endpoint: Endpoint | None,
+    address_type: str,
+    ports: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """<name>-primary's only EndpointSlice: the primary, once it serves, else no endpoint. Ports carry the
-    container's port numbers, named target ports resolved from the template, as the controller manager does."""
+    container's port numbers, named target ports resolved from the template, as the controller manager does;
+    given `ports` (the slice's own, while the spec is not acted on) are kept as they are."""
     primary_name = names.service_names(owner.name)[1]
     named = {name: number for name, number, _ in container_ports(spec.template)}
-    ports = [
-        {
-            "name": p.name,
-            "port": named.get(str(p.target_port), 0) if isinstance(p.target_port, str) else p.target_port,
-            "protocol": p.protocol,
-        }
-        for p in spec.service.ports
-    ]
+    if ports is None:
+        ports = [
+            {
+                "name": p.name,
+                "port": named.get(str(p.target_port), 0) if isinstance(p.target_port, str) else p.target_port,
+                "protocol": p.protocol,
+            }
+            for p in spec.service.ports
+        ]
     labels = {names.LABEL_SLICE_SERVICE: primary_name, names.LABEL_SLICE_MANAGED_BY: names.SLICE_MANAGER}
     endpoints = []
     if endpoint is not None:

@@ -9,7 +9,9 @@ or the removed `auth-provider`).
 
 from __future__ import annotations
 
+import atexit
 import base64
+import contextlib
 import json
 import os
 import ssl
@@ -94,7 +96,8 @@ class Credentials:
 
 def load_credentials(kubeconfig: str | None = None, context: str | None = None) -> Credentials:
     """In a pod, its service account (unless a kubeconfig is named); elsewhere the kubeconfig."""
-    if kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST") and SERVICE_ACCOUNT_DIR.is_dir():
+    in_pod = os.environ.get("KUBERNETES_SERVICE_HOST") and (SERVICE_ACCOUNT_DIR / "token").is_file()
+    if kubeconfig is None and in_pod:
         return _in_cluster()
     return _from_kubeconfig(Kubeconfig.read(kubeconfig), context)
 
@@ -182,6 +185,10 @@ def _from_kubeconfig(config: Kubeconfig, context_name: str | None) -> Credential
     server = str(cluster.get("server") or "").rstrip("/")
     if not server:
         raise CredentialsError("the kubeconfig's cluster has no server")
+    if user.get("auth-provider"):
+        raise CredentialsError(
+            "the kubeconfig's user has an auth-provider, which ftso does not support; use exec"
+        )
     plugin = _exec_plugin(user.get("exec"))
     exec_status = plugin.run() if plugin is not None else {}
     token, expires = _exec_token(exec_status) if plugin is not None else (str(user.get("token") or ""), None)
@@ -237,12 +244,18 @@ def _file(body: Mapping[str, Any], name: str, data: Any = None) -> str | None:
         pem = base64.b64decode(str(body[f"{name}-data"]))
     if pem is None:
         return None
-    # ssl and kopf load certificates from files; the file lives as long as the process, readable by us only.
+    # ssl and kopf load certificates from files: one readable by us only, removed when the process ends.
     handle = tempfile.NamedTemporaryFile(prefix=f"ftso-{name}-", delete=False)  # noqa: SIM115
     with handle:
         os.chmod(handle.name, 0o600)
         handle.write(pem)
+    atexit.register(_remove, handle.name)
     return handle.name
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _ssl_context(

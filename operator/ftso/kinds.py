@@ -36,6 +36,7 @@ JOB = Kind("Job", "batch", "v1", "jobs", owned=True)
 NODE = Kind("Node", "", "v1", "nodes")
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases")
 EVENT = Kind("Event", "", "v1", "events")
+ENDPOINTS = Kind("Endpoints", "", "v1", "endpoints")  # only deleted: what an older version's selector left
 
 OWNED = (POD, SERVICE, PDB, ENDPOINT_SLICE, JOB)
-BY_KIND = {k.kind: k for k in (FTS, *OWNED, NODE, LEASE, EVENT)}
+BY_KIND = {k.kind: k for k in (FTS, *OWNED, NODE, LEASE, EVENT, ENDPOINTS)}

@@ -740,15 +740,18 @@ def plan_routing(
     j: Judgement, roles: Roles, labels: Labels
 ) -> tuple[dict[str, Any] | None, tuple[tuple[str, str], ...]]:
     """<name>-primary routes to the primary once its labels say it serves as primary, and to nothing else.
-    Its slices that someone else manages (the controller manager's, from when it had a selector) go."""
+    What an older version left (a selector, and the controller manager's slices and Endpoints) goes."""
     if not (j.spec.primary_replica and j.spec.service.ports):
         return None, ()
+    primary_service = names.service_names(j.owner.name)[1]
     ours, others = None, []
     for name, body in j.observed.primary_slices.items():
         if _labels(body).get(names.LABEL_SLICE_MANAGED_BY) == names.SLICE_MANAGER:
             ours = body
         else:
             others.append(("EndpointSlice", name))
+    if others or (j.observed.services.get(primary_service, {}).get("spec") or {}).get("selector"):
+        others.append(("Endpoints", primary_service))  # no controller keeps it once the selector is gone
     endpoint = _primary_endpoint(j, roles, labels)
     if ours is not None:
         address_type = str(ours.get("addressType") or "IPv4")  # immutable once the slice exists
@@ -756,7 +759,9 @@ def plan_routing(
         address_type = "IPv6" if ":" in endpoint.ip else "IPv4"
     else:
         return None, tuple(others)  # nothing to route yet
-    desired = build_primary_slice(j.spec, j.owner, endpoint, address_type)
+    # Paused or invalid: only the endpoint follows the pods; the ports stay as the Service has them.
+    ports = None if j.acting or ours is None else list(ours.get("ports") or [])
+    desired = build_primary_slice(j.spec, j.owner, endpoint, address_type, ports)
     return (desired if ours is None or slice_drifted(desired, ours) else None), tuple(others)
 
 

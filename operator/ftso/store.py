@@ -264,10 +264,9 @@ class Store:
     # Relists: an authoritative LIST, applied page by page
 
     def begin_relist(self, kind: str, namespace: str | None, resource_version: int) -> Listing:
-        """Versions older than the last LIST's say etcd was restored: that listing resets the view."""
-        seen = self._listed_versions[kind]
-        last = seen.get(namespace, 0)
-        seen[namespace] = resource_version
+        """Versions older than the last LIST's say etcd was restored: that listing resets the view. The
+        version is remembered only once the listing ends, so a relist cut short still resets on retry."""
+        last = self._listed_versions[kind].get(namespace, 0)
         return Listing(kind, namespace, resource_version, reset=resource_version < last)
 
     def take_listed(self, listing: Listing, items: list[Body]) -> None:
@@ -297,6 +296,7 @@ class Store:
                 self.drop_node(name)
         else:
             self._indexes[listing.kind].prune(listing)
+        self._listed_versions[listing.kind][listing.namespace] = listing.resource_version
         return listing.reset
 
     def _stored(self, kind: str, body: Mapping[str, Any]) -> Body | None:
