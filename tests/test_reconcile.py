@@ -66,20 +66,24 @@ def test_steady_state_writes_nothing() -> None:
     assert {c["type"]: c["status"] for c in status["conditions"]}["Ready"] == "True"
 
 
-def test_a_changed_service_is_applied_back() -> None:
-    pods, status = _steady()
+def _owned_with_selector(
+    service: str, selector: dict[str, str]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The Services and PDB as the operator builds them, with one Service's selector set by someone else."""
     from ftso.api.spec import parse_spec
     from ftso.builders import Owner, build_pdb, build_services
 
     owner = Owner("demo", "ns", "uid-demo")
-    services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), owner)}
-    services["demo-replicas"] = {
-        **services["demo-replicas"],
-        "spec": {**services["demo-replicas"]["spec"], "selector": {}},
-    }
-    plan = decide(
-        observed(pods, status=status, services=services, pdb=build_pdb(parse_spec(raw_spec()), owner))
-    )
+    spec = parse_spec(raw_spec())
+    services = {s["metadata"]["name"]: s for s in build_services(spec, owner)}
+    services[service] = {**services[service], "spec": {**services[service]["spec"], "selector": selector}}
+    return services, build_pdb(spec, owner)
+
+
+def test_a_changed_service_is_applied_back() -> None:
+    pods, status = _steady()
+    services, pdb = _owned_with_selector("demo-replicas", {})
+    plan = decide(observed(pods, status=status, services=services, pdb=pdb))
     assert [a["metadata"]["name"] for a in plan.applies] == ["demo-replicas"]
     assert plan.owned_creates == []
 
@@ -90,15 +94,7 @@ def test_a_primary_service_from_before_loses_its_selector_and_its_controller_man
     pods, status = _steady()
     for ordinal, body in enumerate(pods):
         body["status"]["podIP"] = f"10.0.0.{ordinal + 1}"
-    from ftso.api.spec import parse_spec
-    from ftso.builders import Owner, build_pdb, build_services
-
-    owner = Owner("demo", "ns", "uid-demo")
-    services = {s["metadata"]["name"]: s for s in build_services(parse_spec(raw_spec()), owner)}
-    services["demo-primary"] = {
-        **services["demo-primary"],
-        "spec": {**services["demo-primary"]["spec"], "selector": {names.LABEL_ROLE: "primary"}},
-    }
+    services, pdb = _owned_with_selector("demo-primary", {names.LABEL_ROLE: "primary"})
     theirs = {
         "metadata": {
             "name": "demo-primary-x7k2p",
@@ -114,7 +110,7 @@ def test_a_primary_service_from_before_loses_its_selector_and_its_controller_man
             pods,
             status=status,
             services=services,
-            pdb=build_pdb(parse_spec(raw_spec()), owner),
+            pdb=pdb,
             primary_slices={"demo-primary-x7k2p": theirs},
         )
     )
