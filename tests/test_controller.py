@@ -348,3 +348,59 @@ def test_service_creates_are_few_in_flight_while_pods_are_not_held_back() -> Non
     asyncio.run(run())
     assert most["Service"] == controller_module.SERVICE_CREATES_IN_FLIGHT
     assert most["Pod"] == 6
+
+
+def _routing_writes(client: FakeClient) -> list[tuple[str, str]]:
+    return [(verb, name) for verb, kind, name in client.calls if kind == "EndpointSlice"]
+
+
+def _store_with_addresses() -> Store:
+    """svc0's three pods on healthy nodes, each with an address: its primary svc0-1 can be routed to."""
+    store = Store()
+    store.put_node(node("node-0"))
+    store.put_resource(
+        {
+            "metadata": {"name": "svc0", "namespace": "ns", "uid": "uid-demo", "resourceVersion": "1"},
+            "spec": raw_spec(),
+            "status": {"primary": "svc0-1", "term": 1},
+        }
+    )
+    for ordinal in range(3):
+        body = pod(ordinal, name="svc0", role="primary" if ordinal == 1 else "replica")
+        body["status"]["podIP"] = f"10.0.0.{ordinal + 1}"
+        store.put_pod(body)
+    return store
+
+
+def test_the_primary_slice_is_created_then_applied() -> None:
+    """An apply that creates costs the API server several creates; later changes are applied."""
+    store = _store_with_addresses()
+    client = FakeClient(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    _reconcile_all(controller, 1)
+    [(verb, name)] = _routing_writes(client)
+    assert verb == "POST" and name in store.endpoint_slices.get(("ns", "svc0"))
+
+    store.drop_pod(store.pods[("ns", "svc0")]["svc0-1"])  # the primary is gone: the slice must change
+    client.calls.clear()
+    _reconcile_all(controller, 1)
+    assert _routing_writes(client) == [("APPLY", name)]
+
+
+def test_a_slice_created_behind_our_view_is_applied() -> None:
+    store = _store_with_addresses()
+
+    class AlreadyThere(FakeClient):
+        async def create(self, body: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
+            if body["kind"] == "EndpointSlice":
+                self.calls.append(("POST", body["kind"], body["metadata"]["name"]))
+                raise ApiError(409, "AlreadyExists", "endpointslices already exists")
+            return await super().create(body, strict=strict)
+
+    client = AlreadyThere(store)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
+    controller.client = client  # type: ignore[assignment]
+    _reconcile_all(controller, 1)
+    verbs = [verb for verb, _ in _routing_writes(client)]
+    assert verbs == ["POST", "APPLY"]

@@ -308,7 +308,19 @@ class Controller:
                 key, patch.name, self._patch_pod(key[0], patch.name, patch.labels, patch.annotations)
             )
         if plan.routing is not None:  # the labels moved: route at once, before hooks and the rest
-            self._remember(await self.client.apply(plan.routing))
+            await self._route(key, plan.routing)
+
+    async def _route(self, key: Key, endpoint_slice: dict[str, Any]) -> None:
+        """A slice not in the view yet is created: an apply that creates cost the API server seven times a
+        create (158 against 21 ms each at 1,000 resources). One that exists is applied."""
+        if endpoint_slice["metadata"]["name"] not in self.store.endpoint_slices.get(key):
+            try:
+                self._remember(await self.client.create(endpoint_slice))
+                return
+            except ApiError as error:
+                if not error.conflict:  # already there: our view was behind
+                    raise
+        self._remember(await self.client.apply(endpoint_slice))
 
     async def _call_hooks(self, key: Key, observed: Observed, plan: Plan) -> None:
         if plan.hooks:
