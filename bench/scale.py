@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from e2e.fts import FAKE_NODES
-from e2e.kube import Kube, tool_path
+from e2e.kube import ROOT, Kube, tool_path
 
 from bench.common import (
     api_requests,
@@ -58,47 +58,52 @@ def _apply_all(kube: Kube, namespace: str, objects: list[dict[str, Any]]) -> Non
 
 class ReadyWatch:
     """Counts Ready objects from one watch stream, so that measuring costs the API server no more than any
-    other watcher: a LIST of K objects every half second did (5% of its CPU at K=300 on the FTS side)."""
+    other watcher: a LIST of K objects every half second did (5% of its CPU at K=300 on the FTS side).
+    kubectl ends its watch when the server closes the stream; it is started again, and lists again."""
 
     def __init__(self, kube: Kube, resource: str, namespace: str, ready_field: str, ready_value: str) -> None:
         template = f'{{.metadata.name}} {{{ready_field}}}{{"\\n"}}'
+        self._command = [
+            *(tool_path("kubectl"), "--kubeconfig", kube.kubeconfig, "get", resource, "-n", namespace),
+            *("--watch", "-o", f"jsonpath={template}"),
+        ]
+        self._log = ROOT / ".e2e-logs" / f"bench-watch-{namespace}.log"
         self._ready_value = ready_value
         self._ready: dict[str, bool] = {}
         self._lock = threading.Lock()
-        self._process = subprocess.Popen(
-            [
-                tool_path("kubectl"),
-                "--kubeconfig",
-                kube.kubeconfig,
-                "get",
-                resource,
-                "-n",
-                namespace,
-                "--watch",
-                "-o",
-                f"jsonpath={template}",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        threading.Thread(target=self._read, daemon=True).start()
+        self._closed = False
+        self._process: subprocess.Popen[str] | None = None
+        self.restarts = -1
+        threading.Thread(target=self._follow, daemon=True).start()
 
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            name, _, value = line.strip().partition(" ")
-            if name:
-                with self._lock:
-                    self._ready[name] = value == self._ready_value
+    def _follow(self) -> None:
+        self._log.parent.mkdir(exist_ok=True)
+        with self._log.open("a") as log:
+            while not self._closed:
+                self.restarts += 1
+                process = subprocess.Popen(self._command, stdout=subprocess.PIPE, stderr=log, text=True)
+                self._process = process
+                if self._closed:  # closed while this one started
+                    process.kill()
+                assert process.stdout is not None
+                for line in process.stdout:
+                    name, _, value = line.strip().partition(" ")
+                    if name:
+                        with self._lock:
+                            self._ready[name] = value == self._ready_value
+                process.wait()
+                if not self._closed:
+                    time.sleep(0.2)
 
     def count(self) -> int:
         with self._lock:
             return sum(self._ready.values())
 
     def close(self) -> None:
-        self._process.kill()
-        self._process.wait()
+        self._closed = True
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
 
 
 def _wait(watch: ReadyWatch, k: int, timeout: float, what: str) -> float:

@@ -85,6 +85,21 @@ def test_every_event_handler_runs_on_the_event_loop() -> None:
     assert all(inspect.iscoroutinefunction(h) for h in registered)
 
 
+def test_no_diff_base_is_built_for_raw_events_and_nothing_needs_one() -> None:
+    """kopf diffs an object only for its changing and spawning handlers (on.create, on.update, daemons): with
+    none registered, the deep copy it would make of every event is waste."""
+    import kopf
+
+    registry = kopf.get_default_registry()
+    for kind in (kinds.FTS, kinds.NODE, *kinds.OWNED):
+        resource = kopf.Resource(kind.group, kind.version, kind.plural)
+        assert not registry._changing.has_handlers(resource=resource)
+        assert not registry._spawning.has_handlers(resource=resource)
+    storage = handlers.EventsOnlyDiffBase(prefix=names.GROUP)
+    body = kopf.Body({"metadata": {"name": "demo", "labels": {"a": "b"}}, "spec": {"replicas": 3}})
+    assert storage.build(body=body) == {} and storage.fetch(body=body) is None
+
+
 def test_a_node_missing_a_renewal_turning_lost_and_back_is_urgent_once_each_time(tmp_path: Path) -> None:
     """The heartbeat scan queues a resource when its node misses a renewal (12 s: a partition hold may start),
     when the node's loss is confirmed (24 s at least, here with nodeLostAfterSeconds 20) and when the node

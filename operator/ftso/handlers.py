@@ -281,6 +281,17 @@ class Runtime:
         return self.store.end_relist(listing) if listing is not None else False
 
 
+class EventsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
+    """No diff base: every handler here takes raw events, which need none. kopf builds one for every event
+    all the same, a deep copy of the whole object: a tenth of the operator's CPU at 1,000 resources."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+
 def _stop_acting() -> None:
     # Another replica may take over any moment now: end this process at once rather than act beside it.
     logging.getLogger(__name__).error("leadership lost; exiting so that only the new leader acts")
@@ -297,7 +308,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     ours: OperatorSettings = memo.settings
     settings.persistence.finalizer = names.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = EventsOnlyDiffBase(
         prefix=names.GROUP, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING
