@@ -102,3 +102,10 @@ class Fts:
             for e in self.kube.items(f"/api/v1/namespaces/{self.namespace}/events")
             if e.get("involvedObject", {}).get("name") == self.name
         ]
+
+    def wait_event(self, reason: str, timeout: float = 30) -> None:
+        """The operator posts a reconcile's Events last, after its status write and its actions: whatever a
+        test saw in status may be there before the Event is."""
+        wait_for(
+            lambda: reason in [e["reason"] for e in self.events()], timeout=timeout, what=f"a {reason} Event"
+        )

@@ -95,7 +95,7 @@ def test_failing_checkpoint_retries_then_reports_and_keeps_the_last_good(
         cond["status"] == "False" and cond["reason"] == "BackoffLimitExceeded" and good_id in cond["message"]
     )
     assert fts.status()["lastSuccessfulCheckpoint"] == good_id
-    assert "CheckpointFailed" in [e["reason"] for e in fts.events()]
+    fts.wait_event("CheckpointFailed")
 
 
 def test_two_manual_triggers_at_once_give_one_job(
@@ -190,8 +190,8 @@ def test_all_pods_lost_recovers_from_the_latest_checkpoint(
         if p["metadata"]["annotations"].get("ftso.dev/restored-from") == checkpoint_id
     ]
     assert restored, "the recreated pods loaded the checkpoint"
-    reasons = [e["reason"] for e in fts.events()]
-    assert "RecoveryStarted" in reasons and "RecoveredFromCheckpoint" in reasons
+    fts.wait_event("RecoveryStarted")
+    fts.wait_event("RecoveredFromCheckpoint")
 
 
 def test_operator_restarted_mid_checkpoint(kube: Kube, namespace: str, operator: OperatorProcess) -> None:

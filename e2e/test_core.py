@@ -140,8 +140,7 @@ def test_notready_node_pods_are_lost_and_replaced_elsewhere(
     ]
     assert lost, "status reported the pods on the NotReady node as Lost"
     assert "NotReady" in lost[0]["reason"]
-    reasons = {e["reason"] for e in fts.events()}
-    assert "PodLost" in reasons
+    fts.wait_event("PodLost")
     fts.wait_ready()
 
 

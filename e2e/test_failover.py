@@ -62,11 +62,8 @@ def test_primary_force_deleted(kube: Kube, namespace: str, ha_operator: Operator
         assert record["kind"] == "Failover" and record["from"] == status["primary"]
         wait_for(lambda: fts.status()["failovers"][-1].get("routedAt"), what="routedAt recorded")
         fts.wait_ready()
-    reasons = [e["reason"] for e in fts.events()]
-    assert "FailoverStarted" in reasons
-    wait_for(
-        lambda: "FailoverCompleted" in [e["reason"] for e in fts.events()], what="FailoverCompleted event"
-    )
+    fts.wait_event("FailoverStarted")
+    fts.wait_event("FailoverCompleted")
 
 
 def test_primary_container_failed(kube: Kube, namespace: str, ha_operator: OperatorPair) -> None:
@@ -158,7 +155,7 @@ def test_switchover_to_a_named_pod_and_to_any(kube: Kube, namespace: str, ha_ope
         assert result.returncode == 0, result.stderr
         assert fts.status()["primary"] != target and fts.status()["term"] == status["term"] + 2
         wait_for(fts.primary_routed_exactly, what="routed after the second switchover")
-    assert "SwitchoverCompleted" in [e["reason"] for e in fts.events()]
+    fts.wait_event("SwitchoverCompleted")
 
 
 def test_switchover_to_an_unhealthy_pod_is_refused(
@@ -179,7 +176,7 @@ def test_switchover_to_an_unhealthy_pod_is_refused(
     assert result.returncode == 1
     assert "not a healthy replica" in result.stderr
     assert fts.status()["primary"] == status["primary"] and fts.status()["term"] == status["term"]
-    assert "SwitchoverRefused" in [e["reason"] for e in fts.events()]
+    fts.wait_event("SwitchoverRefused")
 
 
 def test_switchover_through_the_annotation_gitops_style(
@@ -247,7 +244,7 @@ def test_flapping_primary_is_rate_limited(kube: Kube, namespace: str, ha_operato
     assert after["primary"] == status["primary"]
     message = next(c for c in after["conditions"] if c["type"] == "FailingOver")["message"]
     assert "maxPerHour" in message
-    assert "FailoverThrottled" in [e["reason"] for e in fts.events()]
+    fts.wait_event("FailoverThrottled")
     # The throttled primary now goes away for good: the limits no longer hold the failover back.
     force_delete_pod(kube, namespace, status["primary"])
     _new_primary_routed(fts, status["primary"], status["term"])
