@@ -73,14 +73,12 @@ class ReadyWatch:
         self._lock = threading.Lock()
         self._closed = False
         self._process: subprocess.Popen[str] | None = None
-        self.restarts = -1
         threading.Thread(target=self._follow, daemon=True).start()
 
     def _follow(self) -> None:
         self._log.parent.mkdir(exist_ok=True)
         with self._log.open("a") as log:
             while not self._closed:
-                self.restarts += 1
                 process = subprocess.Popen(self._command, stdout=subprocess.PIPE, stderr=log, text=True)
                 self._process = process
                 if self._closed:  # closed while this one started
@@ -106,15 +104,26 @@ class ReadyWatch:
             self._process.wait()
 
 
-def _wait(watch: ReadyWatch, k: int, timeout: float, what: str) -> float:
-    started = time.monotonic()
-    while True:
-        ready = watch.count()
-        if ready >= k:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
-            raise SystemExit(f"{what}: only {ready}/{k} Ready after {timeout:.0f}s")
-        time.sleep(0.1)
+def _create_and_time(
+    kube: Kube,
+    namespace: str,
+    objects: list[dict[str, Any]],
+    watch: ReadyWatch,
+    what: str,
+    k: int,
+    timeout: float,
+) -> float:
+    """Seconds from the first create until `watch` counts k Ready; the watch is closed either way."""
+    try:
+        started = time.monotonic()
+        _apply_all(kube, namespace, objects)
+        while (ready := watch.count()) < k:
+            if time.monotonic() - started > timeout:
+                raise SystemExit(f"{what}: only {ready}/{k} Ready after {timeout:.0f}s")
+            time.sleep(0.1)
+        return time.monotonic() - started
+    finally:
+        watch.close()
 
 
 def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) -> dict[str, Any]:
@@ -136,13 +145,7 @@ def run_fts(kube: Kube, k: int, timeout: float, idle_seconds: float, port: int) 
         watch = ReadyWatch(
             kube, "faulttolerantservices", namespace, '.status.conditions[?(@.type=="Ready")].status', "True"
         )
-        try:
-            started = time.monotonic()
-            _apply_all(kube, namespace, objects)
-            _wait(watch, k, timeout, "FaultTolerantServices")
-            total = time.monotonic() - started
-        finally:
-            watch.close()
+        total = _create_and_time(kube, namespace, objects, watch, "FaultTolerantServices", k, timeout)
         operator_cpu = cpu_seconds(operator.process.pid)
         plane_after = control_plane_cpu_seconds()
         counters = counter_delta(apiserver_counters(kube), counters_before)
@@ -208,13 +211,7 @@ def run_statefulsets(kube: Kube, k: int, timeout: float, services: int, pdb: boo
     ]
     counters_before = apiserver_counters(kube)
     watch = ReadyWatch(kube, "statefulsets", namespace, ".status.readyReplicas", "3")
-    try:
-        started = time.monotonic()
-        _apply_all(kube, namespace, objects)
-        _wait(watch, k, timeout, "StatefulSets")
-        seconds = time.monotonic() - started
-    finally:
-        watch.close()
+    seconds = _create_and_time(kube, namespace, objects, watch, "StatefulSets", k, timeout)
     counters = counter_delta(apiserver_counters(kube), counters_before)
     return {"namespace": namespace, "seconds": seconds, "apiserver": counters}
 
