@@ -319,10 +319,34 @@ def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
                 "type": spec.service.type,
                 "ports": ports,
                 **({"selector": selector} if selector else {}),
+                **service_traffic_fields(spec),
             },
         }
         for name, selector in service_selectors(spec, owner).items()
     ]
+
+
+def service_traffic_fields(spec: FtsSpec) -> dict[str, Any]:
+    """spec.traffic's session affinity and traffic distribution, as the Service API spells them."""
+    traffic = spec.traffic
+    fields: dict[str, Any] = {"sessionAffinity": "ClientIP" if traffic.affinity_seconds else "None"}
+    if traffic.affinity_seconds:
+        fields["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": traffic.affinity_seconds}}
+    if traffic.distribution:
+        fields["trafficDistribution"] = traffic.distribution
+    return fields
+
+
+def traffic_fields_removal(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch taking off the affinity and distribution the spec no longer asks for: an apply
+    without them would leave them to the create that set them."""
+    wanted, present = desired["spec"], observed.get("spec") or {}
+    patch: dict[str, Any] = {}
+    if "sessionAffinityConfig" not in wanted and present.get("sessionAffinityConfig"):
+        patch.update(sessionAffinity="None", sessionAffinityConfig=None)
+    if "trafficDistribution" not in wanted and present.get("trafficDistribution"):
+        patch["trafficDistribution"] = None
+    return {"spec": patch} if patch else {}
 
 
 @dataclass(frozen=True)

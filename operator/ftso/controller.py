@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from ftso import kinds, names
+from ftso import conditions, kinds, names
+from ftso.api.spec import parse_spec
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
@@ -25,6 +26,7 @@ from ftso.reconcile import FtsView, Observed, decide
 from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
 from ftso.store import Key, Store
+from ftso.traffic import TrafficView
 
 logger = logging.getLogger(__name__)
 # How long a primary named in status but never seen in the pod watch is taken for watch lag.
@@ -183,6 +185,119 @@ def _log_change_of_primary(key: Key, observed: Observed, plan: Plan) -> None:
 SERVICE_CREATES_IN_FLIGHT: Final = 2
 
 
+# spec.traffic's objects are read, not watched (their CRDs may be missing, or installed later): once per
+# this long for each resource that names a Gateway, and which CRDs are installed once per the other.
+TRAFFIC_REFRESH_SECONDS: Final = 10.0
+DISCOVERY_REFRESH_SECONDS: Final = 30.0
+
+
+class TrafficLookup:
+    """What the API holds of each resource's route, Gateway and provider object, read at most every
+    TRAFFIC_REFRESH_SECONDS; our own writes' answers replace what was read at once."""
+
+    def __init__(self, client: KubeClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.clock = clock
+        self._served: tuple[float, frozenset[str]] | None = None
+        self._views: dict[Key, tuple[float, Any, TrafficView]] = {}  # key -> (read at, gateway ref, view)
+
+    async def view(self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any]) -> TrafficView | None:
+        """None when there is nothing to look at: no Gateway named now, and no route left from before."""
+        gateway = parse_spec(spec).traffic.gateway
+        reason = conditions.reason_of(
+            status.get("conditions") or [], names.ConditionType.TRAFFIC_POLICY_READY
+        )
+        if gateway is None and reason in ("", names.Reason.KUBE_PROXY):
+            self._views.pop(key, None)
+            return None
+        cached = self._views.get(key)
+        if cached is not None and cached[1] == gateway and self.clock() - cached[0] < TRAFFIC_REFRESH_SECONDS:
+            return cached[2]
+        try:
+            view = await self._read(
+                key, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
+            )
+        except ApiError as error:
+            if error.transient or error.status == 0:
+                raise
+            view = TrafficView(problem=f"{error.status} {error.reason}: {error.message}")
+        self._views[key] = (self.clock(), gateway, view)
+        return view
+
+    async def _read(self, key: Key, gateway_namespace: str, gateway_name: str) -> TrafficView:
+        served = await self.served()
+        gateway_found = False
+        if gateway_name and kinds.GATEWAY.kind in served:
+            gateway_found = await self._get(kinds.GATEWAY, gateway_namespace, gateway_name) is not None
+        route = await self._get(kinds.HTTP_ROUTE, key[0], key[1]) if kinds.HTTP_ROUTE.kind in served else None
+        policies = {}
+        for kind in kinds.PROVIDER_POLICY.values():
+            if kind.kind not in served:
+                continue
+            body = await self._get(kind, key[0], key[1])
+            if body is not None and _owned_by_us(body):
+                policies[kind.kind] = body
+        if route is not None and not _owned_by_us(route):
+            route = None  # someone else's object of the same name is never ours to change or delete
+        return TrafficView(served, gateway_found, route, policies)
+
+    async def _get(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return await self.client.get(kind.kind, namespace, name)
+        except ApiError as error:
+            if error.not_found:
+                return None
+            raise
+
+    async def served(self) -> frozenset[str]:
+        """The kinds of kinds.TRAFFIC whose CRDs are installed, from the API's discovery documents."""
+        if self._served is not None and self.clock() - self._served[0] < DISCOVERY_REFRESH_SECONDS:
+            return self._served[1]
+        found: set[str] = set()
+        for group_version in sorted({f"{k.group}/{k.version}" for k in kinds.TRAFFIC}):
+            try:
+                listing = await self.client.request("GET", f"/apis/{group_version}")
+            except ApiError as error:
+                if error.not_found:
+                    continue
+                raise
+            plurals = {str(r.get("name")) for r in listing.get("resources") or []}
+            found |= {
+                k.kind
+                for k in kinds.TRAFFIC
+                if f"{k.group}/{k.version}" == group_version and k.plural in plurals
+            }
+        self._served = (self.clock(), frozenset(found))
+        return self._served[1]
+
+    def wrote(self, key: Key, body: dict[str, Any] | None, kind: str) -> None:
+        """Our write's answer (None: deleted) is what the next reconcile sees."""
+        cached = self._views.get(key)
+        if cached is None:
+            return
+        read_at, gateway, view = cached
+        if kind == kinds.HTTP_ROUTE.kind:
+            view = dataclasses.replace(view, route=body)
+        else:
+            policies = {k: v for k, v in view.policies.items() if k != kind}
+            view = dataclasses.replace(view, policies={**policies, **({kind: body} if body else {})})
+        self._views[key] = (read_at, gateway, view)
+
+    def failed(self, key: Key, problem: str) -> None:
+        """A write the server refused: the condition says so until the next read."""
+        cached = self._views.get(key)
+        if cached is not None:
+            self._views[key] = (cached[0], cached[1], dataclasses.replace(cached[2], problem=problem))
+
+    def forget(self, key: Key) -> None:
+        self._views.pop(key, None)
+
+
+def _owned_by_us(body: Mapping[str, Any]) -> bool:
+    labels = (body.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY)
+
+
 class Controller:
     def __init__(
         self,
@@ -207,6 +322,7 @@ class Controller:
         self._primary_unseen_since: dict[Key, float] = {}
         self._terminating_seen: dict[str, float] = {}  # namespace -> when a create was refused for it
         self._service_creates = asyncio.Semaphore(SERVICE_CREATES_IN_FLIGHT)
+        self.traffic = TrafficLookup(client)
 
     async def reconcile(self, key: Key) -> float | None:
         if self._in_terminating_namespace(key[0]):
@@ -216,8 +332,12 @@ class Controller:
         if observed is None:
             self.create_failures.pop(key, None)
             self._failed_attempts.pop(key, None)
+            self.traffic.forget(key)
             return None
         observed = self._bound_unseen_primary(key, observed)
+        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
+        if traffic is not None:
+            observed = dataclasses.replace(observed, traffic=traffic)
         plan = decide(observed)
         _log_change_of_primary(key, observed, plan)
         self._limit_node_loss(key, plan)
@@ -290,6 +410,7 @@ class Controller:
         failures: dict[str, str] = {}
         await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
         await self._update_owned(key[0], plan)
+        await self._update_traffic(key, plan)
         for job_name in plan.job_deletes:
             await self._ignore_missing(
                 self.client.delete(kinds.JOB.kind, key[0], job_name, propagation="Background")
@@ -354,6 +475,21 @@ class Controller:
             await self._ignore_missing(self.client.delete(kind, namespace, name))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
+
+    async def _update_traffic(self, key: Key, plan: Plan) -> None:
+        """The route and the provider's object: refused writes (a webhook, a missing permission) show in
+        TrafficPolicyReady, and the plain Services route meanwhile."""
+        try:
+            for kind, name in plan.traffic_deletes:
+                await self._ignore_missing(self.client.delete(kind, key[0], name))
+                self.traffic.wrote(key, None, kind)
+            for obj in plan.traffic_applies:
+                self.traffic.wrote(key, await self.client.apply(obj), obj["kind"])
+        except ApiError as error:
+            if error.transient or error.status == 0:
+                raise
+            logger.warning("%s/%s: the API server refused a traffic object: %s", *key, error)
+            self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:

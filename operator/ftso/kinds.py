@@ -37,6 +37,20 @@ NODE = Kind("Node", "", "v1", "nodes")
 LEASE = Kind("Lease", "coordination.k8s.io", "v1", "leases")
 EVENT = Kind("Event", "", "v1", "events")
 ENDPOINTS = Kind("Endpoints", "", "v1", "endpoints")  # only deleted: what an older version's selector left
+# spec.traffic's objects: not watched, since their CRDs may be missing or come later; read when a resource
+# that names a Gateway is reconciled (controller.TrafficLookup).
+GATEWAY = Kind("Gateway", names.GATEWAY_GROUP, "v1", "gateways")
+HTTP_ROUTE = Kind("HTTPRoute", names.GATEWAY_GROUP, "v1", "httproutes")
+BACKEND_TRAFFIC_POLICY = Kind(
+    "BackendTrafficPolicy", "gateway.envoyproxy.io", "v1alpha1", "backendtrafficpolicies"
+)
+DESTINATION_RULE = Kind("DestinationRule", "networking.istio.io", "v1", "destinationrules")
+# The object that carries a provider's balancing algorithm.
+PROVIDER_POLICY = {
+    names.PROVIDER_ENVOY_GATEWAY: BACKEND_TRAFFIC_POLICY,
+    names.PROVIDER_ISTIO: DESTINATION_RULE,
+}
+TRAFFIC = (GATEWAY, HTTP_ROUTE, BACKEND_TRAFFIC_POLICY, DESTINATION_RULE)
 
 OWNED = (POD, SERVICE, PDB, ENDPOINT_SLICE, JOB)
-BY_KIND = {k.kind: k for k in (FTS, *OWNED, NODE, LEASE, EVENT, ENDPOINTS)}
+BY_KIND = {k.kind: k for k in (FTS, *OWNED, NODE, LEASE, EVENT, ENDPOINTS, *TRAFFIC)}

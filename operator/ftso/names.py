@@ -46,7 +46,18 @@ ANNOTATION_CHECKPOINT: Final = PREFIX + "checkpoint"  # any new value: take a ch
 # Set by the workload on its pods: how good a candidate for primary each one is.
 ANNOTATION_FAILOVER_PRIORITY: Final = PREFIX + "failover-priority"
 ANNOTATION_REPLICATION_LAG: Final = PREFIX + "replication-lag"
+# Set by users or the workload on a pod: its weight under traffic policy Weighted (0 to 1000), instead of its role's.
+ANNOTATION_WEIGHT: Final = PREFIX + "weight"
 
+# Traffic policies (spec.traffic): kube-proxy's random choice on the plain Services, or a Gateway API route.
+POLICY_RANDOM: Final = "Random"
+POLICY_ROUND_ROBIN: Final = "RoundRobin"
+POLICY_WEIGHTED: Final = "Weighted"
+PROVIDER_AUTO: Final = "Auto"
+PROVIDER_ENVOY_GATEWAY: Final = "EnvoyGateway"
+PROVIDER_ISTIO: Final = "Istio"
+PROVIDER_NONE: Final = "None"
+GATEWAY_GROUP: Final = "gateway.networking.k8s.io"
 FINALIZER: Final = PREFIX + "finalizer"  # kopf's setting; kopf adds it to nothing (no change handlers)
 
 ROLE_PRIMARY: Final = "primary"
@@ -180,6 +191,8 @@ class ConditionType(StrEnum):
     NODE_LOSS_SUSPENDED = "NodeLossSuspended"
     # As Deployment's: a pod, Job or owned object the API server refused to create, in its words.
     REPLICA_FAILURE = "ReplicaFailure"
+    # spec.traffic is in force: its route and policy objects exist and a Gateway controller accepted the route.
+    TRAFFIC_POLICY_READY = "TrafficPolicyReady"
 
 
 class Reason(StrEnum):
@@ -215,6 +228,14 @@ class Reason(StrEnum):
     JOB_AND_SOURCE_GONE = "JobAndSourceGone"  # a checkpoint that can neither finish nor restart
     FAILED_CREATE = "FailedCreate"
     CREATES_ACCEPTED = "CreatesAccepted"
+    KUBE_PROXY = "KubeProxy"  # policy Random without a Gateway: the plain Services
+    GATEWAY_API_MISSING = "GatewayAPIMissing"
+    GATEWAY_NOT_FOUND = "GatewayNotFound"
+    PROVIDER_MISSING = "ProviderMissing"  # no installed implementation's object carries the algorithm
+    ROUTE_PENDING = "RoutePending"  # written; no Gateway controller accepted it (yet)
+    ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
+    ROUTE_ACCEPTED = "RouteAccepted"
+    TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
 
 
 class EventReason(StrEnum):
@@ -244,6 +265,7 @@ class EventReason(StrEnum):
     CHECKPOINT_SKIPPED = "CheckpointSkipped"
     HOOK_FAILED = "HookFailed"
     FAILED_CREATE = "FailedCreate"  # once when creates start failing, not once per retry
+    TRAFFIC_POLICY_NOT_READY = "TrafficPolicyNotReady"  # once when TrafficPolicyReady turns False
     INVALID_ANNOTATION = "InvalidAnnotation"  # a workload's failover annotation ignored, said at an election
 
 

@@ -72,6 +72,9 @@ class Plan:
     hooks_term: int = 0
     job_creates: list[dict[str, Any]] = field(default_factory=list)
     job_deletes: list[str] = field(default_factory=list)
+    # spec.traffic's HTTPRoute and provider object (not watched: the controller keeps what it wrote)
+    traffic_applies: list[dict[str, Any]] = field(default_factory=list)
+    traffic_deletes: list[tuple[str, str]] = field(default_factory=list)  # (kind, name)
     requeue_after: float | None = None
     promotion: str = ""  # why a new primary was chosen, when one was (names.Promotion)
     routed: bool = False  # a change of primary became routed in this reconcile
@@ -89,4 +92,6 @@ class Plan:
             or self.metadata_removals
             or self.job_creates
             or self.job_deletes
+            or self.traffic_applies
+            or self.traffic_deletes
         )

@@ -9,6 +9,7 @@ results; it returns its own outputs and Events and changes nothing it was given:
     plan_checkpoints Checkpoints  checkpoint history, Jobs to start and delete; automatic recovery
     assign_labels    Labels       each pod's role and serving label, and the patches that move them
     plan_pods        PodWork      replacements, creations, scale-down, the rollout's next pods, hooks
+    plan_traffic     TrafficWork  spec.traffic: weights, per-pod Services, the HTTPRoute, a provider's object
     plan_owned       OwnedWork    the Services and the PodDisruptionBudget
     stamp_history    History      routedAt and fencedAt on the failover records
     tally            Tally        counts and progress, what the conditions say
@@ -24,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from ftso import conditions as cond
-from ftso import names
+from ftso import kinds, names
 from ftso.api.spec import (
     FAILOVER_HISTORY_LIMIT,
     FtsSpec,
@@ -44,6 +45,7 @@ from ftso.builders import (
     slice_drifted,
     stale_metadata,
     template_hash,
+    traffic_fields_removal,
 )
 from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
 from ftso.health import (
@@ -67,6 +69,17 @@ from ftso.status import (
     SwitchoverAnswer,
     failover_records,
     recovery_state,
+)
+from ftso.traffic import (
+    TrafficView,
+    build_pod_services,
+    build_provider_policy,
+    build_route,
+    changed,
+    pod_service_ordinals,
+    pod_weights,
+    provider_of,
+    traffic_condition,
 )
 
 # Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
@@ -109,6 +122,8 @@ class Observed:
     create_failures: Mapping[str, str] = field(default_factory=dict)
     # The status names a primary whose pod this view has never held: another writer's news, not a loss.
     primary_unseen: bool = False
+    # spec.traffic's objects as the API has them; None when not looked up (no Gateway named, before or now)
+    traffic: TrafficView | None = None
 
 
 # Phase 1: judge
@@ -699,6 +714,60 @@ def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple
 
 
 @dataclass(frozen=True)
+class TrafficWork:
+    weights: Mapping[str, int]  # pod name -> weight in the route (policy Weighted), else empty
+    services: tuple[dict[str, Any], ...]  # the pods' own Services (policy Weighted)
+    service_deletes: tuple[tuple[str, str], ...]  # ("Service", name): pod Services no longer asked for
+    applies: tuple[dict[str, Any], ...]  # the HTTPRoute and a provider's object, when new or changed
+    deletes: tuple[tuple[str, str], ...]  # (kind, name): the route or a provider's object no longer asked for
+    condition: cond.Condition
+    next_step: datetime | None  # a slow start's next raise
+
+
+def healthy_since(j: Judgement) -> dict[str, datetime]:
+    """When each pod turned Healthy, as status recorded it; a pod Healthy only now starts now."""
+    since = {}
+    for entry in j.previous.get("pods") or []:
+        at = parse_time(entry.get("since"))
+        if entry.get("health") == Health.HEALTHY and at is not None:
+            since[str(entry.get("name"))] = at
+    return since
+
+
+def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
+    traffic, view = j.spec.traffic, j.observed.traffic
+    condition = traffic_condition(traffic, view, j.owner.namespace)
+    weights = pod_weights(traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now)
+    services = (
+        tuple(build_pod_services(j.spec, j.owner, pod_service_ordinals(j.spec, j.pods)))
+        if traffic.weighted and j.acting
+        else ()
+    )
+    wanted = {s["metadata"]["name"] for s in services}
+    service_deletes = tuple(
+        ("Service", name)
+        for name, body in j.observed.services.items()
+        if names.LABEL_ORDINAL in _labels(body) and name not in wanted
+    )
+    by_pod = weights.by_pod if traffic.weighted else {}
+    next_step = weights.next_step if traffic.weighted else None
+    if not j.acting or view is None or view.problem or kinds.HTTP_ROUTE.kind not in view.served:
+        return TrafficWork(by_pod, services, service_deletes, (), (), condition, next_step)
+    desired = []
+    if traffic.routed:
+        by_service = {s["metadata"]["name"]: weights.by_pod.get(s["metadata"]["name"], 0) for s in services}
+        desired.append(build_route(j.spec, j.owner, by_service if traffic.weighted else None))
+        policy = build_provider_policy(j.spec, j.owner, provider_of(traffic, view.served))
+        if policy is not None and policy["kind"] in view.served:
+            desired.append(policy)
+    present = {**view.policies, **({"HTTPRoute": view.route} if view.route is not None else {})}
+    kept = {d["kind"] for d in desired}
+    deletes = tuple((kind, j.owner.name) for kind in present if kind not in kept)
+    applies = tuple(d for d in desired if changed(d, present.get(d["kind"])))
+    return TrafficWork(by_pod, services, service_deletes, applies, deletes, condition, next_step)
+
+
+@dataclass(frozen=True)
 class OwnedWork:
     creates: tuple[dict[str, Any], ...] = ()  # missing
     applies: tuple[dict[str, Any], ...] = ()  # changed by someone: server-side apply takes our fields back
@@ -708,12 +777,12 @@ class OwnedWork:
     deletes: tuple[tuple[str, str], ...] = ()  # <name>-primary's slices someone else manages
 
 
-def plan_owned(j: Judgement, roles: Roles, labels: Labels) -> OwnedWork:
+def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork) -> OwnedWork:
     routing, deletes = plan_routing(j, roles, labels)
     if not j.acting:
         return OwnedWork(routing=routing)
     creates, applies, removals = [], [], []
-    for desired in [*build_services(j.spec, j.owner), build_pdb(j.spec, j.owner)]:
+    for desired in [*build_services(j.spec, j.owner), *traffic.services, build_pdb(j.spec, j.owner)]:
         seen = (
             j.observed.pdb
             if desired["kind"] == "PodDisruptionBudget"
@@ -731,9 +800,13 @@ def plan_owned(j: Judgement, roles: Roles, labels: Labels) -> OwnedWork:
             removals.append(
                 MetadataRemoval("Service", desired["metadata"]["name"], {"spec": {"selector": None}})
             )
+        if desired["kind"] == "Service" and (unset := traffic_fields_removal(desired, seen)):
+            removals.append(MetadataRemoval("Service", desired["metadata"]["name"], unset))
         if stale or drifted(desired, seen):
             applies.append(desired)
-    return OwnedWork(tuple(creates), tuple(applies), tuple(removals), routing, deletes)
+    return OwnedWork(
+        tuple(creates), tuple(applies), tuple(removals), routing, (*deletes, *traffic.service_deletes)
+    )
 
 
 def plan_routing(
@@ -894,17 +967,34 @@ class Report:
 
 
 def report(
-    j: Judgement, rollout: Rollout, roles: Roles, history: History, counts: Tally, checkpoints: Checkpoints
+    j: Judgement,
+    rollout: Rollout,
+    roles: Roles,
+    history: History,
+    counts: Tally,
+    checkpoints: Checkpoints,
+    traffic: TrafficWork,
 ) -> Report:
     node_loss, node_events = _node_loss_condition(j.held, j.previous)
     failure, failure_events = _replica_failure_condition(j.observed.create_failures, j.previous)
-    conditions = [*_workload_conditions(j, counts), node_loss, failure]
+    conditions = [*_workload_conditions(j, counts), node_loss, failure, traffic.condition]
     if checkpoints.plan.condition is not None:
         conditions.append(checkpoints.plan.condition)
     if j.spec.primary_replica:
         conditions += _primary_conditions(roles, history)
     phase, phase_events = _phase(j, rollout, counts)
-    return Report(tuple(conditions), phase, (*node_events, *failure_events, *phase_events))
+    events = (*node_events, *failure_events, *_traffic_events(j, traffic.condition), *phase_events)
+    return Report(tuple(conditions), phase, events)
+
+
+def _traffic_events(j: Judgement, condition: cond.Condition) -> list[EventSpec]:
+    """One Warning when the policy stops being (or never was) in force, not one per reconcile."""
+    before = [c for c in j.previous.get("conditions") or [] if c.get("type") == condition.type]
+    if condition.status or (before and before[0].get("status") == "False"):
+        return []
+    return [
+        EventSpec("Warning", EventReason.TRAFFIC_POLICY_NOT_READY, f"{condition.reason}: {condition.message}")
+    ]
 
 
 def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
@@ -1026,6 +1116,7 @@ def build_status(
     checkpoints: Checkpoints,
     counts: Tally,
     outcome: Report,
+    traffic: TrafficWork,
 ) -> FtsStatus:
     fts, active = j.observed.fts, counts.active
     return {
@@ -1038,7 +1129,7 @@ def build_status(
         "selector": f"{names.LABEL_SERVICE}={fts.name}",
         "primary": roles.primary,
         "term": roles.term,
-        "pods": _status_pods(j, labels),
+        "pods": _status_pods(j, labels, traffic.weights),
         "failovers": list(history.records),
         "checkpoints": checkpoints.plan.history,
         "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
@@ -1051,7 +1142,7 @@ def build_status(
     }
 
 
-def _status_pods(j: Judgement, labels: Labels) -> list[PodStatus]:
+def _status_pods(j: Judgement, labels: Labels, weights: Mapping[str, int]) -> list[PodStatus]:
     before = {p.get("name"): p for p in j.previous.get("pods") or []}
     entries: list[PodStatus] = []
     for pod in sorted(j.pods, key=lambda p: (p.ordinal, p.name)):
@@ -1071,6 +1162,8 @@ def _status_pods(j: Judgement, labels: Labels) -> list[PodStatus]:
         }
         if pod.annotations.get(names.ANNOTATION_RESTORED_FROM):
             entry["restoredFrom"] = pod.annotations[names.ANNOTATION_RESTORED_FROM]
+        if pod.name in weights:
+            entry["weight"] = weights[pod.name]
         entries.append(entry)
     return entries
 
@@ -1079,8 +1172,12 @@ def _canonical(status: Mapping[str, Any]) -> str:
     return json.dumps(status, sort_keys=True, default=str)
 
 
-def _requeue_after(j: Judgement, roles: Roles, checkpoints: Checkpoints, counts: Tally) -> float | None:
+def _requeue_after(
+    j: Judgement, roles: Roles, checkpoints: Checkpoints, counts: Tally, traffic: TrafficWork
+) -> float | None:
     deadlines = [v.deadline for v in j.verdicts.values() if v.deadline is not None]
+    if traffic.next_step is not None:
+        deadlines.append(traffic.next_step)
     if roles.decision.retry_at is not None:
         deadlines.append(roles.decision.retry_at)
     if checkpoints.plan.next_look is not None:
@@ -1120,11 +1217,12 @@ def decide(observed: Observed) -> Plan:
     checkpoints = plan_checkpoints(j, roles)
     labels = assign_labels(j, roles)
     work = plan_pods(j, rollout, roles, labels, checkpoints)
-    owned = plan_owned(j, roles, labels)
+    traffic = plan_traffic(j, labels)
+    owned = plan_owned(j, roles, labels, traffic)
     history = stamp_history(j, roles)
     counts = tally(j, rollout, roles, labels, work)
-    outcome = report(j, rollout, roles, history, counts, checkpoints)
-    status = build_status(j, roles, labels, history, checkpoints, counts, outcome)
+    outcome = report(j, rollout, roles, history, counts, checkpoints, traffic)
+    status = build_status(j, roles, labels, history, checkpoints, counts, outcome, traffic)
     routed = [history.routed] if history.routed is not None else []
     return Plan(
         status=status,
@@ -1142,7 +1240,9 @@ def decide(observed: Observed) -> Plan:
         hooks_term=work.hooks_term,
         job_creates=list(work.job_creates),
         job_deletes=list(work.job_deletes),
-        requeue_after=_requeue_after(j, roles, checkpoints, counts),
+        requeue_after=_requeue_after(j, roles, checkpoints, counts, traffic),
+        traffic_applies=list(traffic.applies),
+        traffic_deletes=list(traffic.deletes),
         promotion=str(roles.decision.reason) if roles.decision.promoted else "",
         routed=history.routed is not None,
     )

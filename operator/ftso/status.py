@@ -68,6 +68,7 @@ class PodStatus(TypedDict):
     reason: str
     updated: bool
     restoredFrom: NotRequired[str]
+    weight: NotRequired[int]  # in the HTTPRoute (traffic.policy Weighted)
 
 
 class ConditionRecord(TypedDict):

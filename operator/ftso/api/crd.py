@@ -550,6 +550,97 @@ def _spec_failover() -> Schema:
     )
 
 
+_DNS_LABEL = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+def _gateway_ref() -> Schema:
+    return _obj(
+        {
+            "name": _str("The Gateway's name.", minLength=1, maxLength=253),
+            "namespace": _str(
+                "Its namespace; the resource's own by default.", maxLength=63, pattern=_DNS_LABEL
+            ),
+            "sectionName": _str("One listener of the Gateway; all of them by default.", maxLength=253),
+        },
+        required=["name"],
+        description="The Gateway the HTTPRoute <name> attaches to (Gateway API, gateway.networking.k8s.io/v1).",
+    )
+
+
+def _traffic_weights() -> Schema:
+    return _obj(
+        {
+            "primary": _bounded(
+                "traffic.weights.primary",
+                "The primary's share, relative to the other pods' (policy Weighted).",
+                defaults.DEFAULT_WEIGHT,
+                low=0,
+                high=defaults.MAX_WEIGHT,
+            ),
+            "replica": _bounded(
+                "traffic.weights.replica",
+                "Each replica's share. A pod's annotation ftso.dev/weight (0 to 1000) replaces its role's.",
+                defaults.DEFAULT_WEIGHT,
+                low=0,
+                high=defaults.MAX_WEIGHT,
+            ),
+            "slowStartSeconds": _bounded(
+                "traffic.weights.slowStartSeconds",
+                "A pod that turns Healthy ramps up to its weight over this long (0: at once).",
+                0,
+                low=0,
+                high=defaults.MAX_SLOW_START_SECONDS,
+            ),
+        },
+        description="Weights of the pods under policy Weighted. A pod that is not Healthy has weight 0.",
+    )
+
+
+def _spec_traffic() -> Schema:
+    schema = _obj(
+        {
+            "policy": _str(
+                "Random: the plain Services (kube-proxy picks an endpoint at random in iptables and "
+                "nftables mode). RoundRobin and Weighted: the HTTPRoute <name> on gatewayRef.",
+                enum=list(defaults.TRAFFIC_POLICIES),
+                default=names.POLICY_RANDOM,
+            ),
+            "gatewayRef": _gateway_ref(),
+            "provider": _str(
+                "The Gateway implementation whose policy object carries the algorithm (Random, "
+                "RoundRobin): Auto finds it from the installed CRDs; None renders the HTTPRoute only.",
+                enum=list(defaults.TRAFFIC_PROVIDERS),
+                default=names.PROVIDER_AUTO,
+            ),
+            "weights": _traffic_weights(),
+            "sessionAffinity": _obj(
+                {
+                    "clientIPTimeoutSeconds": _positive(
+                        "traffic.sessionAffinity.clientIPTimeoutSeconds",
+                        "How long a client's address sticks to one pod.",
+                        10800,
+                        defaults.MAX_AFFINITY_SECONDS,
+                    )
+                },
+                description="ClientIP session affinity on the Services <name> and <name>-replicas.",
+            ),
+            "distribution": _str(
+                "The Services' trafficDistribution: prefer endpoints in the client's zone or on its node.",
+                enum=list(defaults.TRAFFIC_DISTRIBUTIONS),
+            ),
+        },
+        description="How traffic is spread over the pods.",
+    )
+    schema["x-kubernetes-validations"] = [
+        _rule(
+            "self.policy == 'Random' || has(self.gatewayRef)",
+            "traffic.policy RoundRobin and Weighted need traffic.gatewayRef: kube-proxy can only "
+            "pick endpoints at random",
+        )
+    ]
+    return schema
+
+
 def build_spec_schema() -> Schema:
     return _obj(
         {
@@ -574,6 +665,7 @@ def build_spec_schema() -> Schema:
             "spread": _spec_spread(),
             "failover": _spec_failover(),
             "checkpoint": _checkpoint(),
+            "traffic": _spec_traffic(),
             "restore": _obj(
                 {
                     "checkpoint": _str(
@@ -592,6 +684,16 @@ def build_spec_schema() -> Schema:
             },
         },
         required=["template"],
+        **{
+            "x-kubernetes-validations": [
+                _rule(
+                    "!has(self.traffic) || self.traffic.policy != 'Weighted' || !has(self.traffic.gatewayRef)"
+                    f" || !has(self.replicas) || self.replicas <= {defaults.MAX_WEIGHTED_REPLICAS}",
+                    f"traffic.policy Weighted gives each pod its own backendRef, and a Gateway API rule holds "
+                    f"{defaults.MAX_WEIGHTED_REPLICAS}: at most {defaults.MAX_WEIGHTED_REPLICAS} replicas",
+                )
+            ]
+        },
     )
 
 
@@ -674,6 +776,7 @@ def _status_pod() -> Schema:
             "reason": _str(),
             "updated": {"type": "boolean", "description": "Runs the current template."},
             "restoredFrom": _str("The checkpoint the pod was restored from."),
+            "weight": _int("Its weight in the HTTPRoute <name> (traffic.policy Weighted)."),
         },
         required=["name", "health"],
     )

@@ -169,6 +169,51 @@ class CheckpointSpec:
     job_metadata: ObjectMetadata = NO_METADATA
 
 
+TRAFFIC_POLICIES = (names.POLICY_RANDOM, names.POLICY_ROUND_ROBIN, names.POLICY_WEIGHTED)
+TRAFFIC_PROVIDERS = (
+    names.PROVIDER_AUTO,
+    names.PROVIDER_ENVOY_GATEWAY,
+    names.PROVIDER_ISTIO,
+    names.PROVIDER_NONE,
+)
+# PreferClose is PreferSameZone's older name, kept by Kubernetes as an alias.
+TRAFFIC_DISTRIBUTIONS = ("PreferSameZone", "PreferSameNode", "PreferClose")
+DEFAULT_WEIGHT = 100
+MAX_WEIGHT = 1000
+# Gateway API allows 16 backendRefs in a rule: one per pod under policy Weighted.
+MAX_WEIGHTED_REPLICAS = 16
+MAX_SLOW_START_SECONDS = 3600
+MAX_AFFINITY_SECONDS = 86400  # the Service API's own bound
+
+
+@dataclass(frozen=True)
+class GatewayRef:
+    name: str
+    namespace: str = ""  # the resource's own when empty
+    section_name: str = ""
+
+
+@dataclass(frozen=True)
+class TrafficSpec:
+    policy: str = names.POLICY_RANDOM
+    gateway: GatewayRef | None = None
+    provider: str = names.PROVIDER_AUTO
+    primary_weight: int = DEFAULT_WEIGHT
+    replica_weight: int = DEFAULT_WEIGHT
+    slow_start_seconds: int = 0  # a pod that turns Healthy ramps up to its weight over this long
+    affinity_seconds: int = 0  # ClientIP session affinity on the plain Services, this long; 0: none
+    distribution: str = ""  # the plain Services' trafficDistribution
+
+    @property
+    def routed(self) -> bool:
+        """Whether a Gateway API route carries the traffic, not only the plain Services."""
+        return self.gateway is not None
+
+    @property
+    def weighted(self) -> bool:
+        return self.routed and self.policy == names.POLICY_WEIGHTED
+
+
 @dataclass(frozen=True)
 class FtsSpec:
     replicas: int = DEFAULT_REPLICAS
@@ -183,6 +228,7 @@ class FtsSpec:
     checkpoint: CheckpointSpec | None = None
     restore_from: str = ""  # "latest" or a checkpoint id: new and replaced pods restore from it
     paused: bool = False
+    traffic: TrafficSpec = TrafficSpec()
 
     @property
     def primary_replica(self) -> bool:
@@ -303,6 +349,38 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
     )
 
 
+def _traffic(raw: Any) -> TrafficSpec:
+    if not isinstance(raw, Mapping):
+        return TrafficSpec()
+    gateway_raw = raw.get("gatewayRef")
+    gateway = None
+    if isinstance(gateway_raw, Mapping) and gateway_raw.get("name"):
+        gateway = GatewayRef(
+            name=str(gateway_raw["name"]),
+            namespace=str(gateway_raw.get("namespace") or ""),
+            section_name=str(gateway_raw.get("sectionName") or ""),
+        )
+    weights: Mapping[str, Any] = raw["weights"] if isinstance(raw.get("weights"), Mapping) else {}
+    affinity: Mapping[str, Any] | None = (
+        raw["sessionAffinity"] if isinstance(raw.get("sessionAffinity"), Mapping) else None
+    )
+    policy, provider = str(raw.get("policy") or ""), str(raw.get("provider") or "")
+    return TrafficSpec(
+        policy=policy if policy in TRAFFIC_POLICIES else names.POLICY_RANDOM,
+        gateway=gateway,
+        provider=provider if provider in TRAFFIC_PROVIDERS else names.PROVIDER_AUTO,
+        primary_weight=_int(weights, "primary", DEFAULT_WEIGHT, MAX_WEIGHT),
+        replica_weight=_int(weights, "replica", DEFAULT_WEIGHT, MAX_WEIGHT),
+        slow_start_seconds=_int(weights, "slowStartSeconds", 0, MAX_SLOW_START_SECONDS),
+        affinity_seconds=(
+            _int(affinity, "clientIPTimeoutSeconds", 10800, MAX_AFFINITY_SECONDS, 1)
+            if affinity is not None
+            else 0
+        ),
+        distribution=str(raw.get("distribution") or ""),
+    )
+
+
 def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
     template = raw.get("template") or {}
     health_raw = raw.get("health") or {}
@@ -353,6 +431,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
         checkpoint=_checkpoint(raw.get("checkpoint")),
         restore_from=str((raw.get("restore") or {}).get("checkpoint") or ""),
         paused=bool(raw.get("paused", False)),
+        traffic=_traffic(raw.get("traffic")),
     )
 
 
@@ -448,4 +527,17 @@ def operator_judged_problems(spec: FtsSpec) -> list[str]:
         problems.append(
             f"disruption.maxUnavailable {spec.max_unavailable!r} is neither a count nor a percentage"
         )
-    return problems + _metadata_problems(spec)
+    return problems + _metadata_problems(spec) + _traffic_problems(spec)
+
+
+def _traffic_problems(spec: FtsSpec) -> list[str]:
+    traffic = spec.traffic
+    problems = []
+    if traffic.routed and not spec.service.ports:
+        problems.append("traffic.gatewayRef needs a Service port to route to: the template declares none")
+    if traffic.weighted and spec.replicas > MAX_WEIGHTED_REPLICAS:
+        problems.append(
+            f"traffic.policy Weighted routes to each pod by its own backendRef, and Gateway API allows "
+            f"{MAX_WEIGHTED_REPLICAS} in a rule: at most {MAX_WEIGHTED_REPLICAS} replicas"
+        )
+    return problems
