@@ -82,11 +82,16 @@ real_node() { # the real node next to kwok's: its failure leaves the fake nodes 
   echo "ftso cluster up: the fake nodes are up, the real node is not: $(cat "$why")" >&2
 }
 
+gateway_api() { # the CRDs spec.traffic writes; applied on every start, so a reused cluster has them too
+  "$here/gateway-api.sh" >>"$log" 2>&1 || fail "could not install the Gateway API CRDs"
+}
+
 if [[ -f "$dir/kwok.yaml" ]] && ! config_current; then
   echo "local cluster '$FTSO_CLUSTER_NAME' was made by an older up.sh; recreating it"
   "$here/node.sh" down >/dev/null 2>&1 || true
 elif cluster_healthy; then
   "$here/supervise.sh" start || fail "the supervisor did not start"
+  gateway_api
   echo "local cluster '$FTSO_CLUSTER_NAME' already running; kubeconfig: $FTSO_KUBECONFIG"
   real_node
   exit 0
@@ -100,6 +105,7 @@ if [[ -f "$FTSO_KUBECONFIG" && -f "$dir/kwok.yaml" ]] && config_current; then
   "$here/supervise.sh" start >>"$log" 2>&1 || true
   for _ in $(seq 60); do
     if cluster_healthy; then
+      gateway_api
       echo "local cluster '$FTSO_CLUSTER_NAME' repaired in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
       real_node
       exit 0
@@ -229,6 +235,7 @@ for _ in $(seq 60); do
 done
 
 "$here/supervise.sh" start >>"$log" 2>&1 || fail "the supervisor did not start"
+gateway_api
 
 echo "local cluster '$FTSO_CLUSTER_NAME' up in $(($(date +%s) - start)) s; kubeconfig: $FTSO_KUBECONFIG"
 real_node

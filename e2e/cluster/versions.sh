@@ -13,3 +13,6 @@ KWOK_WORKDIR=$FTSO_CACHE/kwok
 # A second cluster (another FTSO_CLUSTER_NAME) gets its own kubeconfig, so two can run side by side.
 if [[ $FTSO_CLUSTER_NAME == ftso ]]; then FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig; else FTSO_KUBECONFIG=$FTSO_CACHE/kubeconfig-$FTSO_CLUSTER_NAME; fi
 export KWOK_WORKDIR
+# Gateway API's standard-channel CRDs (HTTPRoute, Gateway, ...), from the module's config/crd/standard.
+GATEWAY_API_VERSION=v1.6.3
+ISTIO_API_VERSION=v1.32.0  # e2e only: the DestinationRule CRD for spec.traffic provider Istio
