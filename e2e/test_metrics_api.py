@@ -11,8 +11,9 @@ from e2e.kube import Kube, pod_ready, wait_for
 CPU = "kwok.x-k8s.io/usage-cpu"
 MEMORY = "kwok.x-k8s.io/usage-memory"
 MI = 2**20
-# metrics-server scrapes every 10 s and needs two scrapes for a CPU rate; a change shows at the next one.
-FIRST_METRICS = 60
+# metrics-server scrapes every 10 s. A new pod's first kwok sample has no CPU time yet and a rate needs two
+# more: PodMetrics come 20-40 s after the pod starts (measured), a change shows at the next scrape (6-10 s).
+FIRST_METRICS = 90
 CHANGE = 30
 
 SUFFIXES = {"n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
