@@ -31,8 +31,10 @@ ETCD = "etcd"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
 KWOK = "kwok-controller"
+METRICS_SERVER = "metrics-server"
 # Health paths other than /healthz, and components that must hold their leader lease to do any work.
-HEALTH_PATHS = {ETCD: "/health", APISERVER: "/readyz"}
+# metrics-server's /livez also fails when its scrapes stall (up.sh checks the same).
+HEALTH_PATHS = {ETCD: "/health", APISERVER: "/readyz", METRICS_SERVER: "/livez"}
 LEADER_ELECTED = (CONTROLLER_MANAGER, SCHEDULER)
 
 

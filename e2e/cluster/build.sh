@@ -104,5 +104,9 @@ start=$(date +%s)
     "-X sigs.k8s.io/kwok/pkg/consts.Version=$KWOK_VERSION" || fail "kwokctl $KWOK_VERSION failed to build"
   build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" \
     "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" || fail "helm $HELM_VERSION failed to build"
+  # kwokctl reads the version from `metrics-server --version`, which client-go's version variable answers.
+  build_go_install metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server "$METRICS_SERVER_VERSION" \
+    "-X k8s.io/client-go/pkg/version.gitVersion=$METRICS_SERVER_VERSION" ||
+    fail "metrics-server $METRICS_SERVER_VERSION failed to build"
 } > >(tee -a "$log") 2>>"$log"
 echo "control-plane binaries ready in $FTSO_BIN ($(($(date +%s) - start)) s)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Starts the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
-# kwok's fake kubelets) on 127.0.0.1 with kwokctl's binary runtime. Idempotent: a healthy cluster is reused.
+# Starts the local control plane (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok's fake
+# kubelets and metrics-server) on 127.0.0.1 with kwokctl's binary runtime. Idempotent: a healthy cluster is reused.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -57,11 +57,23 @@ component_healthy() { # name: its process runs (not paused, not a zombie) and it
       get_raw "$server" /healthz >/dev/null && leads "$server" "$1"
       ;;
     kwok-controller) get_raw "http://$(arg "$pid" server-address)" /healthz >/dev/null ;;
+    metrics-server)
+      # /livez fails when its scrapes stall; through the aggregator, metrics.k8s.io must answer too.
+      get_raw "https://$(arg "$pid" bind-address):$(arg "$pid" secure-port)" /livez >/dev/null &&
+        kubectl --request-timeout 5s get --raw /apis/metrics.k8s.io/v1beta1/nodes >/dev/null 2>&1
+      ;;
+    *)
+      # A component this script does not know has no health check: say so, rather than pass it unchecked.
+      echo "ftso cluster up: no health check for component '$1' (see component_healthy)" >&2
+      return 1
+      ;;
   esac
 }
 
-config_current() { # the cluster was made by this version of the script (kwok manages only its own nodes)
-  grep -q -- '--manage-all-nodes=false' "$dir/kwok.yaml" 2>/dev/null
+config_current() { # the cluster was made by this version of the script (kwok manages only its own nodes,
+  # metrics-server runs)
+  grep -q -- '--manage-all-nodes=false' "$dir/kwok.yaml" 2>/dev/null &&
+    grep -q "^  binary: .*/bin/metrics-server$" "$dir/kwok.yaml"
 }
 
 cluster_healthy() { # every component, and the kwok nodes Ready
@@ -126,6 +138,10 @@ fi
 kwok_dir=$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" 2>>"$log" | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
 [[ -d "$kwok_dir/kustomize/stage" ]] || fail "kwok $KWOK_VERSION sources not found in the Go module cache"
 stages="$kwok_dir/kustomize/stage"
+# kwokctl caches what it built from a manifest directory under the directory's path, and would reuse it
+# after an edit: drop it. (Its cache dir is $KWOK_WORKDIR/cache; the key is the path's SHA-256.)
+metrics_manifests="$here/metrics-server"
+rm -f "$KWOK_WORKDIR/cache/manifest/$(printf %s "$metrics_manifests" | sha256sum | cut -d' ' -f1).yaml"
 
 config="$FTSO_CACHE/kwokctl$suffix.yaml"
 {
@@ -149,6 +165,12 @@ options:
   kubeSchedulerBinary: $FTSO_BIN/kube-scheduler
   kubectlBinary: $FTSO_BIN/kubectl
   kwokControllerBinary: $FTSO_BIN/kwok
+  # metrics.k8s.io (PodMetrics) from kwok's simulated usage: kwokctl then also loads kwok's default
+  # metrics-resource Metric (the kubelet's /metrics/resource, per node) and the usage-from-annotation
+  # ClusterResourceUsage (a pod's kwok.x-k8s.io/usage-cpu and kwok.x-k8s.io/usage-memory annotations).
+  enableMetricsServer: true
+  metricsServerBinary: $FTSO_BIN/metrics-server
+  metricsServerManifests: [$metrics_manifests]
 componentsPatches:
 # Room for thousands of Services (the scale benchmark makes three per resource); the default is a /24.
 - name: kube-apiserver
@@ -180,6 +202,15 @@ componentsPatches:
   - key: node-monitor-period
     value: 5s
     override: true
+# The shortest scrape interval metrics-server allows (kwokctl sets 15s), so a usage change shows within
+# about 10 s; it must exceed the scrape timeout by 10 %, hence 5 s for that (10 s by default).
+- name: metrics-server
+  extraArgs:
+  - key: metric-resolution
+    value: 10s
+    override: true
+  - key: kubelet-request-timeout
+    value: 5s
 EOF
   # kwok's own default stages (nodes and pods become Ready, Jobs complete, deletions finish) plus the
   # chaos stages that tests trigger with a label: a pod's container failing, a node going NotReady.
@@ -205,6 +236,8 @@ metadata:
   annotations:
     kwok.x-k8s.io/node: fake
     node.alpha.kubernetes.io/ttl: "0"
+    # Where metrics-server scrapes the node's resource metrics: kwok's metrics-resource serves them there.
+    metrics.k8s.io/resource-metrics-path: /metrics/nodes/kwok-node-$i/metrics/resource
   labels:
     type: kwok
     kubernetes.io/hostname: kwok-node-$i
@@ -228,6 +261,9 @@ done | kubectl apply -f - >>"$log" 2>&1 || fail "could not create the kwok nodes
 
 kubectl wait --for=condition=Ready nodes -l type=kwok --timeout=120s >>"$log" 2>&1 ||
   fail "the kwok nodes did not become Ready"
+# The aggregator serves metrics.k8s.io once it reaches metrics-server.
+kubectl wait --for=condition=Available apiservice/v1beta1.metrics.k8s.io --timeout=60s >>"$log" 2>&1 ||
+  fail "metrics.k8s.io did not become available"
 # The default ServiceAccount is made by the controller manager; e2e namespaces need it at once.
 for _ in $(seq 60); do
   kubectl get serviceaccount default -n default >/dev/null 2>&1 && break

@@ -3,6 +3,8 @@ K8S_VERSION=v1.36.3
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.8.0
 HELM_VERSION=v3.19.5
+# Serves metrics.k8s.io (PodMetrics) from kwok's simulated usage; kwokctl runs it as a component.
+METRICS_SERVER_VERSION=v0.8.0
 
 FTSO_CACHE=${FTSO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/ftso}
 FTSO_BIN=$FTSO_CACHE/bin
