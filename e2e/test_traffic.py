@@ -306,7 +306,7 @@ def test_without_the_gateway_api_the_plain_services_route_and_a_later_install_is
 
 def test_admission_refuses_policies_kube_proxy_cannot_carry(kube: Kube, namespace: str) -> None:
     fts = Fts(kube, namespace)
-    with pytest.raises(ApiError, match="need traffic.gatewayRef"):
+    with pytest.raises(ApiError, match=r"need traffic\.gatewayRef"):
         fts.create(manifest(traffic={"policy": "Weighted"}))
     with pytest.raises(ApiError, match="at most 16 replicas"):
         fts.create(manifest(replicas=17, traffic={"policy": "Weighted", "gatewayRef": {"name": "web"}}))
