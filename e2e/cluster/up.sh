@@ -131,7 +131,10 @@ fi
 "$here/node.sh" down >>"$log" 2>&1 || true
 "$FTSO_BIN/kwokctl" delete cluster --name "$FTSO_CLUSTER_NAME" >>"$log" 2>&1 || true
 
-if (exec 3<>"/dev/tcp/127.0.0.1/$APISERVER_PORT") 2>/dev/null; then
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$APISERVER_PORT") 2>/dev/null; }
+# An API server just stopped (the cluster recreated above) may hold the port for a few seconds.
+for _ in $(seq 20); do port_in_use || break; sleep 0.5; done
+if port_in_use; then
   fail "port $APISERVER_PORT on 127.0.0.1 is in use; free it or set FTSO_APISERVER_PORT"
 fi
 
