@@ -27,6 +27,7 @@ from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
 from ftso.store import Key, Store
 from ftso.traffic import TrafficView
+from ftso.usage import PodUsage, pod_usage
 
 logger = logging.getLogger(__name__)
 # How long a primary named in status but never seen in the pod watch is taken for watch lag.
@@ -293,6 +294,74 @@ class TrafficLookup:
         self._views.pop(key, None)
 
 
+# PodMetrics are read in the background, at most this often per resource: a read never delays a reconcile
+# (a paused metrics-server holds a request for 40 s), and a new sample queues the resource at once.
+USAGE_REFRESH_SECONDS: Final = 5.0
+METRICS_PATH: Final = "/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods"
+
+
+@dataclass
+class UsageReading:
+    read_at: float
+    samples: dict[str, PodUsage]
+    problem: str = ""
+
+
+class UsageLookup:
+    """Each pod's newest PodMetrics sample, for the resources with health.metrics."""
+
+    def __init__(self, client: KubeClient, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.clock = clock
+        self.on_news: Callable[[Key], None] | None = None  # queues the resource: a sample or a problem is new
+        self._readings: dict[Key, UsageReading] = {}
+        self._reading: dict[Key, asyncio.Task[None]] = {}
+
+    def current(self, key: Key) -> UsageReading:
+        """The last reading (empty at first); a fresh one starts in the background when it is due."""
+        reading = self._readings.get(key)
+        due = reading is None or self.clock() - reading.read_at >= USAGE_REFRESH_SECONDS
+        if due and key not in self._reading:
+            self._reading[key] = asyncio.create_task(self._read(key), name=f"ftso-usage-{key[0]}/{key[1]}")
+        return reading or UsageReading(self.clock(), {}, "")
+
+    def forget(self, key: Key) -> None:
+        self._readings.pop(key, None)
+        task = self._reading.pop(key, None)
+        if task is not None:
+            task.cancel()
+
+    async def _read(self, key: Key) -> None:
+        try:
+            reading = await self._fetch(key)
+        finally:
+            self._reading.pop(key, None)
+        before = self._readings.get(key)
+        self._readings[key] = reading
+        if self.on_news is not None and (
+            before is None or before.samples != reading.samples or before.problem != reading.problem
+        ):
+            self.on_news(key)
+
+    async def _fetch(self, key: Key) -> UsageReading:
+        path = METRICS_PATH.format(namespace=key[0])
+        params = {"labelSelector": f"{names.LABEL_SERVICE}={key[1]}"}
+        try:
+            listing = await self.client.request("GET", path, params=params, attempts=1)
+        except ApiError as error:
+            if error.not_found:
+                problem = "the metrics API (metrics.k8s.io) is not served: install metrics-server"
+            else:
+                problem = f"the metrics API answered {error.status} {error.reason}: {error.message}"
+            return UsageReading(self.clock(), {}, problem)
+        samples = {}
+        for item in listing.get("items") or []:
+            sample = pod_usage(item)
+            if sample is not None:
+                samples[str((item.get("metadata") or {}).get("name"))] = sample
+        return UsageReading(self.clock(), samples)
+
+
 def _owned_by_us(body: Mapping[str, Any]) -> bool:
     labels = (body.get("metadata") or {}).get("labels") or {}
     return bool(labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY)
@@ -323,6 +392,7 @@ class Controller:
         self._terminating_seen: dict[str, float] = {}  # namespace -> when a create was refused for it
         self._service_creates = asyncio.Semaphore(SERVICE_CREATES_IN_FLIGHT)
         self.traffic = TrafficLookup(client)
+        self.usage = UsageLookup(client)
 
     async def reconcile(self, key: Key) -> float | None:
         if self._in_terminating_namespace(key[0]):
@@ -333,11 +403,17 @@ class Controller:
             self.create_failures.pop(key, None)
             self._failed_attempts.pop(key, None)
             self.traffic.forget(key)
+            self.usage.forget(key)
             return None
         observed = self._bound_unseen_primary(key, observed)
         traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
+        if (observed.fts.spec.get("health") or {}).get("metrics"):
+            reading = self.usage.current(key)
+            observed = dataclasses.replace(observed, usage=reading.samples, metrics_problem=reading.problem)
+        else:
+            self.usage.forget(key)
         plan = decide(observed)
         _log_change_of_primary(key, observed, plan)
         self._limit_node_loss(key, plan)

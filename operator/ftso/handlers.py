@@ -47,6 +47,7 @@ class Runtime:
             view=ViewSettings(settings.max_lost_node_share, settings.heartbeat_silence_seconds),
         )
         self.controller.on_plan = self._observe_plan
+        self.controller.usage.on_news = self.queue_key
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile, workers=settings.workers, observer=metrics.QueueMetrics()
         )
@@ -59,6 +60,9 @@ class Runtime:
         self._lease_watch: asyncio.Task[None] | None = None
         self._lease_watch_started = 0.0
         self._heartbeats_in_doubt = False
+
+    def queue_key(self, key: Key) -> None:
+        self.queue.add(key)
 
     async def reconcile(self, key: Key) -> float | None:
         started = time.perf_counter()

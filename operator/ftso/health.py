@@ -18,6 +18,8 @@ class Verdict:
     reason: str = ""
     # When a Starting or Degraded pod will count as Failed unless it turns Ready: the next look is due then.
     deadline: datetime | None = None
+    # Set when measured usage, not a probe, judged the pod (health.metrics): since when it is so.
+    breached_at: datetime | None = None
 
     @property
     def gone(self) -> bool:

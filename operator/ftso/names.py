@@ -193,6 +193,8 @@ class ConditionType(StrEnum):
     REPLICA_FAILURE = "ReplicaFailure"
     # spec.traffic is in force: its route and policy objects exist and a Gateway controller accepted the route.
     TRAFFIC_POLICY_READY = "TrafficPolicyReady"
+    # health.metrics can judge: metrics.k8s.io answers with fresh samples of every running pod.
+    METRICS_AVAILABLE = "MetricsAvailable"
 
 
 class Reason(StrEnum):
@@ -235,6 +237,9 @@ class Reason(StrEnum):
     ROUTE_PENDING = "RoutePending"  # written; no Gateway controller accepted it (yet)
     ROUTE_NOT_ACCEPTED = "RouteNotAccepted"
     ROUTE_ACCEPTED = "RouteAccepted"
+    METRICS_FRESH = "MetricsFresh"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"  # the metrics API is missing or failing
+    METRICS_STALE = "MetricsStale"  # some running pods have no recent sample
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
 
 
@@ -265,6 +270,7 @@ class EventReason(StrEnum):
     CHECKPOINT_SKIPPED = "CheckpointSkipped"
     HOOK_FAILED = "HookFailed"
     FAILED_CREATE = "FailedCreate"  # once when creates start failing, not once per retry
+    USAGE_BREACH = "UsageBreach"  # a pod drained or replaced for its measured usage (health.metrics)
     TRAFFIC_POLICY_NOT_READY = "TrafficPolicyNotReady"  # once when TrafficPolicyReady turns False
     INVALID_ANNOTATION = "InvalidAnnotation"  # a workload's failover annotation ignored, said at an election
 

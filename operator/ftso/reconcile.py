@@ -29,6 +29,7 @@ from ftso import kinds, names
 from ftso.api.spec import (
     FAILOVER_HISTORY_LIMIT,
     FtsSpec,
+    MetricsHealthSpec,
     operator_judged_problems,
     parse_spec,
     resolve_max_unavailable,
@@ -81,10 +82,13 @@ from ftso.traffic import (
     provider_of,
     traffic_condition,
 )
+from ftso.usage import PodUsage, breach_since, fresh, metrics_verdict
 
 # Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
 # not a resync period.
 PROGRESS_RECHECK_SECONDS = 5
+# With health.metrics, a resource is looked at this often: metrics-server takes a sample every 10 to 60 s.
+USAGE_LOOK_SECONDS = 10
 # Every message and reason in status is bounded, so the status of 1,000 failed pods still fits the CRD's
 # caps (a condition message: 32768 characters) and etcd's object size.
 FAILURE_MESSAGE_LIMIT = 1024
@@ -124,6 +128,9 @@ class Observed:
     primary_unseen: bool = False
     # spec.traffic's objects as the API has them; None when not looked up (no Gateway named, before or now)
     traffic: TrafficView | None = None
+    # health.metrics: the newest PodMetrics sample of each pod, and why there are none when the API failed
+    usage: Mapping[str, PodUsage] = field(default_factory=dict)
+    metrics_problem: str = ""
 
 
 # Phase 1: judge
@@ -141,6 +148,7 @@ class Judgement:
     held: NodeLossHold | None  # node loss is not acted on while set
     problems: tuple[str, ...]  # what only the operator can find wrong with the spec
     desired_hash: str
+    breaches: Mapping[str, datetime]  # pod name -> when its usage went over a threshold (health.metrics)
 
     @property
     def now(self) -> datetime:
@@ -185,6 +193,9 @@ def judge(observed: Observed) -> Judgement:
         p.name: judge_pod(p, observed.nodes, spec.health, observed.now, lost_after, trust_nodes=held is None)
         for p in observed.pods
     }
+    breaches: dict[str, datetime] = {}
+    if spec.health.metrics is not None:
+        verdicts, breaches = judge_usage(observed, spec.health.metrics, verdicts)
     return Judgement(
         observed=observed,
         spec=spec,
@@ -194,7 +205,31 @@ def judge(observed: Observed) -> Judgement:
         held=held,
         problems=tuple(operator_judged_problems(spec)),
         desired_hash=template_hash(spec),
+        breaches=breaches,
     )
+
+
+def judge_usage(
+    observed: Observed, spec: MetricsHealthSpec, verdicts: Mapping[str, Verdict]
+) -> tuple[dict[str, Verdict], dict[str, datetime]]:
+    """A pod its probes call Healthy is Degraded, then Failed, by a sustained breach of a usage threshold.
+    The breach's start lives in status, so an operator restart neither forgets nor restarts it."""
+    before = {p.get("name"): parse_time(p.get("breachSince")) for p in observed.fts.status.get("pods") or []}
+    judged, breaches = dict(verdicts), {}
+    for pod in observed.pods:
+        sample = observed.usage.get(pod.name)
+        is_fresh = fresh(sample, pod, spec, observed.now)
+        previous = before.get(pod.name)
+        born = pod.started_at or pod.created_at
+        if previous is not None and born is not None and previous < born:
+            previous = None  # its predecessor's, of the same name
+        since = breach_since(spec, sample, previous, is_fresh)
+        if since is not None:
+            breaches[pod.name] = since
+        verdict = metrics_verdict(spec, sample, since, is_fresh)
+        if verdict is not None and verdicts[pod.name].health == Health.HEALTHY:
+            judged[pod.name] = Verdict(verdict.health, verdict.reason, breached_at=verdict.since)
+    return judged, breaches
 
 
 # Phase 2: rollout
@@ -978,13 +1013,59 @@ def report(
     node_loss, node_events = _node_loss_condition(j.held, j.previous)
     failure, failure_events = _replica_failure_condition(j.observed.create_failures, j.previous)
     conditions = [*_workload_conditions(j, counts), node_loss, failure, traffic.condition]
+    if j.spec.health.metrics is not None:
+        conditions.append(_metrics_condition(j, j.spec.health.metrics))
     if checkpoints.plan.condition is not None:
         conditions.append(checkpoints.plan.condition)
     if j.spec.primary_replica:
         conditions += _primary_conditions(roles, history)
     phase, phase_events = _phase(j, rollout, counts)
-    events = (*node_events, *failure_events, *_traffic_events(j, traffic.condition), *phase_events)
+    events = (
+        *node_events,
+        *failure_events,
+        *_traffic_events(j, traffic.condition),
+        *_usage_events(j),
+        *phase_events,
+    )
     return Report(tuple(conditions), phase, events)
+
+
+# A new pod has no sample until metrics-server scraped it twice: not a gap to report before this much more.
+FIRST_SAMPLE_GRACE_SECONDS = 30
+
+
+def _metrics_condition(j: Judgement, spec: MetricsHealthSpec) -> cond.Condition:
+    available = ConditionType.METRICS_AVAILABLE
+    if j.observed.metrics_problem:
+        message = f"{j.observed.metrics_problem}; no pod is judged by its usage"
+        return cond.Condition(
+            available, False, Reason.METRICS_UNAVAILABLE, bounded(message, FAILURE_MESSAGE_LIMIT)
+        )
+    grace = timedelta(seconds=spec.stale_after_seconds + FIRST_SAMPLE_GRACE_SECONDS)
+    running = [p for p in j.pods if not p.deleting and p.phase == "Running"]
+    unmeasured = [
+        p.name
+        for p in running
+        if j.now - (p.started_at or p.created_at or j.now) > grace
+        and not fresh(j.observed.usage.get(p.name), p, spec, j.now)
+    ]
+    if unmeasured:
+        message = (
+            f"no sample newer than {spec.stale_after_seconds}s of {', '.join(sorted(unmeasured))}: "
+            "judged by their probes only"
+        )
+        return cond.Condition(available, False, Reason.METRICS_STALE, bounded(message, FAILURE_MESSAGE_LIMIT))
+    return cond.Condition(available, True, Reason.METRICS_FRESH, "")
+
+
+def _usage_events(j: Judgement) -> list[EventSpec]:
+    """One Warning when a pod is drained, and one when it is to be replaced, for its measured usage."""
+    before = {p.get("name"): p.get("health") for p in j.previous.get("pods") or []}
+    return [
+        EventSpec("Warning", EventReason.USAGE_BREACH, f"{name}: {verdict.reason}")
+        for name, verdict in sorted(j.verdicts.items())
+        if verdict.breached_at is not None and before.get(name) != verdict.health
+    ]
 
 
 def _traffic_events(j: Judgement, condition: cond.Condition) -> list[EventSpec]:
@@ -1164,6 +1245,8 @@ def _status_pods(j: Judgement, labels: Labels, weights: Mapping[str, int]) -> li
             entry["restoredFrom"] = pod.annotations[names.ANNOTATION_RESTORED_FROM]
         if pod.name in weights:
             entry["weight"] = weights[pod.name]
+        if pod.name in j.breaches:
+            entry["breachSince"] = format_time(j.breaches[pod.name])
         entries.append(entry)
     return entries
 
@@ -1178,6 +1261,8 @@ def _requeue_after(
     deadlines = [v.deadline for v in j.verdicts.values() if v.deadline is not None]
     if traffic.next_step is not None:
         deadlines.append(traffic.next_step)
+    if j.spec.health.metrics is not None:  # new samples are read when the resource is looked at
+        deadlines.append(j.now + timedelta(seconds=USAGE_LOOK_SECONDS))
     if roles.decision.retry_at is not None:
         deadlines.append(roles.decision.retry_at)
     if checkpoints.plan.next_look is not None:

@@ -91,6 +91,11 @@ def primary_failure(
         return "pod is gone", now, None
     if verdict.gone:
         return verdict.reason, now, None
+    if verdict.health == Health.DEGRADED and verdict.breached_at is not None:  # over a usage threshold
+        due = verdict.breached_at + timedelta(seconds=failover.delay_seconds)
+        if now >= due:
+            return verdict.reason, verdict.breached_at, None
+        return "", None, due
     if verdict.health in (Health.DEGRADED, Health.STARTING):
         since = pod.ready_changed_at or pod.started_at or pod.created_at or now
         due = since + timedelta(seconds=failover.delay_seconds)

@@ -69,6 +69,7 @@ class PodStatus(TypedDict):
     updated: bool
     restoredFrom: NotRequired[str]
     weight: NotRequired[int]  # in the HTTPRoute (traffic.policy Weighted)
+    breachSince: NotRequired[str]  # over a health.metrics threshold since then
 
 
 class ConditionRecord(TypedDict):

@@ -72,6 +72,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["networking.istio.io"]
   resources: ["destinationrules"]
   verbs: ["get", "create", "patch", "delete"]
+# health.metrics: the pods' measured CPU and memory.
+- apiGroups: ["metrics.k8s.io"]
+  resources: ["pods"]
+  verbs: ["get", "list"]
 {{- end -}}
 
 {{/* Failover reads node health and node heartbeats, wherever the pods run. */}}

@@ -404,8 +404,59 @@ def _spec_health() -> Schema:
                 defaults.DEFAULT_UNREADY_TIMEOUT_SECONDS,
                 defaults.MAX_UNREADY_TIMEOUT_SECONDS,
             ),
+            "metrics": _health_metrics(),
         },
         description="Probe defaults and the operator's health judgement.",
+    )
+
+
+def _threshold(resource: str, example: str) -> Schema:
+    quantity = {"type": "string", "maxLength": 32, "pattern": defaults.QUANTITY_PATTERN}
+    return _obj(
+        {
+            "above": {
+                **quantity,
+                "description": f"A pod using more {resource} than this (e.g. {example}) is in breach.",
+            },
+            "recoverBelow": {
+                **quantity,
+                "description": "It is out of breach only below this (hysteresis); 90% of above by default.",
+            },
+        },
+        required=["above"],
+        description=f"The pod's {resource}: the sum over its containers, from metrics.k8s.io.",
+    )
+
+
+def _health_metrics() -> Schema:
+    return _obj(
+        {
+            "cpu": _threshold("CPU", "800m"),
+            "memory": _threshold("memory", "900Mi"),
+            "forSeconds": _bounded(
+                "health.metrics.forSeconds",
+                "A breach counts once samples show it this long: a shorter spike changes nothing.",
+                defaults.DEFAULT_BREACH_SECONDS,
+                low=0,
+                high=defaults.MAX_BREACH_SECONDS,
+            ),
+            "replaceAfterSeconds": _bounded(
+                "health.metrics.replaceAfterSeconds",
+                "A pod still in breach this much longer is replaced (a primary is failed over from after "
+                "failover.delaySeconds); 0: only drained.",
+                defaults.DEFAULT_REPLACE_AFTER_SECONDS,
+                low=0,
+                high=defaults.MAX_BREACH_SECONDS,
+            ),
+            "staleAfterSeconds": _positive(
+                "health.metrics.staleAfterSeconds",
+                "A sample older than this judges nothing.",
+                defaults.DEFAULT_STALE_AFTER_SECONDS,
+                defaults.MAX_BREACH_SECONDS,
+            ),
+        },
+        description="Health from measured CPU and memory (metrics.k8s.io, served by metrics-server): a pod in "
+        "breach is Degraded and drained, then replaced. Missing or stale metrics judge nothing.",
     )
 
 
@@ -777,6 +828,10 @@ def _status_pod() -> Schema:
             "updated": {"type": "boolean", "description": "Runs the current template."},
             "restoredFrom": _str("The checkpoint the pod was restored from."),
             "weight": _int("Its weight in the HTTPRoute <name> (traffic.policy Weighted)."),
+            "breachSince": _str(
+                "When its measured usage first went over a health.metrics threshold, while it stays over.",
+                format="date-time",
+            ),
         },
         required=["name", "health"],
     )

@@ -80,12 +80,55 @@ DEFAULT_LIVENESS = ProbeSettings(period_seconds=10, timeout_seconds=1, failure_t
 DEFAULT_STARTUP = ProbeSettings(period_seconds=2, timeout_seconds=1, failure_threshold=30)
 
 
+# A quantity as Kubernetes writes CPU and memory: a decimal number and an optional suffix.
+QUANTITY_PATTERN = "^[0-9]+(\\.[0-9]+)?(n|u|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$"
+_SUFFIXES = {
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50,
+}  # fmt: skip
+_QUANTITY = re.compile(r"^([0-9]+(?:\.[0-9]+)?)(n|u|m|k|M|G|T|P|Ki|Mi|Gi|Ti|Pi)?$")
+
+
+def parse_quantity(text: str) -> float | None:
+    """CPU in cores or memory in bytes from a quantity ("250m", "1.5", "512Mi"), None if it is not one."""
+    match = _QUANTITY.match(text.strip()) if isinstance(text, str) else None
+    if match is None:
+        return None
+    return float(match.group(1)) * _SUFFIXES[match.group(2) or ""]
+
+
+DEFAULT_BREACH_SECONDS = 30
+DEFAULT_REPLACE_AFTER_SECONDS = 120
+DEFAULT_STALE_AFTER_SECONDS = 60
+RECOVER_SHARE = 0.9  # recoverBelow's default: 90% of the threshold
+MAX_BREACH_SECONDS = 86400
+
+
+@dataclass(frozen=True)
+class Threshold:
+    above: float  # cores or bytes, summed over the pod's containers
+    recover_below: float  # a pod in breach is out of it only below this (hysteresis)
+
+
+@dataclass(frozen=True)
+class MetricsHealthSpec:
+    """Health from measured usage (metrics.k8s.io): a pod over a threshold for `for_seconds` is Degraded
+    (drained), and replaced once it stays so `replace_after_seconds` longer (0: never)."""
+
+    cpu: Threshold | None = None
+    memory: Threshold | None = None
+    for_seconds: int = DEFAULT_BREACH_SECONDS
+    replace_after_seconds: int = DEFAULT_REPLACE_AFTER_SECONDS
+    stale_after_seconds: int = DEFAULT_STALE_AFTER_SECONDS
+
+
 @dataclass(frozen=True)
 class HealthSpec:
     readiness: ProbeSettings = DEFAULT_READINESS
     liveness: ProbeSettings = DEFAULT_LIVENESS
     startup: ProbeSettings = DEFAULT_STARTUP
     unready_timeout_seconds: int = DEFAULT_UNREADY_TIMEOUT_SECONDS
+    metrics: MetricsHealthSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -349,6 +392,35 @@ def _checkpoint(raw: Any) -> CheckpointSpec | None:
     )
 
 
+def _threshold(raw: Any) -> Threshold | None:
+    if not isinstance(raw, Mapping):
+        return None
+    above = parse_quantity(str(raw.get("above", "")))
+    if above is None:
+        return None
+    recover = parse_quantity(str(raw.get("recoverBelow", "")))
+    return Threshold(above, min(recover, above) if recover is not None else above * RECOVER_SHARE)
+
+
+def _metrics_health(raw: Any) -> MetricsHealthSpec | None:
+    if not isinstance(raw, Mapping):
+        return None
+    cpu, memory = _threshold(raw.get("cpu")), _threshold(raw.get("memory"))
+    if cpu is None and memory is None:
+        return None
+    return MetricsHealthSpec(
+        cpu=cpu,
+        memory=memory,
+        for_seconds=_int(raw, "forSeconds", DEFAULT_BREACH_SECONDS, MAX_BREACH_SECONDS),
+        replace_after_seconds=_int(
+            raw, "replaceAfterSeconds", DEFAULT_REPLACE_AFTER_SECONDS, MAX_BREACH_SECONDS
+        ),
+        stale_after_seconds=_int(
+            raw, "staleAfterSeconds", DEFAULT_STALE_AFTER_SECONDS, MAX_BREACH_SECONDS, 1
+        ),
+    )
+
+
 def _traffic(raw: Any) -> TrafficSpec:
     if not isinstance(raw, Mapping):
         return TrafficSpec()
@@ -404,6 +476,7 @@ def parse_spec(raw: Mapping[str, Any]) -> FtsSpec:
                 MAX_UNREADY_TIMEOUT_SECONDS,
                 1,
             ),
+            metrics=_metrics_health(health_raw.get("metrics")),
         ),
         service=_service(raw.get("service"), template),
         max_unavailable=max_unavailable if isinstance(max_unavailable, int | str) else 1,
