@@ -109,3 +109,17 @@ class Fts:
         wait_for(
             lambda: reason in [e["reason"] for e in self.events()], timeout=timeout, what=f"a {reason} Event"
         )
+
+
+def create_gateway(kube: Kube, namespace: str, name: str = "web") -> None:
+    """A Gateway for spec.traffic.gatewayRef; no controller serves its class here."""
+    body = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "Gateway",
+        "metadata": {"name": name},
+        "spec": {
+            "gatewayClassName": "example",
+            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
+        },
+    }
+    kube.create(f"/apis/gateway.networking.k8s.io/v1/namespaces/{namespace}/gateways", body)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from e2e.faults import make_pod_ready, make_pod_unready
-from e2e.fts import ROLE, Fts, manifest
+from e2e.fts import ROLE, Fts, create_gateway, manifest
 from e2e.kube import ROOT, Kube, condition, wait_for
 from e2e.operator_process import OperatorProcess
 from ftso.client import ApiError
@@ -25,19 +25,6 @@ GATEWAY_API = "/apis/gateway.networking.k8s.io/v1"
 ISTIO_CRDS = "kubernetes/customresourcedefinitions.gen.yaml"
 # The operator reads the route's status at most every 10 s, on a reconcile (every 20 s at the latest).
 ROUTE_STATUS_SEEN_WITHIN = 45
-
-
-def _gateway(kube: Kube, namespace: str, name: str = "web") -> None:
-    body = {
-        "apiVersion": "gateway.networking.k8s.io/v1",
-        "kind": "Gateway",
-        "metadata": {"name": name},
-        "spec": {
-            "gatewayClassName": "example",
-            "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}],
-        },
-    }
-    kube.create(f"{GATEWAY_API}/namespaces/{namespace}/gateways", body)
 
 
 def _route(kube: Kube, namespace: str) -> dict[str, Any] | None:
@@ -110,7 +97,7 @@ def _roles(fts: Fts) -> dict[str, str]:
 def test_weighted_route_follows_roles_slow_start_draining_and_failover(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
-    _gateway(kube, namespace)
+    create_gateway(kube, namespace)
     fts = Fts(kube, namespace)
     weights = {"primary": 300, "replica": 100, "slowStartSeconds": 10}
     fts.create(manifest(traffic={"policy": "Weighted", "gatewayRef": {"name": "web"}, "weights": weights}))
@@ -156,7 +143,7 @@ def test_weighted_route_follows_roles_slow_start_draining_and_failover(
 def test_the_condition_follows_what_the_gateway_controller_writes_in_the_route(
     kube: Kube, namespace: str, operator: OperatorProcess
 ) -> None:
-    _gateway(kube, namespace)
+    create_gateway(kube, namespace)
     fts = Fts(kube, namespace)
     fts.create(manifest(traffic={"policy": "Weighted", "gatewayRef": {"name": "web"}}))
     fts.wait_ready()
@@ -211,7 +198,7 @@ def _destination_rule(kube: Kube, namespace: str) -> dict[str, Any] | None:
 def test_round_robin_and_random_are_carried_by_istios_destination_rule(
     kube: Kube, namespace: str, istio_destination_rules: None, operator: OperatorProcess
 ) -> None:
-    _gateway(kube, namespace)
+    create_gateway(kube, namespace)
     fts = Fts(kube, namespace)
     fts.create(manifest(traffic={"policy": "RoundRobin", "gatewayRef": {"name": "web"}}))
     fts.wait_ready()
@@ -258,7 +245,7 @@ def test_a_missing_gateway_or_provider_is_said_and_the_plain_services_still_rout
     assert service["spec"]["sessionAffinity"] == "ClientIP"
     assert service["spec"]["sessionAffinityConfig"] == {"clientIP": {"timeoutSeconds": 300}}
     assert service["spec"]["trafficDistribution"] == "PreferSameZone"
-    _gateway(kube, namespace)
+    create_gateway(kube, namespace)
     wait_for(
         lambda: _traffic_condition(fts) == ("False", "ProviderMissing"),
         timeout=ROUTE_STATUS_SEEN_WITHIN,
@@ -296,7 +283,7 @@ def test_without_the_gateway_api_the_plain_services_route_and_a_later_install_is
     fts.wait_event("TrafficPolicyNotReady")
     wait_for(lambda: len(fts.routed("svc")) == 3, what="the plain Service svc routing to every pod")
     subprocess.run([str(ROOT / "e2e/cluster/gateway-api.sh")], check=True)
-    _gateway(kube, namespace)
+    create_gateway(kube, namespace)
     wait_for(
         lambda: len(_weights(_route(kube, namespace))) == 3,
         timeout=ROUTE_STATUS_SEEN_WITHIN + 30,
