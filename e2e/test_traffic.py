@@ -7,6 +7,7 @@ when they write the route's status."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 import time
@@ -22,6 +23,7 @@ from e2e.operator_process import OperatorProcess
 from ftso.client import ApiError
 
 GATEWAY_API = "/apis/gateway.networking.k8s.io/v1"
+CPU = "kwok.x-k8s.io/usage-cpu"  # kwok simulates this usage; metrics-server measures it
 ISTIO_CRDS = "kubernetes/customresourcedefinitions.gen.yaml"
 # The operator reads the route's status at most every 10 s, on a reconcile (every 20 s at the latest).
 ROUTE_STATUS_SEEN_WITHIN = 45
@@ -297,3 +299,23 @@ def test_admission_refuses_policies_kube_proxy_cannot_carry(kube: Kube, namespac
         fts.create(manifest(traffic={"policy": "Weighted"}))
     with pytest.raises(ApiError, match="at most 16 replicas"):
         fts.create(manifest(replicas=17, traffic={"policy": "Weighted", "gatewayRef": {"name": "web"}}))
+
+
+def test_weights_follow_measured_cpu_in_bounded_steps_without_oscillating(
+    kube: Kube, namespace: str, operator: OperatorProcess
+) -> None:
+    create_gateway(kube, namespace)
+    fts = Fts(kube, namespace)
+    follow = {"cpuCapacity": "1", "floorPercent": 10, "maxStepPercent": 20}
+    traffic = {"policy": "Weighted", "gatewayRef": {"name": "web"}, "weights": {"followLoad": follow}}
+    fts.create(manifest(traffic=traffic))
+    fts.wait_ready()
+    cpu = {"svc-0": "100m", "svc-1": "400m", "svc-2": "800m"}
+    for pod, usage in cpu.items():
+        kube.patch(f"/api/v1/namespaces/{namespace}/pods/{pod}", {"metadata": {"annotations": {CPU: usage}}})
+    with WeightTimeline(kube, namespace) as timeline:
+        _wait_weights(kube, namespace, {"svc-0": 90, "svc-1": 60, "svc-2": 20}, timeout=150)
+    for pod in cpu:
+        seen = timeline.seen(pod)
+        steps = [b - a for a, b in itertools.pairwise(seen)]
+        assert all(-20 <= s <= 0 for s in steps), f"{pod}: {seen} moved up or by more than a step"

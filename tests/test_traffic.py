@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from ftso import names
@@ -15,6 +15,7 @@ from ftso.plan import Plan
 from ftso.reconcile import Observed, decide
 from ftso.store import Store
 from ftso.traffic import TrafficView, covers
+from ftso.usage import PodUsage
 
 from .factories import NOW, observed, pod, raw_spec
 
@@ -355,3 +356,45 @@ def test_a_refused_write_shows_in_the_next_view() -> None:
     asyncio.run(controller._update_traffic(key, plan))
     view = asyncio.run(controller.traffic.view(key, _spec(), {}))
     assert view is not None and "403 Forbidden" in view.problem
+
+
+def _loaded(cpu: dict[str, float], at: datetime) -> dict[str, PodUsage]:
+    return {name: PodUsage(cores, 0, at) for name, cores in cpu.items()}
+
+
+def _follow(
+    cpu: dict[str, float], status: dict[str, Any], at: datetime = NOW, **follow: Any
+) -> tuple[Plan, dict[str, Any]]:
+    spec = _spec(policy="Weighted", weights={"followLoad": {"cpuCapacity": "1", **follow}})
+    seen = observed(_pods(), spec=spec, status=status)
+    plan = decide(Observed(**{**seen.__dict__, "traffic": READY_GATEWAY, "usage": _loaded(cpu, at)}))
+    return plan, {**status, "pods": plan.status["pods"]}
+
+
+def test_load_following_weights_step_toward_the_idle_share_and_hold_without_new_samples() -> None:
+    busy = {"demo-0": 0.1, "demo-1": 0.4, "demo-2": 0.95}  # targets 90, 60 and the floor, 10
+    plan, status = _follow(busy, _healthy_status())
+    assert _weights(plan) == {"demo-0": 90, "demo-1": 80, "demo-2": 80}  # at most 20 a sample
+    again, status = _follow(busy, status)
+    assert _weights(again) == _weights(plan)  # the same sample moves nothing
+    timeline = []
+    for tick in range(1, 5):
+        plan, status = _follow(busy, status, at=NOW + timedelta(seconds=10 * tick))
+        timeline.append([p["weight"] for p in plan.status["pods"]])
+    assert timeline == [[90, 60, 60], [90, 60, 40], [90, 60, 20], [90, 60, 10]]
+
+
+def test_a_load_change_inside_the_deadband_moves_nothing() -> None:
+    plan, status = _follow({"demo-0": 0.1, "demo-1": 0.1, "demo-2": 0.1}, _healthy_status())
+    assert _weights(plan) == {"demo-0": 90, "demo-1": 90, "demo-2": 90}
+    wobble = {"demo-0": 0.14, "demo-1": 0.07, "demo-2": 0.1}
+    plan, _ = _follow(wobble, status, at=NOW + timedelta(seconds=10))
+    assert [p["weight"] for p in plan.status["pods"]] == [90, 90, 90]
+
+
+def test_without_fresh_samples_load_weights_stay_where_they_were() -> None:
+    status = _healthy_status()
+    for entry, weight in zip(status["pods"], (90, 60, 30), strict=True):
+        entry["weight"] = weight
+    plan, _ = _follow({"demo-0": 0.9}, status, at=NOW - timedelta(minutes=5))
+    assert _weights(plan) == {"demo-0": 90, "demo-1": 60, "demo-2": 30}

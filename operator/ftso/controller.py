@@ -204,7 +204,8 @@ class TrafficLookup:
 
     async def view(self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any]) -> TrafficView | None:
         """None when there is nothing to look at: no Gateway named now, and no route left from before."""
-        gateway = parse_spec(spec).traffic.gateway
+        named = (spec.get("traffic") or {}).get("gatewayRef")  # parsed only when there is one
+        gateway = parse_spec(spec).traffic.gateway if named else None
         reason = conditions.reason_of(
             status.get("conditions") or [], names.ConditionType.TRAFFIC_POLICY_READY
         )
@@ -362,6 +363,14 @@ class UsageLookup:
         return UsageReading(self.clock(), samples)
 
 
+def _measures_usage(spec: Mapping[str, Any]) -> bool:
+    """health.metrics judges by usage; traffic.weights.followLoad weighs by it."""
+    if not (spec.get("health") or {}).get("metrics") and not (spec.get("traffic") or {}).get("weights"):
+        return False  # the common case, without parsing the spec on every reconcile
+    parsed = parse_spec(spec)
+    return parsed.health.metrics is not None or parsed.traffic.follow_load is not None
+
+
 def _owned_by_us(body: Mapping[str, Any]) -> bool:
     labels = (body.get("metadata") or {}).get("labels") or {}
     return bool(labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY)
@@ -409,7 +418,7 @@ class Controller:
         traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
-        if (observed.fts.spec.get("health") or {}).get("metrics"):
+        if _measures_usage(observed.fts.spec):
             reading = self.usage.current(key)
             observed = dataclasses.replace(observed, usage=reading.samples, metrics_problem=reading.problem)
         else:

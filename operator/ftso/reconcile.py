@@ -72,6 +72,7 @@ from ftso.status import (
     recovery_state,
 )
 from ftso.traffic import (
+    LoadState,
     TrafficView,
     build_pod_services,
     build_provider_policy,
@@ -751,6 +752,7 @@ def _checkpoint_jobs(j: Judgement, checkpoints: Checkpoints, term: int) -> tuple
 @dataclass(frozen=True)
 class TrafficWork:
     weights: Mapping[str, int]  # pod name -> weight in the route (policy Weighted), else empty
+    sampled_at: Mapping[str, datetime]  # pod name -> the usage sample its load-following weight came from
     services: tuple[dict[str, Any], ...]  # the pods' own Services (policy Weighted)
     service_deletes: tuple[tuple[str, str], ...]  # ("Service", name): pod Services no longer asked for
     applies: tuple[dict[str, Any], ...]  # the HTTPRoute and a provider's object, when new or changed
@@ -769,10 +771,24 @@ def healthy_since(j: Judgement) -> dict[str, datetime]:
     return since
 
 
+def load_state(j: Judgement) -> LoadState:
+    """Load-following weights move from the last ones, once per new sample."""
+    previous, sampled = {}, {}
+    for entry in j.previous.get("pods") or []:
+        name = str(entry.get("name"))
+        if isinstance(entry.get("weight"), int):
+            previous[name] = int(entry["weight"])
+        if (at := parse_time(entry.get("loadSampledAt"))) is not None:
+            sampled[name] = at
+    return LoadState(previous, sampled, j.observed.usage)
+
+
 def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     traffic, view = j.spec.traffic, j.observed.traffic
     condition = traffic_condition(traffic, view, j.owner.namespace)
-    weights = pod_weights(traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now)
+    weights = pod_weights(
+        traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now, load_state(j)
+    )
     services = (
         tuple(build_pod_services(j.spec, j.owner, pod_service_ordinals(j.spec, j.pods)))
         if traffic.weighted and j.acting
@@ -786,8 +802,9 @@ def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     )
     by_pod = weights.by_pod if traffic.weighted else {}
     next_step = weights.next_step if traffic.weighted else None
+    sampled = weights.sampled_at if traffic.weighted else {}
     if not j.acting or view is None or view.problem or kinds.HTTP_ROUTE.kind not in view.served:
-        return TrafficWork(by_pod, services, service_deletes, (), (), condition, next_step)
+        return TrafficWork(by_pod, sampled, services, service_deletes, (), (), condition, next_step)
     desired = []
     if traffic.routed:
         by_service = {s["metadata"]["name"]: weights.by_pod.get(s["metadata"]["name"], 0) for s in services}
@@ -799,7 +816,7 @@ def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     kept = {d["kind"] for d in desired}
     deletes = tuple((kind, j.owner.name) for kind in present if kind not in kept)
     applies = tuple(d for d in desired if changed(d, present.get(d["kind"])))
-    return TrafficWork(by_pod, services, service_deletes, applies, deletes, condition, next_step)
+    return TrafficWork(by_pod, sampled, services, service_deletes, applies, deletes, condition, next_step)
 
 
 @dataclass(frozen=True)
@@ -1210,7 +1227,7 @@ def build_status(
         "selector": f"{names.LABEL_SERVICE}={fts.name}",
         "primary": roles.primary,
         "term": roles.term,
-        "pods": _status_pods(j, labels, traffic.weights),
+        "pods": _status_pods(j, labels, traffic),
         "failovers": list(history.records),
         "checkpoints": checkpoints.plan.history,
         "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
@@ -1223,7 +1240,7 @@ def build_status(
     }
 
 
-def _status_pods(j: Judgement, labels: Labels, weights: Mapping[str, int]) -> list[PodStatus]:
+def _status_pods(j: Judgement, labels: Labels, traffic: TrafficWork) -> list[PodStatus]:
     before = {p.get("name"): p for p in j.previous.get("pods") or []}
     entries: list[PodStatus] = []
     for pod in sorted(j.pods, key=lambda p: (p.ordinal, p.name)):
@@ -1243,8 +1260,10 @@ def _status_pods(j: Judgement, labels: Labels, weights: Mapping[str, int]) -> li
         }
         if pod.annotations.get(names.ANNOTATION_RESTORED_FROM):
             entry["restoredFrom"] = pod.annotations[names.ANNOTATION_RESTORED_FROM]
-        if pod.name in weights:
-            entry["weight"] = weights[pod.name]
+        if pod.name in traffic.weights:
+            entry["weight"] = traffic.weights[pod.name]
+        if pod.name in traffic.sampled_at:
+            entry["loadSampledAt"] = format_time(traffic.sampled_at[pod.name])
         if pod.name in j.breaches:
             entry["breachSince"] = format_time(j.breaches[pod.name])
         entries.append(entry)
@@ -1261,7 +1280,8 @@ def _requeue_after(
     deadlines = [v.deadline for v in j.verdicts.values() if v.deadline is not None]
     if traffic.next_step is not None:
         deadlines.append(traffic.next_step)
-    if j.spec.health.metrics is not None:  # new samples are read when the resource is looked at
+    if j.spec.health.metrics is not None or j.spec.traffic.follow_load is not None:
+        # new samples are read when the resource is looked at
         deadlines.append(j.now + timedelta(seconds=USAGE_LOOK_SECONDS))
     if roles.decision.retry_at is not None:
         deadlines.append(roles.decision.retry_at)

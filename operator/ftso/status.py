@@ -70,6 +70,7 @@ class PodStatus(TypedDict):
     restoredFrom: NotRequired[str]
     weight: NotRequired[int]  # in the HTTPRoute (traffic.policy Weighted)
     breachSince: NotRequired[str]  # over a health.metrics threshold since then
+    loadSampledAt: NotRequired[str]  # the usage sample its load-following weight last moved on
 
 
 class ConditionRecord(TypedDict):

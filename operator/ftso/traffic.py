@@ -11,11 +11,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ftso import kinds, names
-from ftso.api.spec import MAX_WEIGHT, FtsSpec, TrafficSpec
+from ftso.api.spec import LOAD_DEADBAND_PERCENT, MAX_WEIGHT, FollowLoad, FtsSpec, TrafficSpec
 from ftso.builders import Owner
 from ftso.conditions import Condition
 from ftso.model import PodView
 from ftso.names import ConditionType, Reason
+from ftso.usage import PodUsage
 
 # A slow start raises a pod's weight in this many steps: each one is a route write, not one a second.
 SLOW_START_STEPS = 10
@@ -50,6 +51,41 @@ def provider_of(spec: TrafficSpec, served: Iterable[str]) -> str:
 class Weights:
     by_pod: Mapping[str, int]
     next_step: datetime | None = None  # when a slow start next raises a weight
+    sampled_at: Mapping[str, datetime] = field(default_factory=dict)  # the sample each load weight came from
+
+
+@dataclass(frozen=True)
+class LoadState:
+    """What load-following weights start from: the last weights (status), the samples they came from, and
+    the newest samples."""
+
+    previous: Mapping[str, int] = field(default_factory=dict)
+    sampled_at: Mapping[str, datetime] = field(default_factory=dict)
+    usage: Mapping[str, PodUsage] = field(default_factory=dict)
+
+
+# A sample older than this moves no weight (health.metrics.staleAfterSeconds when set).
+LOAD_SAMPLE_STALE_SECONDS = 60
+
+
+def _follow_load(
+    follow: FollowLoad, full: int, pod: PodView, state: LoadState, now: datetime
+) -> tuple[int, datetime | None]:
+    """Toward full x (1 - cpu / capacity), never under the floor, at most one step per new sample, and not
+    at all for a change inside the deadband; without a fresh sample the weight stays where it was."""
+    previous = state.previous.get(pod.name) or full
+    sample = state.usage.get(pod.name)
+    born = pod.started_at or pod.created_at
+    if sample is None or (now - sample.at).total_seconds() > LOAD_SAMPLE_STALE_SECONDS:
+        return previous, state.sampled_at.get(pod.name)
+    if (born is not None and sample.at <= born) or state.sampled_at.get(pod.name) == sample.at:
+        return previous, state.sampled_at.get(pod.name)
+    share = max(follow.floor_percent / 100, 1 - sample.cpu / follow.cpu_capacity)
+    target = round(full * share)
+    if abs(target - previous) <= full * LOAD_DEADBAND_PERCENT / 100:
+        return previous, sample.at
+    step = max(1, round(full * follow.max_step_percent / 100))
+    return previous + max(-step, min(step, target - previous)), sample.at
 
 
 def _full_weight(spec: TrafficSpec, pod: PodView, role: str) -> int:
@@ -75,26 +111,30 @@ def pod_weights(
     serving: Mapping[str, bool],
     healthy_since: Mapping[str, datetime],
     now: datetime,
+    load: LoadState = LoadState(),
 ) -> Weights:
-    """Each pod's share under policy Weighted: its role's weight (or its own annotation), ramped up over
-    the slow start since it turned Healthy, and 0 while it does not serve (drained: Degraded, failed,
-    fenced, terminating), so the Gateway stops sending it new requests before it is replaced."""
+    """Each pod's share under policy Weighted: its role's weight (or its own annotation), following its
+    measured load when asked to, ramped up over the slow start since it turned Healthy, and 0 while it does
+    not serve (drained: Degraded, failed, fenced, terminating), so the Gateway stops sending it new requests
+    before it is replaced."""
     weights: dict[str, int] = {}
+    sampled: dict[str, datetime] = {}
     waits: list[float] = []
     for pod in pods:
         if pod.deleting or not serving.get(pod.name):
             weights[pod.name] = 0
             continue
+        full = _full_weight(spec, pod, roles.get(pod.name, ""))
+        if spec.follow_load is not None and full:
+            full, at = _follow_load(spec.follow_load, full, pod, load, now)
+            if at is not None:
+                sampled[pod.name] = at
         since = healthy_since.get(pod.name, now)
-        weight, wait = _ramp(
-            _full_weight(spec, pod, roles.get(pod.name, "")),
-            (now - since).total_seconds(),
-            spec.slow_start_seconds,
-        )
+        weight, wait = _ramp(full, (now - since).total_seconds(), spec.slow_start_seconds)
         weights[pod.name] = weight
         if wait is not None:
             waits.append(wait)
-    return Weights(weights, now + timedelta(seconds=min(waits)) if waits else None)
+    return Weights(weights, now + timedelta(seconds=min(waits)) if waits else None, sampled)
 
 
 # The objects

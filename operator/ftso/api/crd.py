@@ -618,6 +618,34 @@ def _gateway_ref() -> Schema:
     )
 
 
+def _follow_load() -> Schema:
+    return _obj(
+        {
+            "cpuCapacity": {
+                "type": "string",
+                "maxLength": 32,
+                "pattern": defaults.QUANTITY_PATTERN,
+                "description": "The CPU (e.g. 1, 500m) at which a pod is down to the floor; idle, it has its full weight.",
+            },
+            "floorPercent": _bounded(
+                "traffic.weights.followLoad.floorPercent",
+                "The least share of its full weight a serving pod keeps.",
+                defaults.DEFAULT_FLOOR_PERCENT,
+                low=0,
+                high=100,
+            ),
+            "maxStepPercent": _positive(
+                "traffic.weights.followLoad.maxStepPercent",
+                "The most a weight moves per new sample, in percent of its full weight: no oscillation.",
+                defaults.DEFAULT_MAX_STEP_PERCENT,
+                100,
+            ),
+        },
+        required=["cpuCapacity"],
+        description="Weights that follow each pod's measured CPU (metrics.k8s.io): the busier, the less traffic.",
+    )
+
+
 def _traffic_weights() -> Schema:
     return _obj(
         {
@@ -642,6 +670,7 @@ def _traffic_weights() -> Schema:
                 low=0,
                 high=defaults.MAX_SLOW_START_SECONDS,
             ),
+            "followLoad": _follow_load(),
         },
         description="Weights of the pods under policy Weighted. A pod that is not Healthy has weight 0.",
     )
@@ -828,6 +857,9 @@ def _status_pod() -> Schema:
             "updated": {"type": "boolean", "description": "Runs the current template."},
             "restoredFrom": _str("The checkpoint the pod was restored from."),
             "weight": _int("Its weight in the HTTPRoute <name> (traffic.policy Weighted)."),
+            "loadSampledAt": _str(
+                "The usage sample its weight last moved on (traffic.weights.followLoad).", format="date-time"
+            ),
             "breachSince": _str(
                 "When its measured usage first went over a health.metrics threshold, while it stays over.",
                 format="date-time",

@@ -236,6 +236,23 @@ class GatewayRef:
     section_name: str = ""
 
 
+DEFAULT_FLOOR_PERCENT = 10
+DEFAULT_MAX_STEP_PERCENT = 20
+# A weight moves only when its target differs by more than this share of the full weight: measured load
+# wobbles, and a route rewritten on every wobble would chase it.
+LOAD_DEADBAND_PERCENT = 5
+
+
+@dataclass(frozen=True)
+class FollowLoad:
+    """Weights that follow measured CPU: a pod at `cpu_capacity` gets the floor, an idle one its full weight;
+    each weight moves at most `max_step_percent` per new sample."""
+
+    cpu_capacity: float  # cores
+    floor_percent: int = DEFAULT_FLOOR_PERCENT
+    max_step_percent: int = DEFAULT_MAX_STEP_PERCENT
+
+
 @dataclass(frozen=True)
 class TrafficSpec:
     policy: str = names.POLICY_RANDOM
@@ -244,6 +261,7 @@ class TrafficSpec:
     primary_weight: int = DEFAULT_WEIGHT
     replica_weight: int = DEFAULT_WEIGHT
     slow_start_seconds: int = 0  # a pod that turns Healthy ramps up to its weight over this long
+    follow_load: FollowLoad | None = None
     affinity_seconds: int = 0  # ClientIP session affinity on the plain Services, this long; 0: none
     distribution: str = ""  # the plain Services' trafficDistribution
 
@@ -421,6 +439,19 @@ def _metrics_health(raw: Any) -> MetricsHealthSpec | None:
     )
 
 
+def _follow_load(raw: Any) -> FollowLoad | None:
+    if not isinstance(raw, Mapping):
+        return None
+    capacity = parse_quantity(str(raw.get("cpuCapacity", "")))
+    if not capacity:
+        return None
+    return FollowLoad(
+        cpu_capacity=capacity,
+        floor_percent=_int(raw, "floorPercent", DEFAULT_FLOOR_PERCENT, 100),
+        max_step_percent=_int(raw, "maxStepPercent", DEFAULT_MAX_STEP_PERCENT, 100, 1),
+    )
+
+
 def _traffic(raw: Any) -> TrafficSpec:
     if not isinstance(raw, Mapping):
         return TrafficSpec()
@@ -444,6 +475,7 @@ def _traffic(raw: Any) -> TrafficSpec:
         primary_weight=_int(weights, "primary", DEFAULT_WEIGHT, MAX_WEIGHT),
         replica_weight=_int(weights, "replica", DEFAULT_WEIGHT, MAX_WEIGHT),
         slow_start_seconds=_int(weights, "slowStartSeconds", 0, MAX_SLOW_START_SECONDS),
+        follow_load=_follow_load(weights.get("followLoad")),
         affinity_seconds=(
             _int(affinity, "clientIPTimeoutSeconds", 10800, MAX_AFFINITY_SECONDS, 1)
             if affinity is not None
