@@ -7,10 +7,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from e2e.control_plane import ControlPlane
 from e2e.fts import ROLE, Fts, create_gateway, manifest
 from e2e.kube import Kube, condition, wait_for
 from e2e.operator_process import OperatorProcess
+from ftso.client import ApiError
 
 CPU = "kwok.x-k8s.io/usage-cpu"
 GATEWAY_API = "/apis/gateway.networking.k8s.io/v1"
@@ -137,3 +140,9 @@ def test_stopped_metrics_judge_nothing_and_the_condition_says_so(
         assert reason in ("MetricsStale", "MetricsUnavailable")
         time.sleep(40)  # past forSeconds: had the breach been judged, the pod would be Degraded by now
         assert _entry(fts, busy)["health"] == "Healthy" and _uid(fts, busy) == busy_uid
+
+
+def test_admission_refuses_thresholds_that_are_not_quantities(kube: Kube, namespace: str) -> None:
+    fts = Fts(kube, namespace)
+    with pytest.raises(ApiError, match=r"health\.metrics\.cpu\.above"):
+        fts.create(manifest(health={"metrics": {"cpu": {"above": "lots"}}}))

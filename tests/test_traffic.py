@@ -331,7 +331,10 @@ def test_a_route_someone_else_owns_is_not_ours() -> None:
         {"gateway.networking.k8s.io/v1": ["httproutes"]}, {("HTTPRoute", "demo"): {"metadata": {}}}
     )
     view = asyncio.run(_lookup(api)[0].view(("ns", "demo"), _spec(), {}))
-    assert view is not None and view.route is None and not view.gateway_found
+    assert view is not None and view.route is None and view.foreign == {"HTTPRoute"}
+    plan = _decide(_spec(policy="Weighted"), view=view)
+    assert plan.traffic_applies == [] and plan.traffic_deletes == []
+    assert _condition(plan)["reason"] == names.Reason.NAME_TAKEN
 
 
 def test_a_leftover_route_is_looked_up_until_the_status_says_the_plain_services_route() -> None:

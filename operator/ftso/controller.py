@@ -232,16 +232,20 @@ class TrafficLookup:
         if gateway_name and kinds.GATEWAY.kind in served:
             gateway_found = await self._get(kinds.GATEWAY, gateway_namespace, gateway_name) is not None
         route = await self._get(kinds.HTTP_ROUTE, key[0], key[1]) if kinds.HTTP_ROUTE.kind in served else None
-        policies = {}
+        policies, foreign = {}, set()
         for kind in kinds.PROVIDER_POLICY.values():
             if kind.kind not in served:
                 continue
             body = await self._get(kind, key[0], key[1])
-            if body is not None and _owned_by_us(body):
-                policies[kind.kind] = body
+            if body is not None:
+                if _owned_by_us(body):
+                    policies[kind.kind] = body
+                else:
+                    foreign.add(kind.kind)
         if route is not None and not _owned_by_us(route):
             route = None  # someone else's object of the same name is never ours to change or delete
-        return TrafficView(served, gateway_found, route, policies)
+            foreign.add(kinds.HTTP_ROUTE.kind)
+        return TrafficView(served, gateway_found, route, policies, foreign=frozenset(foreign))
 
     async def _get(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any] | None:
         try:

@@ -240,6 +240,7 @@ class Reason(StrEnum):
     METRICS_FRESH = "MetricsFresh"
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # the metrics API is missing or failing
     METRICS_STALE = "MetricsStale"  # some running pods have no recent sample
+    NAME_TAKEN = "NameTaken"  # an object of the route's or policy's name that ftso did not create
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
 
 

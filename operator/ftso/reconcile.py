@@ -815,7 +815,9 @@ def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     present = {**view.policies, **({"HTTPRoute": view.route} if view.route is not None else {})}
     kept = {d["kind"] for d in desired}
     deletes = tuple((kind, j.owner.name) for kind in present if kind not in kept)
-    applies = tuple(d for d in desired if changed(d, present.get(d["kind"])))
+    applies = tuple(
+        d for d in desired if d["kind"] not in view.foreign and changed(d, present.get(d["kind"]))
+    )
     return TrafficWork(by_pod, sampled, services, service_deletes, applies, deletes, condition, next_step)
 
 

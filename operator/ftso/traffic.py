@@ -32,6 +32,7 @@ class TrafficView:
     route: Mapping[str, Any] | None = None  # the HTTPRoute <name>, when it exists
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # kind -> ours of that kind
     problem: str = ""  # why the lookup failed, when it did
+    foreign: frozenset[str] = frozenset()  # kinds with an object of our name that we did not create
 
 
 def provider_of(spec: TrafficSpec, served: Iterable[str]) -> str:
@@ -312,6 +313,10 @@ def traffic_condition(spec: TrafficSpec, view: TrafficView | None, namespace: st
         return Condition(
             ready, False, Reason.GATEWAY_API_MISSING, "the Gateway API CRDs are not installed" + fallback
         )
+    if view.foreign:
+        taken = ", ".join(sorted(view.foreign))
+        message = f"a {taken} of this name exists that ftso did not create: it is left alone" + fallback
+        return Condition(ready, False, Reason.NAME_TAKEN, message)
     if not view.gateway_found:
         gateway = spec.gateway
         assert gateway is not None
