@@ -11,7 +11,7 @@ import pytest
 
 from e2e.control_plane import ControlPlane
 from e2e.fault_proxy import FaultProxy
-from e2e.faults import heal_all_nodes, lease_age
+from e2e.faults import heal_all_nodes, lease_age, restore_node_addresses
 from e2e.kube import ROOT, Kube, kubeconfig_path, wait_for
 from e2e.operator_process import OperatorPair, OperatorProcess
 
@@ -71,6 +71,7 @@ def healthy_nodes(kube: Kube) -> Iterator[None]:
         timeout=60,
         what="every kwok node's Lease renewed again",
     )
+    restore_node_addresses(kube)
 
 
 @pytest.fixture

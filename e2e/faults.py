@@ -59,6 +59,24 @@ def heal_all_nodes(kube: Kube) -> None:
             resume_heartbeat(kube, name)
 
 
+# The address kwok gives its nodes in the binary runtime (its --node-name): metrics-server scrapes kwok there.
+KWOK_NODE_ADDRESS = {"type": "Hostname", "address": "localhost"}
+
+
+def restore_node_addresses(kube: Kube) -> None:
+    """kwok v0.8.0's stages drop a node's addresses when it comes back from NotReady, and metrics-server
+    cannot scrape a node without one (measured: no PodMetrics for 22 minutes of a suite). A kubelet always
+    reports its addresses: put back the one kwok gave."""
+    for node in kube.items("/api/v1/nodes", "type=kwok"):
+        if not (node.get("status") or {}).get("addresses"):
+            kube.request(
+                "PATCH",
+                f"/api/v1/nodes/{node['metadata']['name']}/status",
+                body={"status": {"addresses": [KWOK_NODE_ADDRESS]}},
+                content_type="application/merge-patch+json",
+            )
+
+
 def make_pod_unready(kube: Kube, namespace: str, pod: str) -> None:
     """The pod stays Running but its Ready condition turns False, as when its readiness probe fails."""
     _set_pod_ready(kube, namespace, pod, False)
