@@ -65,7 +65,7 @@ class LoadState:
     usage: Mapping[str, PodUsage] = field(default_factory=dict)
 
 
-# A sample older than this moves no weight (health.metrics.staleAfterSeconds when set).
+# A sample older than this moves no weight.
 LOAD_SAMPLE_STALE_SECONDS = 60
 
 
