@@ -303,13 +303,18 @@ def service_selectors(spec: FtsSpec, owner: Owner) -> dict[str, dict[str, str] |
     return selectors
 
 
-def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
-    if not spec.service.ports:
-        return []  # A Service needs a port; a portless workload (a worker) gets none.
-    ports = [
+def service_ports(spec: FtsSpec) -> list[dict[str, Any]]:
+    """spec.service.ports as a Service spells them: every Service the operator owns has the same."""
+    return [
         {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol}
         for p in spec.service.ports
     ]
+
+
+def build_services(spec: FtsSpec, owner: Owner) -> list[dict[str, Any]]:
+    if not spec.service.ports:
+        return []  # A Service needs a port; a portless workload (a worker) gets none.
+    ports = service_ports(spec)
     return [
         {
             "apiVersion": "v1",

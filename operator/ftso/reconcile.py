@@ -74,6 +74,7 @@ from ftso.status import (
 from ftso.traffic import (
     LoadState,
     TrafficView,
+    Weights,
     build_pod_services,
     build_provider_policy,
     build_route,
@@ -786,8 +787,11 @@ def load_state(j: Judgement) -> LoadState:
 def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     traffic, view = j.spec.traffic, j.observed.traffic
     condition = traffic_condition(traffic, view, j.owner.namespace)
-    weights = pod_weights(
-        traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now, load_state(j)
+    # Weights only under Weighted: every other resource would compute them on each reconcile for nothing.
+    weights = (
+        pod_weights(traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now, load_state(j))
+        if traffic.weighted
+        else Weights({})
     )
     services = (
         tuple(build_pod_services(j.spec, j.owner, pod_service_ordinals(j.spec, j.pods)))
@@ -800,14 +804,12 @@ def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
         for name, body in j.observed.services.items()
         if names.LABEL_ORDINAL in _labels(body) and name not in wanted
     )
-    by_pod = weights.by_pod if traffic.weighted else {}
-    next_step = weights.next_step if traffic.weighted else None
-    sampled = weights.sampled_at if traffic.weighted else {}
+    by_pod, next_step, sampled = weights.by_pod, weights.next_step, weights.sampled_at
     if not j.acting or view is None or view.problem or kinds.HTTP_ROUTE.kind not in view.served:
         return TrafficWork(by_pod, sampled, services, service_deletes, (), (), condition, next_step)
     desired = []
     if traffic.routed:
-        by_service = {s["metadata"]["name"]: weights.by_pod.get(s["metadata"]["name"], 0) for s in services}
+        by_service = {s["metadata"]["name"]: by_pod.get(s["metadata"]["name"], 0) for s in services}
         desired.append(build_route(j.spec, j.owner, by_service if traffic.weighted else None))
         policy = build_provider_policy(j.spec, j.owner, provider_of(traffic, view.served))
         if policy is not None and policy["kind"] in view.served:

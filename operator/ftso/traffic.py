@@ -12,7 +12,7 @@ from typing import Any
 
 from ftso import kinds, names
 from ftso.api.spec import LOAD_DEADBAND_PERCENT, MAX_WEIGHT, FollowLoad, FtsSpec, TrafficSpec
-from ftso.builders import Owner
+from ftso.builders import Owner, service_ports
 from ftso.conditions import Condition
 from ftso.model import PodView
 from ftso.names import ConditionType, Reason
@@ -154,10 +154,7 @@ def pod_service_ordinals(spec: FtsSpec, pods: Iterable[PodView]) -> list[int]:
 def build_pod_services(spec: FtsSpec, owner: Owner, ordinals: Iterable[int]) -> list[dict[str, Any]]:
     """One Service per pod, named after it, for the route's per-pod weights. It selects the pod whether or
     not it serves: a pod being drained keeps its endpoint while its weight is 0."""
-    ports = [
-        {"name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": p.protocol}
-        for p in spec.service.ports
-    ]
+    ports = service_ports(spec)
     services = []
     for ordinal in ordinals:
         labels: dict[str, str] = {names.LABEL_ORDINAL: str(ordinal)}

@@ -410,18 +410,18 @@ def _spec_health() -> Schema:
     )
 
 
+def _quantity(description: str) -> Schema:
+    """CPU or memory as Kubernetes writes it (500m, 1.5, 900Mi)."""
+    return _str(description, maxLength=32, pattern=defaults.QUANTITY_PATTERN)
+
+
 def _threshold(resource: str, example: str) -> Schema:
-    quantity = {"type": "string", "maxLength": 32, "pattern": defaults.QUANTITY_PATTERN}
     return _obj(
         {
-            "above": {
-                **quantity,
-                "description": f"A pod using more {resource} than this (e.g. {example}) is in breach.",
-            },
-            "recoverBelow": {
-                **quantity,
-                "description": "It is out of breach only below this (hysteresis); 90% of above by default.",
-            },
+            "above": _quantity(f"A pod using more {resource} than this (e.g. {example}) is in breach."),
+            "recoverBelow": _quantity(
+                "It is out of breach only below this (hysteresis); 90% of above by default."
+            ),
         },
         required=["above"],
         description=f"The pod's {resource}: the sum over its containers, from metrics.k8s.io.",
@@ -621,12 +621,9 @@ def _gateway_ref() -> Schema:
 def _follow_load() -> Schema:
     return _obj(
         {
-            "cpuCapacity": {
-                "type": "string",
-                "maxLength": 32,
-                "pattern": defaults.QUANTITY_PATTERN,
-                "description": "The CPU (e.g. 1, 500m) at which a pod is down to the floor; idle, it has its full weight.",
-            },
+            "cpuCapacity": _quantity(
+                "The CPU (e.g. 1, 500m) at which a pod is down to the floor; idle, it has its full weight."
+            ),
             "floorPercent": _bounded(
                 "traffic.weights.followLoad.floorPercent",
                 "The least share of its full weight a serving pod keeps.",
