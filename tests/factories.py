@@ -7,7 +7,7 @@ from typing import Any
 
 from ftso import names
 from ftso.api.spec import parse_spec
-from ftso.builders import Owner, build_pdb, build_pod, build_services
+from ftso.builders import Owner, build_pod
 from ftso.checkpoints import JobView
 from ftso.model import format_time
 from ftso.reconcile import FtsView, Observed
@@ -135,13 +135,3 @@ def offline_runtime(tmp_path: Any) -> Any:
         "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
     )
     return handlers.Runtime(OperatorSettings(namespaces=("ns",), kubeconfig=str(config)))
-
-
-def owned_objects(spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`observed` keywords for a resource whose Services and PDB exist as the operator builds them."""
-    parsed = parse_spec(spec or raw_spec())
-    owner = Owner("demo", "ns", UID)
-    return {
-        "services": {s["metadata"]["name"]: s for s in build_services(parsed, owner)},
-        "pdb": build_pdb(parsed, owner),
-    }

@@ -11,7 +11,7 @@ import yaml
 
 from ftso.reconcile import decide
 
-from .factories import observed, owned_objects, pod, raw_spec
+from .factories import observed, pod, raw_spec
 
 GITOPS = Path(__file__).resolve().parent.parent / "examples" / "gitops"
 SCRIPT = (GITOPS / "argocd" / "health.lua").read_text()
@@ -30,7 +30,7 @@ def _resource(spec: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
 
 def test_ready_is_healthy() -> None:
     pods = [pod(0, role="primary"), pod(1), pod(2)]
-    status = decide(observed(pods, status={"primary": "demo-0", "term": 1}, **owned_objects())).status
+    status = decide(observed(pods, status={"primary": "demo-0", "term": 1})).status
     assert _health(_resource(raw_spec(), status))[0] == "Healthy"
 
 

@@ -6,9 +6,9 @@ from datetime import timedelta
 from typing import Any
 
 from ftso import names
-from ftso.reconcile import FIRST_PODS_SETTLE_SECONDS, Plan, decide
+from ftso.reconcile import Plan, decide
 
-from .factories import NOW, node, observed, owned_objects, pod, raw_spec
+from .factories import NOW, node, observed, pod, raw_spec
 
 
 def _steady(term: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
@@ -17,7 +17,7 @@ def _steady(term: int = 1) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         pod(1, term=term, node_name="node-1"),
         pod(2, term=term, node_name="node-2"),
     ]
-    plan = decide(observed(pods, status={"primary": "demo-0", "term": term}, **owned_objects()))
+    plan = decide(observed(pods, status={"primary": "demo-0", "term": term}))
     return pods, plan.status
 
 
@@ -44,48 +44,6 @@ def test_new_resource_creates_every_pod_and_the_services() -> None:
     assert plan.write_status
 
 
-def _owned_names(plan: Plan) -> list[str]:
-    return sorted(f"{o['kind']}/{o['metadata']['name']}" for o in plan.owned_creates)
-
-
-def test_a_new_resource_creates_its_services_once_its_first_pods_are_judged() -> None:
-    """Created after, the controller manager builds each Service's endpoints once, not once per pod."""
-    just_made = NOW - timedelta(seconds=2)
-    first = decide(observed([], created_at=just_made))
-    assert _names(first)["creates"] == ["demo-0", "demo-1", "demo-2"] and first.owned_creates == []
-    assert first.requeue_after is not None and first.requeue_after <= 8.1
-    starting = [pod(0, term=0, serving=False), pod(1, phase="Pending", ready=False, term=0, serving=False)]
-    assert decide(observed(starting, created_at=just_made)).owned_creates == []
-    judged = [pod(i, term=0, serving=False, node_name=f"node-{i}") for i in range(3)]
-    plan = decide(observed(judged, created_at=just_made))
-    assert plan.patches and _owned_names(plan) == [
-        "PodDisruptionBudget/demo",
-        "Service/demo",
-        "Service/demo-primary",
-        "Service/demo-replicas",
-    ]
-    # Ready is written first, and the Services right after it in the same reconcile.
-    assert plan.status["phase"] == "Ready"
-    # A pod judged while another is still starting: the Services still wait, and the resource says so.
-    one_judged = [judged[0], pod(1, phase="Pending", ready=False, term=0, serving=False)]
-    held = decide(observed(one_judged, spec=raw_spec(replicas=2), created_at=just_made))
-    assert held.owned_creates == [] and held.status["phase"] == "Pending"
-    conditions = {c["type"]: c for c in held.status["conditions"]}
-    assert conditions["Ready"]["status"] == "False" and conditions["Available"]["status"] == "True"
-
-
-def test_services_wait_for_starting_pods_no_longer_than_the_settle_time() -> None:
-    starting = [pod(i, phase="Pending", ready=False, term=0, serving=False) for i in range(3)]
-    late = NOW - timedelta(seconds=FIRST_PODS_SETTLE_SECONDS + 1)
-    assert len(decide(observed(starting, created_at=late)).owned_creates) == 4
-    # An old resource whose Services someone deleted gets them back at once.
-    assert len(decide(observed(starting, created_at=NOW - timedelta(days=1))).owned_creates) == 4
-    # One Service left: the others come back at once, starting pods or not.
-    one = {"demo": owned_objects()["services"]["demo"]}
-    plan = decide(observed(starting, created_at=NOW, services=one))
-    assert _owned_names(plan) == ["PodDisruptionBudget/demo", "Service/demo-primary", "Service/demo-replicas"]
-
-
 def test_first_ready_pod_becomes_primary_with_term_1() -> None:
     pods = [pod(0, role="replica", serving=False, term=0), pod(1, phase="Pending", ready=False, term=0)]
     plan = decide(observed(pods))
@@ -99,8 +57,9 @@ def test_first_ready_pod_becomes_primary_with_term_1() -> None:
 
 def test_steady_state_writes_nothing() -> None:
     pods, status = _steady()
-    plan = decide(observed(pods, status=status, **owned_objects()))
-    plan2 = decide(observed(pods, status=status, now=NOW + timedelta(minutes=5), **owned_objects()))
+    plan = decide(observed(pods, status=status, services=None))
+    # Services are absent from this observation, so only they are applied.
+    plan2 = decide(observed(pods, status=status, now=NOW + timedelta(minutes=5)))
     assert not plan.write_status and not plan.patches and not plan.deletes and not plan.creates
     assert not plan2.write_status
     assert status["phase"] == "Ready"
@@ -317,8 +276,7 @@ def test_invalid_spec_keeps_pods_and_reports() -> None:
 
 def test_active_active_has_no_primary_and_every_healthy_pod_serves() -> None:
     pods = [pod(i, node_name=f"node-{i}", term=0) for i in range(3)]
-    spec = raw_spec(mode="ActiveActive")
-    plan = decide(observed(pods, spec=spec, **owned_objects(spec)))
+    plan = decide(observed(pods, spec=raw_spec(mode="ActiveActive")))
     assert plan.status["primary"] == "" and plan.status["term"] == 0
     assert plan.status["servingReplicas"] == 3
     assert plan.status["phase"] == "Ready"
@@ -328,7 +286,7 @@ def test_active_active_has_no_primary_and_every_healthy_pod_serves() -> None:
 def test_unready_pod_asks_for_a_look_at_its_deadline() -> None:
     pods, status = _steady()
     pods[1] = pod(1, ready=False, ready_changed=NOW - timedelta(seconds=10), node_name="node-1")
-    plan = decide(observed(pods, status=status, **owned_objects()))
+    plan = decide(observed(pods, status=status))
     assert plan.requeue_after is not None and 19 < plan.requeue_after < 21
     assert next(p for p in plan.status["pods"] if p["name"] == "demo-1")["health"] == "Degraded"
 

@@ -94,9 +94,6 @@ USAGE_LOOK_SECONDS = 10
 # Every message and reason in status is bounded, so the status of 1,000 failed pods still fits the CRD's
 # caps (a condition message: 32768 characters) and etcd's object size.
 FAILURE_MESSAGE_LIMIT = 1024
-# A new resource's Services and PDB wait this long at most for its first pods to be judged: created
-# after, the controller manager builds each one's endpoints and budget once, not again for every pod.
-FIRST_PODS_SETTLE_SECONDS = 10
 REASON_LIMIT = 256
 
 
@@ -834,7 +831,6 @@ class OwnedWork:
     removals: tuple[MetadataRemoval, ...] = ()
     routing: dict[str, Any] | None = None  # <name>-primary's EndpointSlice, when it must change
     deletes: tuple[tuple[str, str], ...] = ()  # <name>-primary's slices someone else manages
-    held: bool = False  # a new resource's Services and PDB wait for its first pods: it is not Ready yet
 
 
 def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork) -> OwnedWork:
@@ -842,7 +838,6 @@ def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork)
     if not j.acting:
         return OwnedWork(routing=routing)
     creates, applies, removals = [], [], []
-    held = first_pods_settling(j) is not None
     for desired in [*build_services(j.spec, j.owner), *traffic.services, build_pdb(j.spec, j.owner)]:
         seen = (
             j.observed.pdb
@@ -850,8 +845,7 @@ def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork)
             else j.observed.services.get(desired["metadata"]["name"])
         )
         if seen is None:
-            if not held:
-                creates.append(desired)
+            creates.append(desired)
             continue
         if stale := stale_metadata(desired, seen):
             removals.append(
@@ -867,26 +861,8 @@ def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork)
         if stale or drifted(desired, seen):
             applies.append(desired)
     return OwnedWork(
-        tuple(creates),
-        tuple(applies),
-        tuple(removals),
-        routing,
-        (*deletes, *traffic.service_deletes),
-        held=held,
+        tuple(creates), tuple(applies), tuple(removals), routing, (*deletes, *traffic.service_deletes)
     )
-
-
-def first_pods_settling(j: Judgement) -> datetime | None:
-    """Until when a new resource's Services and PDB wait for its first pods to be judged (None: they do
-    not wait). Only a resource younger than FIRST_PODS_SETTLE_SECONDS, none of whose Services exists yet,
-    waits; and only while it has no pod yet or one is still starting."""
-    created = j.observed.fts.created_at
-    if created is None or any(name in j.observed.services for name in names.service_names(j.owner.name)):
-        return None
-    until = created + timedelta(seconds=FIRST_PODS_SETTLE_SECONDS)
-    live = [p for p in j.pods if not p.deleting]
-    settling = not live or any(j.health(p) == Health.STARTING for p in live)
-    return until if settling and until > j.now else None
 
 
 def plan_routing(
@@ -997,12 +973,9 @@ class Tally:
     available: bool
     progress: str  # names.Reason of the work in progress, or ""
     summary: str
-    owned_held: bool = False  # the Services and PDB wait for the first pods
 
 
-def tally(
-    j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: PodWork, owned: OwnedWork
-) -> Tally:
+def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: PodWork) -> Tally:
     replicas = j.spec.replicas
     active = tuple(p for p in j.pods if not p.deleting)
     serving = sum(1 for p in active if labels.serving[p.name])
@@ -1022,11 +995,10 @@ def tally(
         serving=serving,
         primary_serving=primary_serving,
         unhealthy=tuple(p.name for p in active if j.health(p) in bad),
-        ready=all_good and primary_serving and not owned.held,
+        ready=all_good and primary_serving,
         available=serving > 0 and primary_serving,
-        progress=_progress(j, rollout, work, active) or (Reason.CREATING if owned.held else ""),
+        progress=_progress(j, rollout, work, active),
         summary=f"{serving}/{replicas} replicas serving",
-        owned_held=owned.held,
     )
 
 
@@ -1229,8 +1201,6 @@ def _phase(j: Judgement, rollout: Rollout, counts: Tally) -> tuple[Phase, list[E
         return Phase.PAUSED, []
     if counts.ready:
         return Phase.READY, []
-    if counts.available and counts.owned_held:
-        return Phase.PENDING, []  # serving pods, their Services not made yet
     if counts.available:
         return (Phase.UPDATING if rollout.outdated else Phase.DEGRADED), []
     starting = all(j.health(p) == Health.STARTING for p in counts.active)
@@ -1319,8 +1289,6 @@ def _requeue_after(
         deadlines.append(j.now + timedelta(seconds=USAGE_LOOK_SECONDS))
     if roles.decision.retry_at is not None:
         deadlines.append(roles.decision.retry_at)
-    if j.acting and (settled := first_pods_settling(j)) is not None:
-        deadlines.append(settled)
     if checkpoints.plan.next_look is not None:
         deadlines.append(checkpoints.plan.next_look)
     if j.acting and counts.progress:
@@ -1361,7 +1329,7 @@ def decide(observed: Observed) -> Plan:
     traffic = plan_traffic(j, labels)
     owned = plan_owned(j, roles, labels, traffic)
     history = stamp_history(j, roles)
-    counts = tally(j, rollout, roles, labels, work, owned)
+    counts = tally(j, rollout, roles, labels, work)
     outcome = report(j, rollout, roles, history, counts, checkpoints, traffic)
     status = build_status(j, roles, labels, history, checkpoints, counts, outcome, traffic)
     routed = [history.routed] if history.routed is not None else []
