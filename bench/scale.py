@@ -130,8 +130,7 @@ def _until_services_exist(kube: Kube, namespace: str, count: int, elapsed: float
     """The clock stops when every Service exists too, as the baseline's stops only after its Services were
     created: the Ready condition does not say whether they exist."""
     started = time.monotonic() - elapsed
-    path = f"/api/v1/namespaces/{namespace}/services"
-    while len(kube.request("GET", path, params={"limit": "0"}).get("items") or []) < count:
+    while len(kube.items(f"/api/v1/namespaces/{namespace}/services")) < count:
         if time.monotonic() - started > timeout:
             raise SystemExit(f"FaultTolerantServices: fewer than {count} Services after {timeout:.0f}s")
         time.sleep(0.2)
