@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -122,7 +123,7 @@ def observed(
     )
 
 
-def offline_runtime(tmp_path: Any) -> Any:
+def offline_runtime(tmp_path: Any, resync_seconds: float | None = None) -> Any:
     """A handlers.Runtime whose kubeconfig points at a closed loopback port: for tests of its bookkeeping."""
     from ftso import handlers
     from ftso.settings import OperatorSettings
@@ -134,4 +135,7 @@ def offline_runtime(tmp_path: Any) -> Any:
         "users: [{name: u, user: {token: t}}]\n"
         "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
     )
-    return handlers.Runtime(OperatorSettings(namespaces=("ns",), kubeconfig=str(config)))
+    settings = OperatorSettings(namespaces=("ns",), kubeconfig=str(config))
+    if resync_seconds is not None:
+        settings = dataclasses.replace(settings, resync_seconds=resync_seconds)
+    return handlers.Runtime(settings)

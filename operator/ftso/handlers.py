@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import random
 import socket
@@ -256,13 +257,18 @@ class Runtime:
         # The first relist comes soon: kopf's watches start after our startup LIST, and a delete between
         # the two would be in neither.
         delay = min(FIRST_RELIST_SECONDS, self.settings.resync_seconds)
+        last_relist = -math.inf
         while True:
             await asyncio.sleep(delay)
             delay = self.settings.resync_seconds
-            try:
-                await self.relist()
-            except ApiError as error:
-                logger.warning("periodic relist failed, the next one will try again: %s", error)
+            # Half a period of slack: a sleep may end a hair early, and a relist must not slip a whole period.
+            if time.monotonic() - last_relist >= self.settings.relist_seconds(self.store.size()) - delay / 2:
+                started = time.monotonic()
+                try:
+                    await self.relist()
+                    last_relist = started
+                except ApiError as error:
+                    logger.warning("periodic relist failed, the next one will try again: %s", error)
             for key in list(self.store.resources):
                 self.queue.add(key)
 

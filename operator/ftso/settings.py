@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
+# A relist costs the API server and us in proportion to what it lists: a bigger view is relisted less often,
+# one resync period more per this many objects, up to RELIST_MAX_PERIODS periods. Its resources are still
+# looked at every period, from the view.
+RELIST_OBJECTS_PER_PERIOD = 2000
+RELIST_MAX_PERIODS = 6
 
 
 @dataclass(frozen=True)
@@ -29,3 +36,8 @@ class OperatorSettings:
     leader_election_name: str = "ftso-operator"
     lease_seconds: float = 4.0
     verbose: bool = False
+
+    def relist_seconds(self, view_size: int) -> float:
+        """How often a view of `view_size` objects is relisted from the API."""
+        periods = min(RELIST_MAX_PERIODS, max(1, math.ceil(view_size / RELIST_OBJECTS_PER_PERIOD)))
+        return self.resync_seconds * periods

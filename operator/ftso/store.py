@@ -168,6 +168,9 @@ class OwnedIndex:
             if not objs:
                 del self._by_owner[key]
 
+    def __len__(self) -> int:
+        return sum(len(objs) for objs in self._by_owner.values())
+
     def stored(self, body: Mapping[str, Any]) -> Body | None:
         key = owner_key(body)
         return self._by_owner.get(key, {}).get(_meta(body).get("name", "")) if key is not None else None
@@ -192,6 +195,11 @@ class Store:
         self._pods_by_node: dict[str, set[tuple[Key, str]]] = defaultdict(set)
         # kind -> namespace -> resourceVersion of its last LIST: lists' versions only grow
         self._listed_versions: dict[str, dict[str | None, int]] = defaultdict(dict)
+
+    def size(self) -> int:
+        """Objects in the view: what a relist of everything watched lists again."""
+        owned = sum(len(index) for index in self._indexes.values())
+        return len(self.resources) + sum(len(pods) for pods in self.pods.values()) + owned + len(self.nodes)
 
     # Resources
 
