@@ -182,27 +182,3 @@ def test_a_spec_label_our_own_label_overrode_is_never_removed() -> None:
     cluster.reconcile(_spec())
     labels = cluster.metadata("Service", "demo")["labels"]
     assert labels[names.LABEL_MANAGED_BY] == names.MANAGED_BY and "team" not in labels
-
-
-def test_an_older_budget_with_max_unavailable_is_swapped_in_one_patch_then_left_alone() -> None:
-    spec = parse_spec(raw_spec())
-    services = {s["metadata"]["name"]: s for s in build_services(spec, OWNER)}
-    older = build_pdb(spec, OWNER)
-    older["spec"] = {"maxUnavailable": 1, "selector": older["spec"]["selector"]}
-    plan = decide(observed(_steady_pods(), services=services, pdb=older))
-    swaps = [r for r in plan.metadata_removals if r.kind == "PodDisruptionBudget"]
-    assert [r.patch for r in swaps] == [{"spec": {"maxUnavailable": None, "minAvailable": 2}}]
-    assert [a["spec"]["minAvailable"] for a in plan.applies if a["kind"] == "PodDisruptionBudget"] == [2]
-    current = build_pdb(spec, OWNER)
-    plan = decide(observed(_steady_pods(), services=services, pdb=current))
-    assert not [r for r in plan.metadata_removals if r.kind == "PodDisruptionBudget"]
-    assert not [a for a in plan.applies if a["kind"] == "PodDisruptionBudget"]
-
-
-def test_a_new_replica_count_reaches_the_budget() -> None:
-    spec = parse_spec(raw_spec())
-    services = {s["metadata"]["name"]: s for s in build_services(spec, OWNER)}
-    plan = decide(
-        observed(_steady_pods(), spec=raw_spec(replicas=5), services=services, pdb=build_pdb(spec, OWNER))
-    )
-    assert [a["spec"]["minAvailable"] for a in plan.applies if a["kind"] == "PodDisruptionBudget"] == [4]

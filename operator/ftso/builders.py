@@ -10,14 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ftso import names
-from ftso.api.spec import (
-    NO_METADATA,
-    FtsSpec,
-    ObjectMetadata,
-    ProbeSettings,
-    container_ports,
-    disruption_budget,
-)
+from ftso.api.spec import NO_METADATA, FtsSpec, ObjectMetadata, ProbeSettings, container_ports
 from ftso.model import PodView
 
 ROLE_VOLUME = "ftso-role"
@@ -434,22 +427,15 @@ def slice_drifted(desired: Mapping[str, Any], observed: Mapping[str, Any]) -> bo
 
 
 def build_pdb(spec: FtsSpec, owner: Owner) -> dict[str, Any]:
-    """spec.disruption.maxUnavailable as the count of pods that must stay: the same budget, but the
-    disruption controller needs no GET of our scale subresource for it at every pod change, as it does for
-    a maxUnavailable whose pods a custom resource owns."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": owner.metadata(owner.name, spec_metadata=spec.disruption_metadata),
         "spec": {
-            "minAvailable": pdb_min_available(spec),
+            "maxUnavailable": spec.max_unavailable,
             "selector": {"matchLabels": {names.LABEL_SERVICE: owner.name}},
         },
     }
-
-
-def pdb_min_available(spec: FtsSpec) -> int:
-    return max(0, spec.replicas - disruption_budget(spec.max_unavailable, spec.replicas))
 
 
 @dataclass(frozen=True)

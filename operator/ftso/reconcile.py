@@ -858,10 +858,6 @@ def plan_owned(j: Judgement, roles: Roles, labels: Labels, traffic: TrafficWork)
             )
         if desired["kind"] == "Service" and (unset := traffic_fields_removal(desired, seen)):
             removals.append(MetadataRemoval("Service", desired["metadata"]["name"], unset))
-        if desired["kind"] == "PodDisruptionBudget" and "maxUnavailable" in (seen.get("spec") or {}):
-            # An older version's budget: the API refuses both fields at once, so one patch swaps them.
-            swap = {"spec": {"maxUnavailable": None, "minAvailable": desired["spec"]["minAvailable"]}}
-            removals.append(MetadataRemoval("PodDisruptionBudget", desired["metadata"]["name"], swap))
         if stale or drifted(desired, seen):
             applies.append(desired)
     return OwnedWork(

@@ -567,15 +567,6 @@ def resolve_max_unavailable(value: int | str, replicas: int) -> int:
     return max(1, replicas * int(match.group(1)) // 100)
 
 
-def disruption_budget(value: int | str, replicas: int) -> int:
-    """maxUnavailable as the disruption controller counts it for a PodDisruptionBudget: a percentage of
-    the replicas rounded up."""
-    if isinstance(value, int):
-        return value
-    match = _PERCENT.match(value)
-    return math.ceil(replicas * int(match.group(1)) / 100) if match else 1
-
-
 def metadata_key_problem(key: str) -> str:
     """Why Kubernetes would refuse `key` as a label or annotation key, or why we do; "" when it is fine."""
     if key.startswith(names.PREFIX):
