@@ -54,7 +54,7 @@ def _run_periods(
     periods: int,
     view_size: int,
     monkeypatch: pytest.MonkeyPatch,
-    outcome: Callable[[float], Awaitable[None]] | None = None,
+    outcome: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[list[float], list[float]]:
     """Runs the resync loop for `periods` periods on a clock of our own; returns when it relisted and when
     it queued the resources."""
@@ -73,7 +73,7 @@ def _run_periods(
         relists.append(now[0])
         now[0] += 0.5  # a relist takes time
         if outcome is not None:
-            await outcome(now[0])
+            await outcome()
 
     monkeypatch.setattr(handlers.asyncio, "sleep", sleep)
     monkeypatch.setattr(handlers.time, "monotonic", lambda: now[0])
@@ -108,7 +108,7 @@ def test_a_failed_relist_is_tried_again_the_next_period(
     runtime = offline_runtime(tmp_path, resync_seconds=20.0)
     failures = [2]
 
-    async def flaky(now: float) -> None:
+    async def flaky() -> None:
         if failures[0]:
             failures[0] -= 1
             raise ApiError(503, "ServiceUnavailable", "etcd leader changed")
