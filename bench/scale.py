@@ -1,11 +1,11 @@
 """Scale benchmark: K FaultTolerantServices of 3 replicas against K StatefulSets of 3, each side on an empty cluster.
 
 The baseline is what a user would build by hand for the same job: each StatefulSet gets the same three
-Services and a PodDisruptionBudget, submitted app by app as an install would (`--sts-order`). Prints the time until all are Ready, the operator's peak resident
-memory and API requests, the ratio of the two times, the operator's API writes during a quiet minute, and
-where the control plane's work went on each side (the API server's requests and their time by verb and
-resource, and the watch events it sent by kind). Targets: ratio <= 1.5 at K=1000, peak memory <= 150 MB,
-zero idle writes.
+Services and a PodDisruptionBudget, submitted app by app as an install would (`--sts-order`). Prints the time
+until all are Ready, the operator's peak resident memory and API requests, the ratio of the two times, the
+operator's API writes during a quiet minute, and where the control plane's work went on each side (the API
+server's requests and their time by verb and resource, and the watch events it sent by kind). Targets: ratio
+<= 1.5 at K=1000, peak memory <= 150 MB, zero idle writes.
 """
 
 from __future__ import annotations
