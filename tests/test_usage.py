@@ -35,6 +35,8 @@ def _status(breach: dict[str, datetime] | None = None, health: str = "Healthy") 
         entry = {"name": f"demo-{i}", "health": health if breach and f"demo-{i}" in breach else "Healthy"}
         if breach and f"demo-{i}" in breach:
             entry["breachSince"] = format_time(breach[f"demo-{i}"])
+            # sampled all along: the last sample of the breach was the one before this
+            entry["breachSampledAt"] = format_time(max(breach[f"demo-{i}"], NOW - timedelta(seconds=10)))
         entries.append(entry)
     return {"primary": "demo-0", "term": 1, "pods": entries}
 

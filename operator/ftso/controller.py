@@ -10,7 +10,7 @@ import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -27,7 +27,7 @@ from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
 from ftso.store import Key, Store
 from ftso.traffic import TrafficView
-from ftso.usage import PodUsage, pod_usage
+from ftso.usage import PodUsage, read_pod_metrics
 
 logger = logging.getLogger(__name__)
 # How long a primary named in status but never seen in the pod watch is taken for watch lag.
@@ -310,6 +310,7 @@ class UsageReading:
     read_at: float
     samples: dict[str, PodUsage]
     problem: str = ""
+    rejected: dict[str, str] = field(default_factory=dict)  # pod -> why its PodMetrics was ignored
 
 
 class UsageLookup:
@@ -339,12 +340,18 @@ class UsageLookup:
     async def _read(self, key: Key) -> None:
         try:
             reading = await self._fetch(key)
+        except Exception as error:  # an optional integration: whatever it does is a condition, never a stop
+            logger.exception("reading the metrics of %s/%s failed", *key)
+            reading = UsageReading(self.clock(), {}, f"reading the metrics API failed: {error!r}"[:300])
         finally:
             self._reading.pop(key, None)
         before = self._readings.get(key)
         self._readings[key] = reading
         if self.on_news is not None and (
-            before is None or before.samples != reading.samples or before.problem != reading.problem
+            before is None
+            or before.samples != reading.samples
+            or before.problem != reading.problem
+            or before.rejected != reading.rejected
         ):
             self.on_news(key)
 
@@ -359,12 +366,10 @@ class UsageLookup:
             else:
                 problem = f"the metrics API answered {error.status} {error.reason}: {error.message}"
             return UsageReading(self.clock(), {}, problem)
-        samples = {}
-        for item in listing.get("items") or []:
-            sample = pod_usage(item)
-            if sample is not None:
-                samples[str((item.get("metadata") or {}).get("name"))] = sample
-        return UsageReading(self.clock(), samples)
+        except ValueError:  # not JSON
+            return UsageReading(self.clock(), {}, "the metrics API answered a malformed PodMetricsList")
+        read = read_pod_metrics(listing)
+        return UsageReading(self.clock(), read.samples, read.problem, read.rejected)
 
 
 def _measures_usage(spec: Mapping[str, Any]) -> bool:
@@ -424,7 +429,12 @@ class Controller:
             observed = dataclasses.replace(observed, traffic=traffic)
         if _measures_usage(observed.fts.spec):
             reading = self.usage.current(key)
-            observed = dataclasses.replace(observed, usage=reading.samples, metrics_problem=reading.problem)
+            observed = dataclasses.replace(
+                observed,
+                usage=reading.samples,
+                metrics_problem=reading.problem,
+                metrics_rejected=reading.rejected,
+            )
         else:
             self.usage.forget(key)
         plan = decide(observed)

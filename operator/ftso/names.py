@@ -240,6 +240,7 @@ class Reason(StrEnum):
     METRICS_FRESH = "MetricsFresh"
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # the metrics API is missing or failing
     METRICS_STALE = "MetricsStale"  # some running pods have no recent sample
+    METRICS_MALFORMED = "MetricsMalformed"  # some PodMetrics are not PodMetrics (a time without a zone, ...)
     NAME_TAKEN = "NameTaken"  # an object of the route's or policy's name that ftso did not create
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
 
@@ -272,6 +273,8 @@ class EventReason(StrEnum):
     HOOK_FAILED = "HookFailed"
     FAILED_CREATE = "FailedCreate"  # once when creates start failing, not once per retry
     USAGE_BREACH = "UsageBreach"  # a pod drained or replaced for its measured usage (health.metrics)
+    # pods over a usage threshold kept serving: draining them would pass disruption.maxUnavailable
+    USAGE_DRAIN_LIMITED = "UsageDrainLimited"
     TRAFFIC_POLICY_NOT_READY = "TrafficPolicyNotReady"  # once when TrafficPolicyReady turns False
     INVALID_ANNOTATION = "InvalidAnnotation"  # a workload's failover annotation ignored, said at an election
 

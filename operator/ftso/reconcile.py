@@ -84,7 +84,15 @@ from ftso.traffic import (
     provider_of,
     traffic_condition,
 )
-from ftso.usage import PodUsage, breach_since, fresh, metrics_verdict
+from ftso.usage import (
+    KEPT_SERVING,
+    Breach,
+    MetricsVerdict,
+    PodUsage,
+    breach_state,
+    fresh,
+    metrics_verdict,
+)
 
 # Work in progress is driven by watch events; a look every few seconds means a missed one costs seconds,
 # not a resync period.
@@ -133,6 +141,7 @@ class Observed:
     # health.metrics: the newest PodMetrics sample of each pod, and why there are none when the API failed
     usage: Mapping[str, PodUsage] = field(default_factory=dict)
     metrics_problem: str = ""
+    metrics_rejected: Mapping[str, str] = field(default_factory=dict)  # pod -> why its PodMetrics was ignored
 
 
 # Phase 1: judge
@@ -150,7 +159,7 @@ class Judgement:
     held: NodeLossHold | None  # node loss is not acted on while set
     problems: tuple[str, ...]  # what only the operator can find wrong with the spec
     desired_hash: str
-    breaches: Mapping[str, datetime]  # pod name -> when its usage went over a threshold (health.metrics)
+    breaches: Mapping[str, Breach]  # pod name -> its usage over a threshold (health.metrics)
 
     @property
     def now(self) -> datetime:
@@ -195,9 +204,9 @@ def judge(observed: Observed) -> Judgement:
         p.name: judge_pod(p, observed.nodes, spec.health, observed.now, lost_after, trust_nodes=held is None)
         for p in observed.pods
     }
-    breaches: dict[str, datetime] = {}
+    breaches: dict[str, Breach] = {}
     if spec.health.metrics is not None:
-        verdicts, breaches = judge_usage(observed, spec.health.metrics, verdicts)
+        verdicts, breaches = judge_usage(observed, spec, spec.health.metrics, verdicts)
     return Judgement(
         observed=observed,
         spec=spec,
@@ -212,26 +221,92 @@ def judge(observed: Observed) -> Judgement:
 
 
 def judge_usage(
-    observed: Observed, spec: MetricsHealthSpec, verdicts: Mapping[str, Verdict]
-) -> tuple[dict[str, Verdict], dict[str, datetime]]:
+    observed: Observed, spec: FtsSpec, metrics: MetricsHealthSpec, verdicts: Mapping[str, Verdict]
+) -> tuple[dict[str, Verdict], dict[str, Breach]]:
     """A pod its probes call Healthy is Degraded, then Failed, by a sustained breach of a usage threshold.
-    The breach's start lives in status, so an operator restart neither forgets nor restarts it."""
-    before = {p.get("name"): parse_time(p.get("breachSince")) for p in observed.fts.status.get("pods") or []}
-    judged, breaches = dict(verdicts), {}
+    The breach lives in status, so an operator restart neither forgets nor restarts it."""
+    before = {p.get("name"): p for p in observed.fts.status.get("pods") or []}
+    breaches: dict[str, Breach] = {}
+    wanted: dict[str, MetricsVerdict] = {}
     for pod in observed.pods:
         sample = observed.usage.get(pod.name)
-        is_fresh = fresh(sample, pod, spec, observed.now)
-        previous = before.get(pod.name)
-        born = pod.started_at or pod.created_at
-        if previous is not None and born is not None and previous < born:
-            previous = None  # its predecessor's, of the same name
-        since = breach_since(spec, sample, previous, is_fresh)
-        if since is not None:
-            breaches[pod.name] = since
-        verdict = metrics_verdict(spec, sample, since, is_fresh)
+        is_fresh = fresh(sample, pod, metrics, observed.now)
+        breach = breach_state(metrics, sample, _previous_breach(before.get(pod.name) or {}, pod), is_fresh)
+        if breach is not None:
+            breaches[pod.name] = breach
+        verdict = metrics_verdict(metrics, sample, breach, is_fresh)
         if verdict is not None and verdicts[pod.name].health == Health.HEALTHY:
-            judged[pod.name] = Verdict(verdict.health, verdict.reason, breached_at=verdict.since)
-    return judged, breaches
+            wanted[pod.name] = verdict
+    return limit_usage(observed, spec, verdicts, wanted), breaches
+
+
+def _previous_breach(entry: Mapping[str, Any], pod: PodView) -> Breach | None:
+    """The breach status keeps, unless it is a predecessor's of the same name (or not a time with a zone:
+    status can be written by anyone allowed to). Kept without its newest sample, it was last seen when
+    it began."""
+    since = _zoned(parse_time(entry.get("breachSince")))
+    born = pod.started_at or pod.created_at
+    if since is None or (born is not None and since < born):
+        return None
+    sampled = _zoned(parse_time(entry.get("breachSampledAt"))) or since
+    return Breach(since, max(since, sampled))
+
+
+def _zoned(at: datetime | None) -> datetime | None:
+    return at if at is not None and at.tzinfo is not None else None
+
+
+def limit_usage(
+    observed: Observed, spec: FtsSpec, probed: Mapping[str, Verdict], wanted: Mapping[str, MetricsVerdict]
+) -> dict[str, Verdict]:
+    """Usage takes pods out of service as a voluntary disruption, as a rollout does: never more than
+    disruption.maxUnavailable down at once, counting those down for any other reason, and never the last
+    serving pod, because a load every pod carries moves to the others as each is drained, and would empty
+    the service. Who goes first: a pod drained already (no flip-flop as the load moves), then the longest in
+    breach, the primary last. A primary is never replaced for its usage, only failed over from."""
+    judged = dict(probed)
+    status = observed.fts.status
+    primary = str(status.get("primary") or "")
+    drained_before = {
+        str(p.get("name"))
+        for p in status.get("pods") or []
+        if p.get("breachSince") and p.get("health") in (Health.DEGRADED, Health.FAILED)
+    }
+    replicas = spec.replicas
+    up = [
+        p
+        for p in observed.pods
+        if 0 <= p.ordinal < replicas
+        and not p.deleting
+        and probed[p.name].health == Health.HEALTHY
+        and p.role != names.ROLE_FENCED
+    ]
+    budget = resolve_max_unavailable(spec.max_unavailable, replicas)
+    down = replicas - len(up)
+    room = max(0, min(budget - down, len(up) - 1))
+    order = sorted(
+        (p for p in up if p.name in wanted),
+        key=lambda p: (p.name not in drained_before, p.name == primary, wanted[p.name].since, p.ordinal),
+    )
+    why = (
+        "never the last serving pod"
+        if len(up) - 1 < budget - down
+        else f"disruption.maxUnavailable is {budget}: {down} down for other reasons, "
+        f"{min(room, len(order))} drained for usage"
+    )
+    for pod in order[room:]:
+        judged[pod.name] = Verdict(Health.HEALTHY, f"{wanted[pod.name].detail}: {KEPT_SERVING} ({why})")
+    in_service = {p.name for p in order[room:]}
+    for name, verdict in wanted.items():
+        if name in in_service:
+            continue
+        if name == primary:  # failed over from first; drained as a replica once another one took over
+            judged[name] = Verdict(
+                Health.DEGRADED, f"{verdict.detail}: a replica takes over", breached_at=verdict.since
+            )
+        else:
+            judged[name] = Verdict(verdict.health, verdict.reason, breached_at=verdict.since)
+    return judged
 
 
 # Phase 2: rollout
@@ -355,7 +430,7 @@ def _failover_record(j: Judgement, decision: RoleDecision) -> FailoverRecord:
         "detectedAt": format_time(decision.detected_at or j.now),
         "decidedAt": j.stamp,
     }
-    if decision.reason == Promotion.FAILOVER and failed is not None:
+    if decision.reason == Promotion.FAILOVER and failed is not None and not decision.demoted:
         record["fenceUid"] = failed.uid  # the fence lives in status: see pending_fences
     return record
 
@@ -512,7 +587,8 @@ def desired_role(
 def assign_labels(j: Judgement, roles: Roles) -> Labels:
     decision = roles.decision
     fences = pending_fences(roles.history)
-    if decision.reason in (Promotion.FAILOVER, Promotion.LOST) and decision.previous in j.by_name:
+    fenced = decision.reason in (Promotion.FAILOVER, Promotion.LOST) and not decision.demoted
+    if fenced and decision.previous in j.by_name:
         fences[decision.previous] = j.by_name[decision.previous].uid
     role = {
         p.name: desired_role(p, j.verdicts[p.name], spec=j.spec, primary=roles.primary, fences=fences)
@@ -520,11 +596,22 @@ def assign_labels(j: Judgement, roles: Roles) -> Labels:
     }
     if not j.acting:  # paused or invalid: labels stay as they are, a pod may only stop serving
         role = {p.name: p.role or role[p.name] for p in j.pods}
-    serving = {p.name: j.health(p) == Health.HEALTHY and role[p.name] != names.ROLE_FENCED for p in j.pods}
+    serving = {p.name: _serves(j, p, role[p.name], roles.primary) for p in j.pods}
     if not j.acting:
         serving = {p.name: serving[p.name] and p.labels.get(names.LABEL_SERVING) == "true" for p in j.pods}
         return Labels(role, serving, ())
     return Labels(role, serving, tuple(_pod_patches(j.pods, role, serving, roles.term)))
+
+
+def _serves(j: Judgement, pod: PodView, role: str, primary: str) -> bool:
+    """A Healthy pod serves. So does a primary over a usage threshold until a replica takes over (the
+    failover may wait for its delay or the rate limits): draining it first would leave nobody to write to."""
+    verdict = j.verdicts[pod.name]
+    if role == names.ROLE_FENCED:
+        return False
+    return verdict.health == Health.HEALTHY or (
+        pod.name == primary and verdict.health == Health.DEGRADED and verdict.breached_at is not None
+    )
 
 
 def _pod_patches(
@@ -718,7 +805,8 @@ def _hook_calls(j: Judgement, roles: Roles) -> tuple[list[HookCall], int]:
         calls.append(HookCall(new.name, url, names.ROLE_PRIMARY, record["term"], hooks.timeout_seconds))
     old = j.by_name.get(record["from"]) if record["from"] else None
     if old is not None and old.pod_ip and j.health(old) != Health.LOST:
-        planned = record["kind"] == ChangeKind.SWITCHOVER
+        # A switchover, or a failover for load (no fence), demotes a live pod to a replica.
+        planned = record["kind"] == ChangeKind.SWITCHOVER or not record.get("fenceUid")
         role = names.ROLE_REPLICA if planned else names.ROLE_FENCED
         url = hook_url(old.pod_ip, hooks.port, hooks.demote_path)
         calls.append(HookCall(old.name, url, role, record["term"], hooks.timeout_seconds))
@@ -1046,6 +1134,7 @@ def report(
         *failure_events,
         *_traffic_events(j, traffic.condition),
         *_usage_events(j),
+        *_kept_serving_events(j),
         *phase_events,
     )
     return Report(tuple(conditions), phase, events)
@@ -1062,6 +1151,7 @@ def _metrics_condition(j: Judgement, spec: MetricsHealthSpec) -> cond.Condition:
         return cond.Condition(
             available, False, Reason.METRICS_UNAVAILABLE, bounded(message, FAILURE_MESSAGE_LIMIT)
         )
+    rejected = j.observed.metrics_rejected
     grace = timedelta(seconds=spec.stale_after_seconds + FIRST_SAMPLE_GRACE_SECONDS)
     running = [p for p in j.pods if not p.deleting and p.phase == "Running"]
     unmeasured = [
@@ -1070,6 +1160,12 @@ def _metrics_condition(j: Judgement, spec: MetricsHealthSpec) -> cond.Condition:
         if j.now - (p.started_at or p.created_at or j.now) > grace
         and not fresh(j.observed.usage.get(p.name), p, spec, j.now)
     ]
+    if rejected:
+        said = "; ".join(f"{name}: {why}" for name, why in sorted(rejected.items()))
+        message = f"PodMetrics ignored, judged by their probes only: {said}"
+        return cond.Condition(
+            available, False, Reason.METRICS_MALFORMED, bounded(message, FAILURE_MESSAGE_LIMIT)
+        )
     if unmeasured:
         message = (
             f"no sample newer than {spec.stale_after_seconds}s of {', '.join(sorted(unmeasured))}: "
@@ -1087,6 +1183,20 @@ def _usage_events(j: Judgement) -> list[EventSpec]:
         for name, verdict in sorted(j.verdicts.items())
         if verdict.breached_at is not None and before.get(name) != verdict.health
     ]
+
+
+def _kept_serving_events(j: Judgement) -> list[EventSpec]:
+    """One Warning when pods over a usage threshold are kept serving (the disruption budget has no room)."""
+    before = {p.get("name"): str(p.get("reason") or "") for p in j.previous.get("pods") or []}
+    kept = [
+        f"{name}: {verdict.reason}"
+        for name, verdict in sorted(j.verdicts.items())
+        if KEPT_SERVING in verdict.reason and KEPT_SERVING not in before.get(name, "")
+    ]
+    if not kept:
+        return []
+    message = bounded("over a usage threshold, not drained: " + "; ".join(kept), FAILURE_MESSAGE_LIMIT)
+    return [EventSpec("Warning", EventReason.USAGE_DRAIN_LIMITED, message)]
 
 
 def _traffic_events(j: Judgement, condition: cond.Condition) -> list[EventSpec]:
@@ -1269,7 +1379,8 @@ def _status_pods(j: Judgement, labels: Labels, traffic: TrafficWork) -> list[Pod
         if pod.name in traffic.sampled_at:
             entry["loadSampledAt"] = format_time(traffic.sampled_at[pod.name])
         if pod.name in j.breaches:
-            entry["breachSince"] = format_time(j.breaches[pod.name])
+            entry["breachSince"] = format_time(j.breaches[pod.name].since)
+            entry["breachSampledAt"] = format_time(j.breaches[pod.name].sampled_at)
         entries.append(entry)
     return entries
 

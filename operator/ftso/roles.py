@@ -28,6 +28,9 @@ class RoleDecision:
     throttled: str = ""  # why a needed failover waits
     retry_at: datetime | None = None  # when to look again (a delay or a rate limit runs out)
     switchover: SwitchoverAnswer | None = field(default=None)  # the answer to a new switchover request
+    # The previous primary was failed over from for its measured usage: alive and Ready, it is told by the
+    # term and its labels, as in a switchover, and stays a replica with the lineage's data; never fenced.
+    demoted: bool = False
 
     @property
     def promoted(self) -> bool:
@@ -89,13 +92,13 @@ def primary_failure(
     """(what is wrong or "", since when, when to look again) for the current primary."""
     if pod is None or verdict is None:
         return "pod is gone", now, None
-    if verdict.gone:
-        return verdict.reason, now, None
-    if verdict.health == Health.DEGRADED and verdict.breached_at is not None:  # over a usage threshold
+    if by_usage(verdict) and verdict.breached_at is not None:  # over a usage threshold
         due = verdict.breached_at + timedelta(seconds=failover.delay_seconds)
         if now >= due:
             return verdict.reason, verdict.breached_at, None
         return "", None, due
+    if verdict.gone:
+        return verdict.reason, now, None
     if verdict.health in (Health.DEGRADED, Health.STARTING):
         since = pod.ready_changed_at or pod.started_at or pod.created_at or now
         due = since + timedelta(seconds=failover.delay_seconds)
@@ -117,8 +120,14 @@ def _judge_primary(
 
 
 def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
-    """The primary cannot come back: deleted, deleting, terminated, or on a lost node."""
-    return pod is None or verdict is None or verdict.gone
+    """The primary cannot come back: deleted, deleting, terminated, or on a lost node. Its measured usage is
+    never one: the pod is alive, and its load moves with the primary, so it is a soft failure under the limits."""
+    return pod is None or verdict is None or (verdict.gone and not by_usage(verdict))
+
+
+def by_usage(verdict: Verdict | None) -> bool:
+    """Judged by its measured usage (health.metrics), not by a probe or its node."""
+    return verdict is not None and verdict.breached_at is not None
 
 
 def throttle(
@@ -239,6 +248,9 @@ def decide_primary(
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        loaded = bool(primary) and by_usage(verdicts.get(primary))
+        if best is None and loaded:
+            return RoleDecision(primary, term, retry_at=due)  # a busy primary beats none
         if best is None:
             return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
         return RoleDecision(
@@ -248,6 +260,7 @@ def decide_primary(
             primary,
             detail=problem,
             detected_at=since or now,
+            demoted=loaded,
         )
 
     if switchover_request and switchover_request != switchover_answered:

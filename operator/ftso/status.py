@@ -69,7 +69,10 @@ class PodStatus(TypedDict):
     updated: bool
     restoredFrom: NotRequired[str]
     weight: NotRequired[int]  # in the HTTPRoute (traffic.policy Weighted)
-    breachSince: NotRequired[str]  # over a health.metrics threshold since then
+    breachSince: NotRequired[
+        str
+    ]  # over a health.metrics threshold since then (gaps in the samples not counted)
+    breachSampledAt: NotRequired[str]  # the newest sample of the breach
     loadSampledAt: NotRequired[str]  # the usage sample its load-following weight last moved on
 
 
