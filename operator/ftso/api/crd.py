@@ -443,7 +443,7 @@ def _health_metrics() -> Schema:
             "replaceAfterSeconds": _bounded(
                 "health.metrics.replaceAfterSeconds",
                 "A pod still in breach this much longer is replaced (a primary is failed over from after "
-                "failover.delaySeconds); 0: only drained.",
+                "failover.delaySeconds, and demoted, not fenced); 0: only drained, never deleted.",
                 defaults.DEFAULT_REPLACE_AFTER_SECONDS,
                 low=0,
                 high=defaults.MAX_BREACH_SECONDS,
@@ -456,7 +456,8 @@ def _health_metrics() -> Schema:
             ),
         },
         description="Health from measured CPU and memory (metrics.k8s.io, served by metrics-server): a pod in "
-        "breach is Degraded and drained, then replaced. Missing or stale metrics judge nothing.",
+        "breach is Degraded and drained, then replaced, never more than disruption.maxUnavailable at once and "
+        "never the last serving pod. Missing, stale or malformed metrics judge nothing.",
     )
 
 
@@ -858,9 +859,11 @@ def _status_pod() -> Schema:
                 "The usage sample its weight last moved on (traffic.weights.followLoad).", format="date-time"
             ),
             "breachSince": _str(
-                "When its measured usage first went over a health.metrics threshold, while it stays over.",
+                "When its measured usage went over a health.metrics threshold, while it stays over; moved on "
+                "by any gap in the samples longer than staleAfterSeconds, which does not count.",
                 format="date-time",
             ),
+            "breachSampledAt": _str("The newest usage sample of its breach.", format="date-time"),
         },
         required=["name", "health"],
     )
