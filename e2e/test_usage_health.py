@@ -107,6 +107,7 @@ def test_a_primary_held_over_its_cpu_threshold_is_failed_over_from(
     fts.create(manifest(health={"metrics": _metrics(replaceAfterSeconds=0)}))
     primary = fts.wait_ready()["primary"]
     term = fts.status()["term"]
+    primary_uid = _uid(fts, primary)
     _set_cpu(kube, namespace, primary, "900m")
     wait_for(
         lambda: fts.status().get("term", 0) > term and fts.status().get("primary") != primary,
@@ -115,7 +116,10 @@ def test_a_primary_held_over_its_cpu_threshold_is_failed_over_from(
     )
     record = fts.status()["failovers"][-1]
     assert record["from"] == primary and "cpu" in record["reason"], record
+    assert "fenceUid" not in record, "alive and Ready, it is demoted, not fenced"
     fts.wait_event("FailoverCompleted")
+    # replaceAfterSeconds 0: drained and failed over from, never deleted
+    assert _uid(fts, primary) == primary_uid and primary in _replicas(fts)
 
 
 def test_stopped_metrics_judge_nothing_and_the_condition_says_so(
