@@ -220,6 +220,26 @@ def decide_switchover(
     )
 
 
+def _fail_over(
+    best: PodView | None, *, primary: str, term: int, problem: str, at: datetime, loaded: bool
+) -> RoleDecision:
+    """To the best candidate. Without one the primary is lost, unless only its load is wrong: a busy primary
+    beats none. One failed over from for its load is demoted, not fenced (`demoted`)."""
+    if best is None and loaded:
+        return RoleDecision(primary, term)
+    if best is None:
+        return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
+    return RoleDecision(
+        best.name,
+        term + 1,
+        Promotion.FAILOVER if term > 0 else Promotion.ELECTED,
+        primary,
+        detail=problem,
+        detected_at=at,
+        demoted=loaded,
+    )
+
+
 def decide_primary(
     *,
     primary: str,
@@ -249,19 +269,7 @@ def decide_primary(
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
         best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
         loaded = bool(primary) and by_usage(verdicts.get(primary))
-        if best is None and loaded:
-            return RoleDecision(primary, term, retry_at=due)  # a busy primary beats none
-        if best is None:
-            return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
-        return RoleDecision(
-            best.name,
-            term + 1,
-            Promotion.FAILOVER if term > 0 else Promotion.ELECTED,
-            primary,
-            detail=problem,
-            detected_at=since or now,
-            demoted=loaded,
-        )
+        return _fail_over(best, primary=primary, term=term, problem=problem, at=since or now, loaded=loaded)
 
     if switchover_request and switchover_request != switchover_answered:
         return decide_switchover(
