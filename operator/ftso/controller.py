@@ -79,7 +79,7 @@ def observe(
             annotations=metadata.get("annotations") or {},
             created_at=parse_time(metadata.get("creationTimestamp")),
         ),
-        pods=tuple(pod_view(p, key[1]) for p in owned),
+        pods=tuple(pod_view(p, key[1], store.pod_seen.get(p["metadata"].get("uid") or "")) for p in owned),
         nodes=nodes,
         services=dict(store.services.get(key)),
         pdb=store.pdbs.get(key).get(key[1]),

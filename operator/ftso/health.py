@@ -123,14 +123,15 @@ def judge_pod(
     never_ready = pod.ready_changed_at is None or (
         pod.started_at is not None and pod.ready_changed_at <= pod.started_at
     )
+    # Whether it ever was Ready compares two of the kubelet's own stamps; how long compares with our clock, so
+    # the durations run from when the operator saw the pod start or turn unready.
     if never_ready:
-        since = pod.started_at or pod.created_at or now
+        since = pod.started_seen_at or now
         deadline = since + startup_budget(health)
         if now >= deadline:
             return Verdict(Health.FAILED, "pod never became Ready")
         return Verdict(Health.STARTING, "pod is not Ready yet", deadline)
-    assert pod.ready_changed_at is not None
-    deadline = pod.ready_changed_at + timedelta(seconds=health.unready_timeout_seconds)
+    deadline = (pod.ready_seen_at or now) + timedelta(seconds=health.unready_timeout_seconds)
     if now >= deadline:
         return Verdict(Health.FAILED, f"pod not Ready for over {health.unready_timeout_seconds}s")
     return Verdict(Health.DEGRADED, "pod is not Ready", deadline)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ftso import kinds, names
+from ftso.model import PodSeen, pod_seen
 
 Key = tuple[str, str]  # (namespace, name) of a FaultTolerantService
 Body = dict[str, Any]
@@ -177,12 +178,16 @@ class OwnedIndex:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
         self.resources: dict[Key, Body] = {}
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)  # pods are also indexed by node
         # Every pod name this view ever held, per resource: a primary named in status but never seen is news
         # that has not reached the pod watch yet, not a pod that is gone.
         self.pod_names_seen: dict[Key, set[str]] = defaultdict(set)
+        # Per pod uid, when we saw its Ready state change and saw it start, by our own clock (as Lease
+        # renewals below): a kubelet's clock may be off. One small tuple per pod.
+        self.pod_seen: dict[str, PodSeen] = {}
         self._indexes = {k.kind: OwnedIndex() for k in kinds.OWNED if k is not kinds.POD}
         self.services = self._indexes[kinds.SERVICE.kind]
         self.pdbs = self._indexes[kinds.PDB.kind]
@@ -233,6 +238,10 @@ class Store:
         body = slim(body)
         if old is not None:
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
+            if _meta(old).get("uid") != _meta(body).get("uid"):
+                self.pod_seen.pop(_meta(old).get("uid") or "", None)
+        uid = _meta(body).get("uid") or ""
+        self.pod_seen[uid] = pod_seen(body, self.pod_seen.get(uid), self.clock())
         self.pods[key][name] = body
         self.pod_names_seen[key].add(name)
         self._pods_by_node[(body.get("spec") or {}).get("nodeName") or ""].add((key, name))
@@ -247,6 +256,7 @@ class Store:
         # A delete event for an older incarnation must not drop a pod recreated under the same name.
         if old is not None and _meta(old).get("uid") == _meta(body).get("uid"):
             del self.pods[key][name]
+            self.pod_seen.pop(_meta(old).get("uid") or "", None)
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
         if not self.pods[key]:
             del self.pods[key]

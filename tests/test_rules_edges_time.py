@@ -1,0 +1,159 @@
+"""The rules at the edges of time, of the node view and of terms: pod transitions are timed by the operator's
+own clock (a kubelet's may be skewed either way), a node the view has not seen is unknown rather than lost,
+and a term never goes backwards (a status wiped by hand, a pod annotated with a bogus term)."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ftso.controller import observe
+from ftso.model import PodSeen, format_time, pod_view
+from ftso.reconcile import Observed, decide
+from ftso.store import Store
+
+from .factories import NOW, UID, node, observed, pod, raw_spec
+
+KEY = ("ns", "demo")
+NODES = [node("node-0"), node("node-1", zone="zone-b"), node("node-2", zone="zone-c")]
+
+
+def _resource(status: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "demo", "namespace": "ns", "uid": UID, "resourceVersion": "1", "generation": 1},
+        "spec": raw_spec(),
+        "status": status,
+    }
+
+
+def _store(status: dict[str, Any]) -> Store:
+    store = Store()
+    store.put_resource(_resource(status))
+    for body in NODES:
+        store.put_node(body)
+    return store
+
+
+def _put(store: Store, body: dict[str, Any], version: int) -> None:
+    body["metadata"]["resourceVersion"] = str(version)
+    store.put_pod(body)
+
+
+def _observe(store: Store, now: datetime) -> Observed:
+    seen = observe(store, KEY, now)
+    assert seen is not None
+    return seen
+
+
+PRIMARY = {"primary": "demo-0", "term": 1}
+
+
+# Item 6: kubelet clock skew. The store records transitions on the operator's (here the real) clock.
+
+
+def test_a_kubelet_60s_behind_does_not_turn_a_readiness_blip_into_a_hard_failover() -> None:
+    store = _store(PRIMARY)
+    for ordinal in (1, 2):
+        _put(store, pod(ordinal, node_name=f"node-{ordinal}"), 10 + ordinal)
+    watched = datetime.now(UTC)
+    _put(store, pod(0, role="primary", ready_changed=watched - timedelta(minutes=9)), 20)
+    # The operator sees the primary turn unready now; its kubelet, 60 s behind, stamps it a minute ago.
+    _put(store, pod(0, role="primary", ready=False, ready_changed=watched - timedelta(seconds=62)), 21)
+    plan = decide(_observe(store, watched + timedelta(seconds=3)))
+    assert plan.deletes == [], "a 3 s readiness blip deletes nothing"
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+    # Past failover.delaySeconds by the operator's clock: a soft failure, so the anti-flapping limits apply.
+    recent = {
+        "term": 1,
+        "kind": "Failover",
+        "reason": "Failover",
+        "from": "demo-1",
+        "to": "demo-0",
+        "detectedAt": format_time(watched - timedelta(seconds=1)),
+        "decidedAt": format_time(watched - timedelta(seconds=1)),  # failover.minIntervalSeconds is 10
+        "fencedAt": format_time(watched),
+    }
+    store.put_resource(
+        {
+            **_resource({**PRIMARY, "failovers": [recent]}),
+            "metadata": {**_resource(PRIMARY)["metadata"], "resourceVersion": "2"},
+        }
+    )
+    later = decide(_observe(store, watched + timedelta(seconds=7)))
+    assert later.status["primary"] == "demo-0" and later.deletes == [], "throttled, not a hard failure"
+    throttled = [c for c in later.status["conditions"] if c["type"] == "FailingOver"]
+    assert throttled[0]["reason"] == "Throttled"
+
+
+def test_a_kubelet_10min_ahead_does_not_delay_a_dead_primarys_failover() -> None:
+    store = _store(PRIMARY)
+    for ordinal in (1, 2):
+        _put(store, pod(ordinal, node_name=f"node-{ordinal}"), 10 + ordinal)
+    watched = datetime.now(UTC)
+    ahead = watched + timedelta(minutes=10)
+    _put(
+        store,
+        pod(0, role="primary", ready=False, ready_changed=ahead, started=ahead - timedelta(hours=1)),
+        20,
+    )
+    plan = decide(_observe(store, watched + timedelta(seconds=40)))
+    assert plan.status["primary"] == "demo-1", "not Ready for 40 s by the operator's clock"
+    assert plan.status["term"] == 2
+
+
+def test_a_node_90s_behind_gets_its_new_pod_time_to_start() -> None:
+    store = _store(PRIMARY)
+    for ordinal in (0, 1):
+        _put(
+            store,
+            pod(ordinal, role="primary" if ordinal == 0 else "replica", node_name=f"node-{ordinal}"),
+            10 + ordinal,
+        )
+    watched = datetime.now(UTC)
+    behind = watched - timedelta(seconds=200)  # startup budget is 2 s x 30 + 30 s = 90 s
+    _put(store, pod(2, node_name="node-2", ready=False, started=behind, ready_changed=behind), 20)
+    plan = decide(_observe(store, watched + timedelta(seconds=5)))
+    assert plan.deletes == [], "started 5 s ago by the operator's clock"
+    # ... and one that never turns Ready is still replaced once its budget runs out on the operator's clock.
+    late = decide(_observe(store, watched + timedelta(seconds=95)))
+    assert [d.name for d in late.deletes] == ["demo-2"]
+
+
+def test_the_store_times_transitions_by_its_own_clock_not_the_kubelets() -> None:
+    times = iter([NOW, NOW + timedelta(seconds=5), NOW + timedelta(seconds=9), NOW + timedelta(seconds=20)])
+    store = Store(clock=lambda: next(times))
+    skewed = NOW - timedelta(hours=3)
+    _put(store, pod(0, ready=True, ready_changed=skewed, started=skewed), 1)
+    uid = "pod-uid-0"
+    assert store.pod_seen[uid] == PodSeen(True, NOW, NOW)
+    _put(store, pod(0, ready=False, ready_changed=skewed + timedelta(hours=9), started=skewed), 2)
+    assert store.pod_seen[uid] == PodSeen(False, NOW + timedelta(seconds=5), NOW)
+    _put(store, pod(0, ready=False, ready_changed=skewed, started=skewed), 3)  # no transition: kept
+    assert store.pod_seen[uid] == PodSeen(False, NOW + timedelta(seconds=5), NOW)
+    store.drop_pod(pod(0))
+    assert uid not in store.pod_seen, "forgotten with the pod: a few bytes per pod, no more"
+
+
+def test_decide_times_by_the_seen_times_whatever_the_kubelet_says() -> None:
+    """Both directions through decide alone: the same observation, kubelet stamps an hour off either way."""
+    seen = PodSeen(False, NOW - timedelta(seconds=10), NOW - timedelta(minutes=9))
+    for skew in (timedelta(hours=1), -timedelta(hours=1)):
+        bodies = [
+            pod(
+                0,
+                role="primary",
+                ready=False,
+                ready_changed=NOW - timedelta(seconds=10) + skew,
+                started=NOW - timedelta(minutes=9) + skew,  # one kubelet, one clock
+            ),
+            pod(1, node_name="node-1"),
+            pod(2, node_name="node-2"),
+        ]
+        base = observed(bodies, status=dict(PRIMARY))
+        views = (pod_view(bodies[0], "demo", seen), *base.pods[1:])
+        plan = decide(dataclasses.replace(base, pods=views))
+        # Unready for 10 s: past failover.delaySeconds (5 s), short of unreadyTimeoutSeconds (30 s).
+        assert plan.status["primary"] == "demo-1", skew
+        assert plan.status["pods"][0]["health"] == "Degraded", skew
+        assert [d.reason for d in plan.deletes] == ["fenced former primary"], skew
