@@ -11,7 +11,7 @@ from typing import Any
 from ftso.controller import observe
 from ftso.model import PodSeen, format_time, pod_view
 from ftso.reconcile import Observed, decide
-from ftso.store import Store
+from ftso.store import NODES_DELETED_KEPT, Store
 
 from .factories import NOW, UID, node, observed, pod, raw_spec
 
@@ -157,3 +157,48 @@ def test_decide_times_by_the_seen_times_whatever_the_kubelet_says() -> None:
         assert plan.status["primary"] == "demo-1", skew
         assert plan.status["pods"][0]["health"] == "Degraded", skew
         assert [d.reason for d in plan.deletes] == ["fenced former primary"], skew
+
+
+# Item 8: a node the view has not seen.
+
+
+def test_a_pod_on_a_node_the_view_has_not_seen_is_judged_by_its_own_state() -> None:
+    bodies = [
+        pod(0, role="primary", node_name="node-new"),
+        pod(1, node_name="node-1"),
+        pod(2, node_name="node-2"),
+    ]
+    plan = decide(observed(bodies, status=dict(PRIMARY), nodes=NODES))
+    assert plan.deletes == [], "the node watch is behind the pod watch: nothing is lost"
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+    assert plan.status["pods"][0]["health"] == "Healthy"
+
+
+def test_a_node_seen_deleted_loses_its_pods_only_after_the_confirmation() -> None:
+    store = _store(PRIMARY)
+    _put(store, pod(0, role="primary", node_name="node-0"), 10)
+    for ordinal in (1, 2):
+        _put(store, pod(ordinal, node_name=f"node-{ordinal}"), 10 + ordinal)
+    deleted = datetime.now(UTC)
+    store.drop_node("node-0")
+    plan = decide(_observe(store, deleted + timedelta(seconds=5)))
+    assert plan.deletes == [] and plan.status["primary"] == "demo-0", "not confirmed yet"
+    assert plan.requeue_after is not None and plan.requeue_after <= 20, "looked at again when confirmed"
+    confirmed = decide(_observe(store, deleted + timedelta(seconds=30)))
+    assert confirmed.status["primary"] == "demo-1"
+    assert [(d.name, d.force) for d in confirmed.deletes] == [("demo-0", True)]
+
+
+def test_the_store_remembers_only_nodes_it_held_deleted_and_only_so_many() -> None:
+    store = Store(clock=lambda: NOW)
+    store.drop_node("never-seen")
+    assert store.nodes_deleted == {}, "a node the view never held is unknown, not gone"
+    store.put_node(node("node-a"))
+    store.drop_node("node-a")
+    assert store.nodes_deleted == {"node-a": NOW}
+    store.put_node(node("node-a"))
+    assert store.nodes_deleted == {}, "back again"
+    for n in range(NODES_DELETED_KEPT + 5):
+        store.put_node(node(f"n{n}"))
+        store.drop_node(f"n{n}")
+    assert len(store.nodes_deleted) == NODES_DELETED_KEPT and "n0" not in store.nodes_deleted

@@ -19,7 +19,7 @@ from ftso.api.spec import parse_spec
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
-from ftso.model import format_time, node_view, parse_time, pod_view
+from ftso.model import NodeView, format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
 from ftso.plan import EventSpec, MetadataRemoval, Plan
 from ftso.reconcile import FtsView, Observed, decide
@@ -68,6 +68,10 @@ def observe(
         if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
     ]
     nodes = {name: node_view(node, store.lease_renewed_at.get(name)) for name, node in store.nodes.items()}
+    for pod in owned:  # a node its pods are on that the view saw deleted
+        name = (pod.get("spec") or {}).get("nodeName") or ""
+        if name and name not in nodes and name in store.nodes_deleted:
+            nodes[name] = NodeView(name, ready=False, deleted_at=store.nodes_deleted[name])
     return Observed(
         fts=FtsView(
             name=key[1],

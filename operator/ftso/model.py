@@ -73,6 +73,8 @@ class NodeView:
     ready: bool
     zone: str = ""
     lease_renewed_at: datetime | None = None
+    # When the view saw this node deleted, by the operator's clock: a node the view never held is not here.
+    deleted_at: datetime | None = None
 
 
 def ordinal_of(pod_name: str, owner_name: str) -> int:

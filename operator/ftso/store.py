@@ -47,6 +47,9 @@ def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 SHARED_STRING_MAX = 64
+# Deleted nodes remembered; Kubernetes' pod garbage collector removes pods bound to a missing node long
+# before a cluster deletes this many more.
+NODES_DELETED_KEPT = 1024
 
 
 def _shared(value: Any) -> Any:
@@ -194,6 +197,9 @@ class Store:
         self.endpoint_slices = self._indexes[kinds.ENDPOINT_SLICE.kind]
         self.jobs = self._indexes[kinds.JOB.kind]
         self.nodes: dict[str, Body] = {}
+        # Nodes this view held and saw deleted, and when (our clock), the newest NODES_DELETED_KEPT: only a
+        # node known gone can lose its pods; one never seen is unknown.
+        self.nodes_deleted: dict[str, datetime] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
         self.last_lease_event_at: datetime | None = None  # any node's: silence says the watch is in doubt
@@ -349,10 +355,15 @@ class Store:
 
     def put_node(self, body: Body) -> set[Key]:
         self.nodes[_meta(body)["name"]] = slim(body)
+        self.nodes_deleted.pop(_meta(body)["name"], None)
         return self.keys_on_node(_meta(body)["name"])
 
     def drop_node(self, name: str) -> set[Key]:
-        self.nodes.pop(name, None)
+        if self.nodes.pop(name, None) is not None:
+            self.nodes_deleted.pop(name, None)  # reinserted: the dict's order is the order of deletion
+            self.nodes_deleted[name] = self.clock()
+            if len(self.nodes_deleted) > NODES_DELETED_KEPT:
+                del self.nodes_deleted[next(iter(self.nodes_deleted))]
         return self.keys_on_node(name)
 
     def put_lease(self, body: Body, now: datetime) -> None:
