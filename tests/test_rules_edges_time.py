@@ -4,11 +4,14 @@ and a term never goes backwards (a status wiped by hand, a pod annotated with a 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ftso.controller import observe
+from ftso import names
+from ftso.client import KubeClient
+from ftso.controller import Controller, observe
 from ftso.model import PodSeen, format_time, pod_view
 from ftso.reconcile import Observed, decide
 from ftso.store import NODES_DELETED_KEPT, Store
@@ -202,3 +205,106 @@ def test_the_store_remembers_only_nodes_it_held_deleted_and_only_so_many() -> No
         store.put_node(node(f"n{n}"))
         store.drop_node(f"n{n}")
     assert len(store.nodes_deleted) == NODES_DELETED_KEPT and "n0" not in store.nodes_deleted
+
+
+# Item 9: terms never go backwards.
+
+
+def test_after_a_status_wipe_the_new_term_exceeds_every_pods_term() -> None:
+    bodies = [
+        pod(0, role="primary", term=5),
+        pod(1, node_name="node-1", term=5),
+        pod(2, node_name="node-2", term=4),
+    ]
+    plan = decide(observed(bodies, status={}))
+    assert plan.status["term"] == 6 and plan.status["primary"]
+    assert all(int(p.annotations[names.ANNOTATION_TERM]) == 6 for p in plan.patches)
+    assert {p.name for p in plan.patches} == {"demo-0", "demo-1", "demo-2"}
+
+
+def test_after_a_status_wipe_without_a_candidate_no_pod_term_goes_back() -> None:
+    bodies = [pod(0, role="primary", term=5, ready=False, ready_changed=NOW - timedelta(seconds=1))]
+    plan = decide(observed(bodies, spec=raw_spec(replicas=1), status={}))
+    assert plan.status["term"] >= 5
+    assert all(int(p.annotations[names.ANNOTATION_TERM]) >= 5 for p in plan.patches)
+
+
+class FakeClient:
+    """Answers each write with the object it was sent, as the API server would."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.calls: list[tuple[str, str, str, dict[str, Any]]] = []
+
+    async def merge_patch(
+        self, kind: str, namespace: str, name: str, patch: dict[str, Any], *, subresource: str = ""
+    ) -> dict[str, Any]:
+        self.calls.append(("PATCH", kind + (f"/{subresource}" if subresource else ""), name, patch))
+        if subresource == "status":
+            current = self.store.resources[(namespace, name)]
+            version = str(int(current["metadata"]["resourceVersion"]) + 1)
+            metadata = {**current["metadata"], "resourceVersion": version}
+            return {**current, "metadata": metadata, "status": patch["status"]}
+        current = self.store.pods[(namespace, "demo")][name]
+        metadata = current["metadata"]
+        return {
+            **current,
+            "metadata": {
+                **metadata,
+                "resourceVersion": str(int(metadata.get("resourceVersion") or 0) + 1),
+                "labels": {**metadata.get("labels", {}), **patch["metadata"]["labels"]},
+                "annotations": {**metadata.get("annotations", {}), **patch["metadata"]["annotations"]},
+            },
+        }
+
+    async def delete(self, kind: str, namespace: str, name: str, **_: Any) -> None:
+        self.calls.append(("DELETE", kind, name, {}))
+
+    async def create(self, body: dict[str, Any], *, strict: bool = True) -> dict[str, Any]:
+        self.calls.append(("POST", body["kind"], body["metadata"].get("name", ""), body))
+        return body
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+
+class Monotonic:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_bogus_pod_term_is_waited_on_briefly_then_repaired() -> None:
+    store = _store({"primary": "demo-0", "term": 3})
+    _put(store, pod(0, role="primary", term=3), 10)
+    _put(store, pod(1, node_name="node-1", term=3), 11)
+    _put(store, pod(2, node_name="node-2", term=7), 12)  # the workload annotated its own pod
+    monotonic = Monotonic()
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: datetime.now(UTC))
+    client = FakeClient(store)
+    controller.client = client  # type: ignore[assignment]
+    controller.monotonic = monotonic
+
+    def reconcile() -> float | None:
+        return asyncio.run(controller.reconcile(KEY))
+
+    assert reconcile() is not None and client.calls == [], "a newer term may be news on its way: wait"
+    monotonic.now += 1.0
+    reconcile()
+    assert client.calls == [], "still within the wait"
+    monotonic.now += 30.0
+    reconcile()
+    status = store.resources[KEY]["status"]
+    assert status["primary"] == "demo-0" and status["term"] == 7, "raised to the highest live pod term"
+    terms = {
+        name: int(p["metadata"]["annotations"][names.ANNOTATION_TERM]) for name, p in store.pods[KEY].items()
+    }
+    assert terms == {"demo-0": 7, "demo-1": 7, "demo-2": 7}, "relabelled, and no pod's term went back"
+    events = [c[3]["reason"] for c in client.calls if c[1] == "Event"]
+    assert names.EventReason.TERM_RAISED in events
+    # The next change of primary exceeds every term a pod carries.
+    _put(store, pod(0, role="primary", term=7, deleting=True), 30)
+    reconcile()
+    assert store.resources[KEY]["status"]["term"] == 8
