@@ -220,6 +220,8 @@ def test_after_a_status_wipe_the_new_term_exceeds_every_pods_term() -> None:
     assert plan.status["term"] == 6 and plan.status["primary"]
     assert all(int(p.annotations[names.ANNOTATION_TERM]) == 6 for p in plan.patches)
     assert {p.name for p in plan.patches} == {"demo-0", "demo-1", "demo-2"}
+    assert "BecamePrimary" in [e.reason for e in plan.events], "an election, not a failover"
+    assert plan.status["failovers"] == []
 
 
 def test_after_a_status_wipe_without_a_candidate_no_pod_term_goes_back() -> None:

@@ -18,6 +18,7 @@ results; it returns its own outputs and Events and changes nothing it was given:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -299,7 +300,7 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     annotations = j.observed.fts.annotations
     decision = decide_primary(
         primary=primary,
-        term=term,
+        term=max(term, floor),  # every new term exceeds every term a live pod carries
         pods=_electable(j),
         verdicts=j.verdicts,
         replicas=j.spec.replicas,
@@ -310,8 +311,9 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         now=j.now,
         switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
         switchover_answered=str(answer.get("request") or ""),
-        term_floor=floor,
     )
+    if term == 0 and decision.reason == Promotion.FAILOVER:  # a status wiped by hand: its first election
+        decision = dataclasses.replace(decision, reason=Promotion.ELECTED)
     if decision.promoted and decision.reason != Promotion.ELECTED:
         history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
     # Said once: a failover still throttled since the last reconcile posts no second Event.

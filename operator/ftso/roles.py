@@ -225,21 +225,16 @@ def decide_primary(
     now: datetime,
     switchover_request: str = "",
     switchover_answered: str = "",
-    term_floor: int = 0,
 ) -> RoleDecision:
-    """`term_floor`: the highest term a live pod carries. The term never goes below it, so every new term
-    exceeds every term a pod carries (after a status wiped by hand, or a pod annotated by its workload)."""
     current = pods.get(primary) if primary else None
     problem, since, due = (
         _judge_primary(current, verdicts.get(primary), term, failover, now) if primary else ("", None, None)
     )
-    first = term == 0  # nobody was ever primary by this status: an election, not a failover
-    term = max(term, term_floor)
 
     if not primary or problem:
         # Anti-flapping is for soft failures only (an unready primary may come back); when the primary is
         # gone, waiting only guarantees an outage, so a hard failure fails over whatever the limits say.
-        if not first and primary and not hard_failure(current, verdicts.get(primary)):
+        if term > 0 and primary and not hard_failure(current, verdicts.get(primary)):
             why, until = throttle(history, failover, now)
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
@@ -249,7 +244,7 @@ def decide_primary(
         return RoleDecision(
             best.name,
             term + 1,
-            Promotion.ELECTED if first else Promotion.FAILOVER,
+            Promotion.FAILOVER if term > 0 else Promotion.ELECTED,
             primary,
             detail=problem,
             detected_at=since or now,
