@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from ftso import names
 from ftso.checkpoints import JobView
-from ftso.model import format_time
+from ftso.model import NodeView, format_time
 from ftso.reconcile import Observed, decide
 from ftso.schedule import CronError, next_after, parse_cron
 
@@ -202,7 +203,9 @@ def test_all_pods_lost_recovers_from_the_latest_checkpoint() -> None:
         "checkpointSchedule": {"lastScheduleTime": format_time(NOW)},
     }
     lost = [pod(i, role="primary" if i == 0 else "replica", node_name="node-gone", term=4) for i in range(3)]
-    plan = decide(_observe(status=status, pods=lost))
+    seen = _observe(status=status, pods=lost)
+    gone = NodeView("node-gone", ready=False, deleted_at=NOW - timedelta(seconds=60))  # seen deleted
+    plan = decide(dataclasses.replace(seen, nodes={**seen.nodes, "node-gone": gone}))
     assert plan.status["primary"] == "" and plan.status["term"] == 4
     assert plan.status["recovery"] == {
         "checkpoint": "c7",

@@ -8,12 +8,17 @@ import pytest
 
 from ftso.api.spec import HealthSpec
 from ftso.health import judge_pod
-from ftso.model import node_view, pod_view
+from ftso.model import NodeView, node_view, pod_view
 from ftso.names import Health
 
 from .factories import NOW, node, pod
 
-NODES = {"node-0": node_view(node("node-0")), "node-bad": node_view(node("node-bad", ready=False))}
+NODES = {
+    "node-0": node_view(node("node-0")),
+    "node-bad": node_view(node("node-bad", ready=False)),
+    "node-deleted": NodeView("node-deleted", ready=False, deleted_at=NOW - timedelta(seconds=21)),
+    "node-just-deleted": NodeView("node-just-deleted", ready=False, deleted_at=NOW - timedelta(seconds=5)),
+}
 
 
 @pytest.mark.parametrize(
@@ -22,7 +27,9 @@ NODES = {"node-0": node_view(node("node-0")), "node-bad": node_view(node("node-b
         ({}, Health.HEALTHY),
         ({"deleting": True}, Health.TERMINATING),
         ({"node_name": "node-bad"}, Health.LOST),
-        ({"node_name": "node-gone"}, Health.LOST),
+        ({"node_name": "node-unknown"}, Health.HEALTHY),  # not in the view yet: judged by its own state
+        ({"node_name": "node-deleted"}, Health.LOST),
+        ({"node_name": "node-just-deleted"}, Health.HEALTHY),  # its loss is not confirmed yet
         ({"phase": "Failed"}, Health.FAILED),
         ({"phase": "Succeeded"}, Health.FAILED),
         ({"terminated": True}, Health.FAILED),

@@ -3,6 +3,7 @@ raises, and the safety properties hold whatever it sees."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -10,12 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ftso import names
-from ftso.model import format_time
+from ftso.health import node_loss_confirmed_after
+from ftso.model import NodeView, format_time
 from ftso.plan import Plan
 from ftso.reconcile import Observed, decide, view_behind
 
 from .factories import NOW, node, observed, pod, raw_spec
 
+LOST_AFTER = timedelta(seconds=node_loss_confirmed_after(20))
 ANNOTATION_VALUES = st.sampled_from(["0", "1", "-3", "2.5", "nan", "inf", "-inf", "ten", "", "1e400"])
 
 
@@ -23,7 +26,7 @@ ANNOTATION_VALUES = st.sampled_from(["0", "1", "-3", "2.5", "nan", "inf", "-inf"
 def pod_bodies(draw: st.DrawFn, ordinal: int, max_term: int) -> dict[str, Any]:
     body = pod(
         ordinal,
-        node_name=f"node-{draw(st.integers(0, 3))}",  # node-3 does not exist
+        node_name=f"node-{draw(st.integers(0, 3))}",  # node-3: never seen, or seen deleted
         phase=draw(st.sampled_from(["Running", "Pending", "Failed", "Succeeded"])),
         ready=draw(st.booleans()),
         role=draw(st.sampled_from([names.ROLE_PRIMARY, names.ROLE_REPLICA, names.ROLE_FENCED])),
@@ -71,9 +74,17 @@ def states(draw: st.DrawFn) -> tuple[Observed, int]:
         paused=draw(st.booleans()),
         failover={"delaySeconds": draw(st.integers(0, 3600)), "maxPerHour": draw(st.integers(1, 5))},
     )
+    if draw(st.integers(0, 9)) == 0:  # the status wiped by hand: the pods keep their terms
+        status, term = {}, 0
     annotations = {names.ANNOTATION_SWITCHOVER: draw(st.sampled_from(["", "demo-1@a", "@b", "nobody@c"]))}
     now = NOW + timedelta(seconds=draw(st.integers(0, 10**7)))
     base = observed(pods, spec=spec, status=status, nodes=nodes, annotations=annotations, now=now)
+    deleted_ago = draw(st.one_of(st.none(), st.integers(0, 60)))
+    if deleted_ago is not None:
+        gone = NodeView("node-3", ready=False, deleted_at=now - timedelta(seconds=deleted_ago))
+        base = dataclasses.replace(base, nodes={**base.nodes, "node-3": gone})
+    # A newer pod term waited on long enough: a term a workload wrote, to be repaired.
+    base = dataclasses.replace(base, behind_too_long=draw(st.booleans()))
     return base, term
 
 
@@ -89,18 +100,24 @@ def _final_roles(state: Observed, plan: Plan) -> dict[str, str]:
 def test_decide_keeps_the_safety_properties(drawn: tuple[Observed, int]) -> None:
     state, term = drawn
     plan = decide(state)
-    if view_behind(state):
+    if view_behind(state) and not state.behind_too_long:
         assert not plan.acts and not plan.write_status and not plan.hooks, "a view behind acts on nothing"
         return
     assert plan.status["term"] >= term, "the term never decreases"
     pod_terms = {p.name: int(p.annotations.get(names.ANNOTATION_TERM) or 0) for p in state.pods}
-    for patch in plan.patches if term else ():  # a status without a term starts the pods' terms again
+    for patch in plan.patches:  # even after a status wiped by hand (term 0)
         assert int(patch.annotations[names.ANNOTATION_TERM]) >= pod_terms[patch.name], (
             "a pod's term never goes back"
         )
     if state.fts.spec.get("paused") or plan.status["phase"] == names.Phase.INVALID:
         assert not plan.acts and not plan.hooks, "paused or invalid: nothing changes"
         return
+    gone = state.nodes.get("node-3")
+    confirmed = gone is not None and gone.deleted_at is not None and state.now - gone.deleted_at > LOST_AFTER
+    on_node_3 = {p.name for p in state.pods if p.node_name == "node-3"}
+    assert confirmed or not [d for d in plan.deletes if d.force and d.name in on_node_3], (
+        "no pod lost for a node never seen or not confirmed deleted"
+    )
     primaries = [name for name, role in _final_roles(state, plan).items() if role == names.ROLE_PRIMARY]
     assert len(primaries) <= 1, f"at most one primary label: {primaries}"
     if primaries:
@@ -113,5 +130,7 @@ def test_decide_keeps_the_safety_properties(drawn: tuple[Observed, int]) -> None
         if current.get(p.name) == names.ROLE_PRIMARY and p.labels[names.LABEL_ROLE] != names.ROLE_PRIMARY
     ]
     assert all(d < min(promoted, default=len(plan.patches)) for d in demoted), "fences before promotions"
-    if plan.status["term"] > term:
+    if plan.acts:
+        assert plan.status["term"] >= max(pod_terms.values(), default=0), "no live pod's term above status"
+    if plan.status["term"] > max([term, *pod_terms.values()]):
         assert plan.status["primary"], "a new term has a primary"

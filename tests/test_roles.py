@@ -35,10 +35,13 @@ def test_one_primary_and_terms_never_go_back(
     primary = f"demo-{primary_ordinal}" if primary_ordinal >= 0 else ""
     plan = decide(observed(pods, spec=raw_spec(replicas=replicas), status={"primary": primary, "term": term}))
     status = plan.status
-    assert status["term"] >= term
-    assert status["term"] <= term + 1  # one decision, at most one promotion
+    # The term never goes below a pod's (factories label every pod with term 1): a status term of 0 is one
+    # wiped by hand, and its election exceeds the pods' terms.
+    floor = max([term, *(int(p["metadata"]["annotations"][names.ANNOTATION_TERM]) for p in pods)])
+    assert status["term"] >= floor
+    assert status["term"] <= floor + 1  # one decision, at most one promotion
     if status["primary"] != primary:
-        assert status["term"] == term + 1 or status["primary"] == ""
+        assert status["term"] == floor + 1 or status["primary"] == ""
     serving_primaries = [p for p in status["pods"] if p["role"] == names.ROLE_PRIMARY and p["serving"]]
     assert len(serving_primaries) <= 1
     labelled_primaries = [p for p in plan.patches if p.labels[names.LABEL_ROLE] == names.ROLE_PRIMARY]

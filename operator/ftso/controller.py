@@ -19,10 +19,10 @@ from ftso.api.spec import parse_spec
 from ftso.checkpoints import job_view
 from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
-from ftso.model import format_time, node_view, parse_time, pod_view
+from ftso.model import NodeView, format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
 from ftso.plan import EventSpec, MetadataRemoval, Plan
-from ftso.reconcile import FtsView, Observed, decide
+from ftso.reconcile import FtsView, Observed, decide, view_behind
 from ftso.settings import OperatorSettings
 from ftso.status import FtsStatus
 from ftso.store import Key, Store
@@ -32,6 +32,9 @@ from ftso.usage import PodUsage, read_pod_metrics
 logger = logging.getLogger(__name__)
 # How long a primary named in status but never seen in the pod watch is taken for watch lag.
 UNSEEN_PRIMARY_GRACE_SECONDS = 2.0
+# How long a pod carrying a newer term than the status is taken for news on its way (another writer's
+# status, or our own write's event). Then the term is someone else's, a workload's say: decide repairs it.
+VIEW_BEHIND_GRACE_SECONDS = 10.0
 # A namespace the API server called terminating is skipped this long, then looked at again.
 TERMINATING_NAMESPACE_SKIP_SECONDS = 30.0
 
@@ -68,6 +71,10 @@ def observe(
         if any(ref.get("uid") == uid for ref in (p.get("metadata") or {}).get("ownerReferences") or [])
     ]
     nodes = {name: node_view(node, store.lease_renewed_at.get(name)) for name, node in store.nodes.items()}
+    for pod in owned:  # a node its pods are on that the view saw deleted
+        name = (pod.get("spec") or {}).get("nodeName") or ""
+        if name and name not in nodes and name in store.nodes_deleted:
+            nodes[name] = NodeView(name, ready=False, deleted_at=store.nodes_deleted[name])
     return Observed(
         fts=FtsView(
             name=key[1],
@@ -79,7 +86,7 @@ def observe(
             annotations=metadata.get("annotations") or {},
             created_at=parse_time(metadata.get("creationTimestamp")),
         ),
-        pods=tuple(pod_view(p, key[1]) for p in owned),
+        pods=tuple(pod_view(p, key[1], store.pod_seen.get(p["metadata"].get("uid") or "")) for p in owned),
         nodes=nodes,
         services=dict(store.services.get(key)),
         pdb=store.pdbs.get(key).get(key[1]),
@@ -407,6 +414,8 @@ class Controller:
         self.create_failures: dict[Key, dict[str, str]] = {}
         self._failed_attempts: dict[Key, int] = {}
         self._primary_unseen_since: dict[Key, float] = {}
+        self._behind_since: dict[Key, float] = {}
+        self.monotonic: Callable[[], float] = time.monotonic
         self._terminating_seen: dict[str, float] = {}  # namespace -> when a create was refused for it
         self._service_creates = asyncio.Semaphore(SERVICE_CREATES_IN_FLIGHT)
         self.traffic = TrafficLookup(client)
@@ -422,8 +431,10 @@ class Controller:
             self._failed_attempts.pop(key, None)
             self.traffic.forget(key)
             self.usage.forget(key)
+            self._behind_since.pop(key, None)
             return None
         observed = self._bound_unseen_primary(key, observed)
+        observed = self._bound_view_behind(key, observed)
         traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
@@ -469,6 +480,17 @@ class Controller:
         if time.monotonic() - since < UNSEEN_PRIMARY_GRACE_SECONDS:
             return observed
         return dataclasses.replace(observed, primary_unseen=False)
+
+    def _bound_view_behind(self, key: Key, observed: Observed) -> Observed:
+        """A pod's newer term is waited for briefly, by our own clock, since the view first saw it: news
+        arrives in milliseconds, but a term a workload wrote on its own pod never gets a status."""
+        if not view_behind(observed):
+            self._behind_since.pop(key, None)
+            return observed
+        since = self._behind_since.setdefault(key, self.monotonic())
+        if self.monotonic() - since < VIEW_BEHIND_GRACE_SECONDS:
+            return observed
+        return dataclasses.replace(observed, behind_too_long=True)
 
     def _after_creates(
         self, key: Key, before: Mapping[str, str], requeue_after: float | None

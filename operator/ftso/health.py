@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from ftso.api.spec import HealthSpec
@@ -37,9 +37,14 @@ def startup_budget(health: HealthSpec) -> timedelta:
 
 
 def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_seconds: float) -> str:
-    """Why a node cannot be trusted with a pod, or empty: gone, NotReady, or its heartbeat Lease stale."""
+    """Why a node cannot be trusted with a pod, or empty: deleted for a while, NotReady, or its heartbeat
+    Lease stale. A node the view never held is unknown, not lost (the node watch may lag the pod watch, a
+    node may join between a relist's LISTs): its pods are judged by their own state."""
     if node is None:
-        return f"node {name} is gone"
+        return ""
+    if node.deleted_at is not None:
+        gone = (now - node.deleted_at).total_seconds()
+        return f"node {name} was deleted {gone:.0f}s ago" if gone > lost_after_seconds else ""
     if not node.ready:
         return f"node {name} is NotReady"
     if node.lease_renewed_at is not None:
@@ -108,10 +113,20 @@ def judge_pod(
 ) -> Verdict:
     if pod.deleting:
         return Verdict(Health.TERMINATING, "pod is being deleted")
+    node = nodes.get(pod.node_name)
     if pod.node_name and trust_nodes:
-        problem = node_problem(nodes.get(pod.node_name), pod.node_name, now, node_lost_after_seconds)
+        problem = node_problem(node, pod.node_name, now, node_lost_after_seconds)
         if problem:
             return Verdict(Health.LOST, problem)
+    verdict = _judge_own_state(pod, health, now)
+    if node is not None and node.deleted_at is not None:
+        # Its node's deletion is confirmed at this time: the next look is due then.
+        confirmed = node.deleted_at + timedelta(seconds=node_lost_after_seconds)
+        verdict = replace(verdict, deadline=min(verdict.deadline or confirmed, confirmed))
+    return verdict
+
+
+def _judge_own_state(pod: PodView, health: HealthSpec, now: datetime) -> Verdict:
     if pod.phase in ("Failed", "Succeeded"):
         return Verdict(Health.FAILED, f"pod phase is {pod.phase}")
     if pod.container_failure:
@@ -123,14 +138,15 @@ def judge_pod(
     never_ready = pod.ready_changed_at is None or (
         pod.started_at is not None and pod.ready_changed_at <= pod.started_at
     )
+    # Whether it ever was Ready compares two of the kubelet's own stamps; how long compares with our clock, so
+    # the durations run from when the operator saw the pod start or turn unready.
     if never_ready:
-        since = pod.started_at or pod.created_at or now
+        since = pod.started_seen_at or now
         deadline = since + startup_budget(health)
         if now >= deadline:
             return Verdict(Health.FAILED, "pod never became Ready")
         return Verdict(Health.STARTING, "pod is not Ready yet", deadline)
-    assert pod.ready_changed_at is not None
-    deadline = pod.ready_changed_at + timedelta(seconds=health.unready_timeout_seconds)
+    deadline = (pod.ready_seen_at or now) + timedelta(seconds=health.unready_timeout_seconds)
     if now >= deadline:
         return Verdict(Health.FAILED, f"pod not Ready for over {health.unready_timeout_seconds}s")
     return Verdict(Health.DEGRADED, "pod is not Ready", deadline)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ftso import names
 
@@ -21,6 +21,15 @@ def parse_time(value: Any) -> datetime | None:
 
 def format_time(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class PodSeen(NamedTuple):
+    """When the operator, by its own clock, first saw a pod in its current Ready state and first saw it
+    started: a kubelet's timestamps are its own clock's, which may be minutes off either way."""
+
+    ready: bool
+    ready_at: datetime
+    started_at: datetime | None
 
 
 @dataclass(frozen=True)
@@ -39,6 +48,9 @@ class PodView:
     labels: Mapping[str, str] = field(default_factory=dict)
     annotations: Mapping[str, str] = field(default_factory=dict)
     pod_ip: str = ""
+    # The operator's own clock (PodSeen): what every duration of the pod's health is measured from.
+    ready_seen_at: datetime | None = None
+    started_seen_at: datetime | None = None
 
     @property
     def role(self) -> str:
@@ -61,6 +73,8 @@ class NodeView:
     ready: bool
     zone: str = ""
     lease_renewed_at: datetime | None = None
+    # When the view saw this node deleted, by the operator's clock: a node the view never held is not here.
+    deleted_at: datetime | None = None
 
 
 def ordinal_of(pod_name: str, owner_name: str) -> int:
@@ -89,7 +103,8 @@ def _container_failure(status: Mapping[str, Any]) -> str:
     return ""
 
 
-def pod_view(raw: Mapping[str, Any], owner_name: str) -> PodView:
+def pod_view(raw: Mapping[str, Any], owner_name: str, seen: PodSeen | None = None) -> PodView:
+    """Without `seen` (a tool or a test without a watch) the kubelet's clock is taken to agree with ours."""
     metadata = raw.get("metadata") or {}
     spec = raw.get("spec") or {}
     status = raw.get("status") or {}
@@ -111,7 +126,33 @@ def pod_view(raw: Mapping[str, Any], owner_name: str) -> PodView:
         labels=dict(metadata.get("labels") or {}),
         annotations=dict(metadata.get("annotations") or {}),
         pod_ip=status.get("podIP") or "",
+        **_seen_times(seen, ready_condition, status, metadata),
     )
+
+
+def _seen_times(
+    seen: PodSeen | None, ready: Mapping[str, Any], status: Mapping[str, Any], metadata: Mapping[str, Any]
+) -> dict[str, datetime | None]:
+    if seen is not None:
+        return {"ready_seen_at": seen.ready_at, "started_seen_at": seen.started_at}
+    started = parse_time(status.get("startTime")) or parse_time(metadata.get("creationTimestamp"))
+    return {"ready_seen_at": parse_time(ready.get("lastTransitionTime")), "started_seen_at": started}
+
+
+def pod_seen(raw: Mapping[str, Any], before: PodSeen | None, now: datetime) -> PodSeen:
+    """What the operator has seen of a pod by `now`, given what it had seen before (None: never)."""
+    status = raw.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+    )
+    started = bool(status.get("startTime")) or status.get("phase") not in (None, "Pending")
+    if before is None:
+        return PodSeen(ready, now, now if started else None)
+    ready_at = before.ready_at if before.ready == ready else now
+    started_at = before.started_at or (now if started else None)
+    if (ready_at, started_at) == (before.ready_at, before.started_at):
+        return before  # unchanged: no new object per event
+    return PodSeen(ready, ready_at, started_at)
 
 
 def node_view(raw: Mapping[str, Any], renewed: datetime | None = None) -> NodeView:

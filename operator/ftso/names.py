@@ -277,6 +277,9 @@ class EventReason(StrEnum):
     USAGE_DRAIN_LIMITED = "UsageDrainLimited"
     TRAFFIC_POLICY_NOT_READY = "TrafficPolicyNotReady"  # once when TrafficPolicyReady turns False
     INVALID_ANNOTATION = "InvalidAnnotation"  # a workload's failover annotation ignored, said at an election
+    TERM_RAISED = (
+        "TermRaised"  # status.term raised to a pod's higher term: a wiped status, a bogus annotation
+    )
 
 
 def service_names(name: str) -> tuple[str, str, str]:

@@ -18,6 +18,7 @@ results; it returns its own outputs and Events and changes nothing it was given:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ class Observed:
     create_failures: Mapping[str, str] = field(default_factory=dict)
     # The status names a primary whose pod this view has never held: another writer's news, not a loss.
     primary_unseen: bool = False
+    # A pod has carried a newer term than the status for longer than news takes to arrive (the controller
+    # measures it): not news but a term someone else wrote. Acted on: the term is raised to the pod's.
+    behind_too_long: bool = False
     # spec.traffic's objects as the API has them; None when not looked up (no Gateway named, before or now)
     traffic: TrafficView | None = None
     # health.metrics: the newest PodMetrics sample of each pod, and why there are none when the API failed
@@ -362,12 +366,16 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     history = tuple(failover_records(previous))
     answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
     primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
-    if not (j.acting and j.spec.primary_replica):
+    if not j.acting:
         return Roles(RoleDecision(primary, term), history, answer, ())
+    floor = newest_pod_term(j.observed)
+    if not j.spec.primary_replica:
+        decision = RoleDecision(primary, max(term, floor))
+        return Roles(decision, history, answer, tuple(_term_events(j, term, decision)))
     annotations = j.observed.fts.annotations
     decision = decide_primary(
         primary=primary,
-        term=term,
+        term=max(term, floor),  # every new term exceeds every term a live pod carries
         pods=_electable(j),
         verdicts=j.verdicts,
         replicas=j.spec.replicas,
@@ -379,16 +387,31 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
         switchover_answered=str(answer.get("request") or ""),
     )
+    if term == 0 and decision.reason == Promotion.FAILOVER:  # a status wiped by hand: its first election
+        decision = dataclasses.replace(decision, reason=Promotion.ELECTED)
     if decision.promoted and decision.reason != Promotion.ELECTED:
         history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
     # Said once: a failover still throttled since the last reconcile posts no second Event.
     throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
     events = tuple(
         e
-        for e in (*_role_events(decision), *_annotation_events(j, decision))
+        for e in (*_role_events(decision), *_annotation_events(j, decision), *_term_events(j, term, decision))
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
     return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _term_events(j: Judgement, term: int, decision: RoleDecision) -> list[EventSpec]:
+    """Said when the term is raised to a pod's without a change of primary: a status wiped by hand, or a
+    pod whose term someone else wrote (its workload may patch it)."""
+    if decision.promoted or decision.term <= term:
+        return []
+    above = sorted(p.name for p in j.pods if p.term == decision.term)
+    message = (
+        f"{', '.join(above)} carries term {decision.term}, above the status's {term}: the term is raised to "
+        f"{decision.term} so that no pod's term goes back, and the next change of primary exceeds it"
+    )
+    return [EventSpec("Warning", EventReason.TERM_RAISED, bounded(message, FAILURE_MESSAGE_LIMIT))]
 
 
 def _electable(j: Judgement) -> Mapping[str, PodView]:
@@ -1411,7 +1434,8 @@ def _requeue_after(
 
 # A pod that carries a newer term than the status was labelled by a writer who saw a later status: this
 # view is behind (another operator, or our own write whose watch event has not arrived). Acting on it
-# could label pods with the older term; the newer status is on its way, so wait for it.
+# could label pods with the older term; the newer status is on its way, so wait for it, for a while
+# (Observed.behind_too_long): a workload may write its own pod's term, and that news never comes.
 VIEW_BEHIND_RETRY_SECONDS: Final = 0.5
 
 
@@ -1420,14 +1444,14 @@ def newest_pod_term(observed: Observed) -> int:
 
 
 def view_behind(observed: Observed) -> bool:
-    """A status without a term is new, or was wiped by hand: the first election's status write, made with
-    the resourceVersion, is what guards it (a wiped status is a gap: the pods' terms start again)."""
+    """A status without a term is new, or was wiped by hand: nothing to wait for. Its first election's term
+    exceeds every pod's (decide_roles), and its status write, made with the resourceVersion, guards it."""
     term = int(observed.fts.status.get("term") or 0)
     return 0 < term < newest_pod_term(observed)
 
 
 def decide(observed: Observed) -> Plan:
-    if view_behind(observed) or observed.primary_unseen:
+    if (view_behind(observed) and not observed.behind_too_long) or observed.primary_unseen:
         return Plan(
             status=cast(FtsStatus, dict(observed.fts.status)), requeue_after=VIEW_BEHIND_RETRY_SECONDS
         )

@@ -100,7 +100,7 @@ def primary_failure(
     if verdict.gone:
         return verdict.reason, now, None
     if verdict.health in (Health.DEGRADED, Health.STARTING):
-        since = pod.ready_changed_at or pod.started_at or pod.created_at or now
+        since = pod.ready_seen_at or now  # by the operator's clock: a kubelet's may be off either way
         due = since + timedelta(seconds=failover.delay_seconds)
         if now >= due:
             return f"not Ready for over {failover.delay_seconds}s", since, None

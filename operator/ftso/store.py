@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from ftso import kinds, names
+from ftso.model import PodSeen, pod_seen
 
 Key = tuple[str, str]  # (namespace, name) of a FaultTolerantService
 Body = dict[str, Any]
@@ -46,6 +47,9 @@ def _slim_metadata(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 SHARED_STRING_MAX = 64
+# Deleted nodes remembered; Kubernetes' pod garbage collector removes pods bound to a missing node long
+# before a cluster deletes this many more.
+NODES_DELETED_KEPT = 1024
 
 
 def _shared(value: Any) -> Any:
@@ -177,18 +181,25 @@ class OwnedIndex:
 
 
 class Store:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.clock = clock
         self.resources: dict[Key, Body] = {}
         self.pods: dict[Key, dict[str, Body]] = defaultdict(dict)  # pods are also indexed by node
         # Every pod name this view ever held, per resource: a primary named in status but never seen is news
         # that has not reached the pod watch yet, not a pod that is gone.
         self.pod_names_seen: dict[Key, set[str]] = defaultdict(set)
+        # Per pod uid, when we saw its Ready state change and saw it start, by our own clock (as Lease
+        # renewals below): a kubelet's clock may be off. One small tuple per pod.
+        self.pod_seen: dict[str, PodSeen] = {}
         self._indexes = {k.kind: OwnedIndex() for k in kinds.OWNED if k is not kinds.POD}
         self.services = self._indexes[kinds.SERVICE.kind]
         self.pdbs = self._indexes[kinds.PDB.kind]
         self.endpoint_slices = self._indexes[kinds.ENDPOINT_SLICE.kind]
         self.jobs = self._indexes[kinds.JOB.kind]
         self.nodes: dict[str, Body] = {}
+        # Nodes this view held and saw deleted, and when (our clock), the newest NODES_DELETED_KEPT: only a
+        # node known gone can lose its pods; one never seen is unknown.
+        self.nodes_deleted: dict[str, datetime] = {}
         self.leases: dict[str, Body] = {}
         self.lease_renewed_at: dict[str, datetime] = {}
         self.last_lease_event_at: datetime | None = None  # any node's: silence says the watch is in doubt
@@ -233,6 +244,10 @@ class Store:
         body = slim(body)
         if old is not None:
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
+            if _meta(old).get("uid") != _meta(body).get("uid"):
+                self.pod_seen.pop(_meta(old).get("uid") or "", None)
+        uid = _meta(body).get("uid") or ""
+        self.pod_seen[uid] = pod_seen(body, self.pod_seen.get(uid), self.clock())
         self.pods[key][name] = body
         self.pod_names_seen[key].add(name)
         self._pods_by_node[(body.get("spec") or {}).get("nodeName") or ""].add((key, name))
@@ -247,6 +262,7 @@ class Store:
         # A delete event for an older incarnation must not drop a pod recreated under the same name.
         if old is not None and _meta(old).get("uid") == _meta(body).get("uid"):
             del self.pods[key][name]
+            self.pod_seen.pop(_meta(old).get("uid") or "", None)
             self._pods_by_node[(old.get("spec") or {}).get("nodeName") or ""].discard((key, name))
         if not self.pods[key]:
             del self.pods[key]
@@ -339,10 +355,15 @@ class Store:
 
     def put_node(self, body: Body) -> set[Key]:
         self.nodes[_meta(body)["name"]] = slim(body)
+        self.nodes_deleted.pop(_meta(body)["name"], None)
         return self.keys_on_node(_meta(body)["name"])
 
     def drop_node(self, name: str) -> set[Key]:
-        self.nodes.pop(name, None)
+        if self.nodes.pop(name, None) is not None:
+            self.nodes_deleted.pop(name, None)  # reinserted: the dict's order is the order of deletion
+            self.nodes_deleted[name] = self.clock()
+            if len(self.nodes_deleted) > NODES_DELETED_KEPT:
+                del self.nodes_deleted[next(iter(self.nodes_deleted))]
         return self.keys_on_node(name)
 
     def put_lease(self, body: Body, now: datetime) -> None:
