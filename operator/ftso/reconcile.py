@@ -50,6 +50,7 @@ from ftso.builders import (
 )
 from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
 from ftso.health import (
+    NODE_SILENT_AFTER_SECONDS,
     NodeLossHold,
     Verdict,
     judge_pod,
@@ -60,7 +61,7 @@ from ftso.health import (
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, MetadataRemoval, Plan, PodDelete, PodPatch
-from ftso.roles import RoleDecision, bad_annotations, decide_primary
+from ftso.roles import Candidacy, RoleDecision, bad_annotations, decide_primary
 from ftso.settings import OperatorSettings
 from ftso.status import (
     FailoverRecord,
@@ -303,6 +304,7 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         now=j.now,
         switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
         switchover_answered=str(answer.get("request") or ""),
+        candidacy=_candidacy(j, history),
     )
     if decision.promoted and decision.reason != Promotion.ELECTED:
         history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
@@ -314,6 +316,17 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
     return Roles(decision, history, decision.switchover or answer, events)
+
+
+def _candidacy(j: Judgement, history: Sequence[FailoverRecord]) -> Candidacy:
+    fence_uids = set(pending_fences(history).values())
+    barred = {p.name for p in j.pods if p.role == names.ROLE_FENCED or p.uid in fence_uids}
+    suspect = {
+        p.name
+        for p in j.pods
+        if node_problem(j.observed.nodes.get(p.node_name), p.node_name, j.now, NODE_SILENT_AFTER_SECONDS)
+    }
+    return Candidacy(frozenset(barred), frozenset(suspect))
 
 
 def _electable(j: Judgement) -> Mapping[str, PodView]:
@@ -489,7 +502,7 @@ def pending_fences(history: Sequence[FailoverRecord]) -> dict[str, str]:
     return {
         h["from"]: h["fenceUid"]
         for h in history
-        if h["kind"] == ChangeKind.FAILOVER and h.get("fenceUid") and not h.get("fencedAt")
+        if h.get("kind") == ChangeKind.FAILOVER and h.get("fenceUid") and not h.get("fencedAt")
     }
 
 

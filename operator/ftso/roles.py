@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -64,23 +64,46 @@ def bad_annotations(pods: Iterable[PodView]) -> list[str]:
     ]
 
 
-def candidate_rank(pod: PodView) -> tuple[float, bool, float, int]:
-    """Lower is better: the workload's priority first (0 when unset), then a known replication lag before an
-    unknown one, the least lag first, then the ordinal: a fresh empty replica never wins for lack of a lag."""
+@dataclass(frozen=True)
+class Candidacy:
+    """Who may not, or should rather not, become primary."""
+
+    # Fenced former primaries (labelled fenced, or named by uid in a pending fence): never a candidate, since
+    # they may hold writes the new lineage never had.
+    barred: Collection[str] = frozenset()
+    # Pods on a suspect node (it missed a heartbeat renewal, or is NotReady): promoted only when no pod on a
+    # trusted node can be, since one that is about to be lost would need a second failover.
+    suspect: Collection[str] = frozenset()
+
+
+def candidate_rank(
+    pod: PodView, suspect: Collection[str] = frozenset()
+) -> tuple[bool, float, bool, float, int]:
+    """Lower is better: a trusted node first, then the workload's priority (0 when unset), then a known
+    replication lag before an unknown one, the least lag first, then the ordinal: a fresh empty replica never
+    wins for lack of a lag."""
     priority = annotation_number(pod, names.ANNOTATION_FAILOVER_PRIORITY) or 0.0
     lag = annotation_number(pod, names.ANNOTATION_REPLICATION_LAG)
-    return (-priority, lag is None, lag or 0.0, pod.ordinal)
+    return (pod.name in suspect, -priority, lag is None, lag or 0.0, pod.ordinal)
 
 
 def best_candidate(
-    pods: Iterable[PodView], verdicts: Mapping[str, Verdict], *, replicas: int, exclude: str = ""
+    pods: Iterable[PodView],
+    verdicts: Mapping[str, Verdict],
+    *,
+    replicas: int,
+    exclude: str = "",
+    candidacy: Candidacy = Candidacy(),
 ) -> PodView | None:
     candidates = [
         p
         for p in pods
-        if p.name != exclude and 0 <= p.ordinal < replicas and verdicts[p.name].health == Health.HEALTHY
+        if p.name != exclude
+        and p.name not in candidacy.barred
+        and 0 <= p.ordinal < replicas
+        and verdicts[p.name].health == Health.HEALTHY
     ]
-    return min(candidates, key=candidate_rank, default=None)
+    return min(candidates, key=lambda p: candidate_rank(p, candidacy.suspect), default=None)
 
 
 def primary_failure(
@@ -163,6 +186,7 @@ def decide_switchover(
     verdicts: Mapping[str, Verdict],
     replicas: int,
     now: datetime,
+    candidacy: Candidacy = Candidacy(),
 ) -> RoleDecision:
     """A planned change of primary, asked for by the annotation `ftso.dev/switchover: <pod>[@<nonce>]`
     (an empty pod name asks for the best healthy replica)."""
@@ -178,6 +202,8 @@ def decide_switchover(
         verdict = verdicts.get(target)
         if pod is None or verdict is None:
             message = f"refused: {target} is not a pod of this service"
+        elif target in candidacy.barred:
+            message = f"refused: {target} is fenced (a failed former primary)"
         elif not 0 <= pod.ordinal < replicas or verdict.health != Health.HEALTHY:
             health = verdict.health.value + (f" ({verdict.reason})" if verdict.reason else "")
             message = f"refused: {target} is not a healthy replica (it is {health})"
@@ -189,7 +215,9 @@ def decide_switchover(
             )
         chosen = target
     else:
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = best_candidate(
+            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
+        )
         if best is None:
             return RoleDecision(
                 primary,
@@ -225,6 +253,7 @@ def decide_primary(
     now: datetime,
     switchover_request: str = "",
     switchover_answered: str = "",
+    candidacy: Candidacy = Candidacy(),
 ) -> RoleDecision:
     current = pods.get(primary) if primary else None
     problem, since, due = (
@@ -238,7 +267,9 @@ def decide_primary(
             why, until = throttle(history, failover, now)
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = best_candidate(
+            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
+        )
         if best is None:
             return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
         return RoleDecision(
@@ -259,14 +290,17 @@ def decide_primary(
             verdicts=verdicts,
             replicas=replicas,
             now=now,
+            candidacy=candidacy,
         )
     if current is not None and not 0 <= current.ordinal < replicas:
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = best_candidate(
+            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
+        )
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.SCALE_DOWN, primary, detected_at=now)
     elif rollout_wants_primary:
         fresh = [p for p in pods.values() if updated.get(p.name)]
-        best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary)
+        best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary, candidacy=candidacy)
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.ROLLING_UPDATE, primary, detected_at=now)
     return RoleDecision(primary, term, retry_at=due)
