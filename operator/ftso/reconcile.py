@@ -28,6 +28,7 @@ from ftso import conditions as cond
 from ftso import kinds, names
 from ftso.api.spec import (
     FAILOVER_HISTORY_LIMIT,
+    MAX_FAILOVERS_PER_HOUR,
     FtsSpec,
     MetricsHealthSpec,
     operator_judged_problems,
@@ -61,7 +62,7 @@ from ftso.health import (
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, MetadataRemoval, Plan, PodDelete, PodPatch
-from ftso.roles import Candidacy, RoleDecision, bad_annotations, decide_primary
+from ftso.roles import Candidacy, RoleDecision, bad_annotations, decide_primary, failover_times
 from ftso.settings import OperatorSettings
 from ftso.status import (
     FailoverRecord,
@@ -70,6 +71,7 @@ from ftso.status import (
     Recovery,
     SwitchoverAnswer,
     failover_records,
+    failover_times_state,
     recovery_state,
 )
 from ftso.traffic import (
@@ -271,6 +273,7 @@ def plan_rollout(j: Judgement) -> Rollout:
 class Roles:
     decision: RoleDecision
     history: tuple[FailoverRecord, ...]  # with the new change of primary, if any
+    failover_times: tuple[str, ...]  # when the unplanned failovers the limits count were decided
     switchover: SwitchoverAnswer | dict[str, Any]
     events: tuple[EventSpec, ...]
 
@@ -288,9 +291,11 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     history = tuple(failover_records(previous))
     answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
     primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
+    kept = failover_times_state(previous, MAX_FAILOVERS_PER_HOUR)
     if not (j.acting and j.spec.primary_replica):
-        return Roles(RoleDecision(primary, term), history, answer, ())
+        return Roles(RoleDecision(primary, term), history, tuple(kept), answer, ())
     annotations = j.observed.fts.annotations
+    times = failover_times(kept, history, j.spec.failover, j.now)
     decision = decide_primary(
         primary=primary,
         term=term,
@@ -300,14 +305,17 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         updated={p.name: j.updated(p) for p in j.pods},
         rollout_wants_primary=rollout.wants_primary,
         failover=j.spec.failover,
-        history=history,
+        failover_times=times,
         now=j.now,
         switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
         switchover_answered=str(answer.get("request") or ""),
         candidacy=_candidacy(j, history),
     )
     if decision.promoted and decision.reason != Promotion.ELECTED:
-        history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
+        record = _failover_record(j, decision)
+        history = (*history, record)[-FAILOVER_HISTORY_LIMIT:]
+        if record["kind"] == ChangeKind.FAILOVER:
+            kept.append(j.stamp)
     # Said once: a failover still throttled since the last reconcile posts no second Event.
     throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
     events = tuple(
@@ -315,7 +323,8 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         for e in (*_role_events(decision), *_annotation_events(j, decision))
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
-    return Roles(decision, history, decision.switchover or answer, events)
+    stamps = tuple(format_time(t) for t in failover_times(kept, history, j.spec.failover, j.now))
+    return Roles(decision, history, stamps, decision.switchover or answer, events)
 
 
 def _candidacy(j: Judgement, history: Sequence[FailoverRecord]) -> Candidacy:
@@ -1246,6 +1255,7 @@ def build_status(
         "term": roles.term,
         "pods": _status_pods(j, labels, traffic),
         "failovers": list(history.records),
+        "failoverTimes": list(roles.failover_times),
         "checkpoints": checkpoints.plan.history,
         "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
         "checkpointSchedule": checkpoints.plan.schedule_state,

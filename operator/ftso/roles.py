@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -144,15 +145,26 @@ def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
     return pod is None or verdict is None or verdict.gone
 
 
-def throttle(
-    history: Sequence[FailoverRecord], failover: FailoverSpec, now: datetime
-) -> tuple[str, datetime | None]:
-    """Why an unplanned failover must wait now, and until when; ("", None) when it may go."""
-    times = sorted(
-        t
-        for h in history
-        if h.get("kind") == ChangeKind.FAILOVER and (t := parse_time(h.get("decidedAt"))) is not None
-    )
+def failover_times(
+    kept: Iterable[object], history: Iterable[FailoverRecord], failover: FailoverSpec, now: datetime
+) -> tuple[datetime, ...]:
+    """When the unplanned failovers the limits count were decided, oldest first: those status keeps for the
+    limits, and those the history still shows. Only the newest `maxPerHour` of the window the limits look at
+    (the last hour, or minIntervalSeconds if longer) are kept: all the limits need, so the history's bound
+    and the limit can never disagree."""
+    window = timedelta(seconds=max(3600, failover.min_interval_seconds))
+
+    def counted(raws: Iterable[object]) -> Counter[datetime]:
+        return Counter(t for raw in raws if (t := parse_time(raw)) is not None and t > now - window)
+
+    recorded = counted(h.get("decidedAt") for h in history if h.get("kind") == ChangeKind.FAILOVER)
+    times = counted(kept) | recorded  # a record is also kept: counted once
+    return tuple(sorted(times.elements())[-failover.max_per_hour :])
+
+
+def throttle(times: Sequence[datetime], failover: FailoverSpec, now: datetime) -> tuple[str, datetime | None]:
+    """Why an unplanned failover must wait now, and until when; ("", None) when it may go. `times`: when
+    the unplanned failovers were decided, oldest first (see failover_times)."""
     hour_ago = now - timedelta(hours=1)
     recent = [t for t in times if t > hour_ago]
     if len(recent) >= failover.max_per_hour:
@@ -249,7 +261,7 @@ def decide_primary(
     updated: Mapping[str, bool],
     rollout_wants_primary: bool,
     failover: FailoverSpec,
-    history: Sequence[FailoverRecord],
+    failover_times: Sequence[datetime],
     now: datetime,
     switchover_request: str = "",
     switchover_answered: str = "",
@@ -264,7 +276,7 @@ def decide_primary(
         # Anti-flapping is for soft failures only (an unready primary may come back); when the primary is
         # gone, waiting only guarantees an outage, so a hard failure fails over whatever the limits say.
         if term > 0 and primary and not hard_failure(current, verdicts.get(primary)):
-            why, until = throttle(history, failover, now)
+            why, until = throttle(failover_times, failover, now)
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
         best = best_candidate(

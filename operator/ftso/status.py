@@ -94,6 +94,8 @@ class FtsStatus(TypedDict):
     term: int
     pods: list[PodStatus]
     failovers: list[FailoverRecord]
+    # decidedAt of the unplanned failovers failover.maxPerHour counts: the history's bound does not limit it
+    failoverTimes: list[str]
     checkpoints: list[CheckpointRecord]
     lastSuccessfulCheckpoint: str
     checkpointSchedule: ScheduleState
@@ -121,3 +123,9 @@ def schedule_state(status: Mapping[str, Any]) -> ScheduleState:
 
 def recovery_state(status: Mapping[str, Any]) -> Recovery:
     return cast(Recovery, dict(status.get("recovery") or {}))
+
+
+def failover_times_state(status: Mapping[str, Any], limit: int) -> list[str]:
+    """status.failoverTimes as strings, at most the newest `limit` (the CRD's bound; status is untrusted)."""
+    raw = status.get("failoverTimes")
+    return [t for t in raw[-limit:] if isinstance(t, str)] if isinstance(raw, list) else []

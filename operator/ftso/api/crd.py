@@ -881,6 +881,15 @@ def build_status_schema() -> Schema:
             "term": _int("Fencing token: increases with every promotion, never decreases.", format="int64"),
             "pods": {"type": "array", "items": pod, "x-kubernetes-list-type": "atomic"},
             "failovers": _status_failovers(),
+            "failoverTimes": {
+                "type": "array",
+                "description": "When the unplanned failovers failover.maxPerHour and minIntervalSeconds count "
+                "were decided, oldest first: those of the last hour (or minIntervalSeconds), at most maxPerHour. "
+                "Kept apart from failovers, whose bound would otherwise let the limit undercount.",
+                "maxItems": defaults.MAX_FAILOVERS_PER_HOUR,
+                "items": _str(format="date-time"),
+                "x-kubernetes-list-type": "atomic",
+            },
             "checkpoints": _status_checkpoints(),
             "lastSuccessfulCheckpoint": _str("Id of the newest successful checkpoint."),
             "checkpointSchedule": _obj(
