@@ -19,7 +19,7 @@ results; it returns its own outputs and Events and changes nothing it was given:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -29,6 +29,7 @@ from ftso import kinds, names
 from ftso.api.spec import (
     FAILOVER_HISTORY_LIMIT,
     MAX_FAILOVERS_PER_HOUR,
+    MAX_REPLICAS,
     FtsSpec,
     MetricsHealthSpec,
     operator_judged_problems,
@@ -54,10 +55,13 @@ from ftso.health import (
     NODE_SILENT_AFTER_SECONDS,
     NodeLossHold,
     Verdict,
+    has_been_ready,
     judge_pod,
     node_loss_confirmed_after,
     node_loss_held,
     node_problem,
+    proven_stopped,
+    unreachable,
 )
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
@@ -70,9 +74,11 @@ from ftso.status import (
     PodStatus,
     Recovery,
     SwitchoverAnswer,
+    UnreachablePod,
     failover_records,
     failover_times_state,
     recovery_state,
+    unreachable_pods,
 )
 from ftso.traffic import (
     LoadState,
@@ -154,6 +160,21 @@ class Judgement:
     problems: tuple[str, ...]  # what only the operator can find wrong with the spec
     desired_hash: str
     breaches: Mapping[str, datetime]  # pod name -> when its usage went over a threshold (health.metrics)
+    # Nodes NotReady or silent and not proven stopped: their pods may still run, unseen and unstoppable.
+    unreachable_nodes: frozenset[str] = frozenset()
+    # Pods seen on such a node, kept after they vanish until it is proven stopped (status.unreachablePods).
+    unreachable_pods: tuple[UnreachablePod, ...] = ()
+
+    @property
+    def held_names(self) -> frozenset[str]:
+        """Names whose last pod vanished on an unreachable node: no new pod takes them yet."""
+        seen = {p.uid for p in self.observed.pods}
+        return frozenset(e["name"] for e in self.unreachable_pods if e["uid"] not in seen)
+
+    def may_hold_data(self, pod: PodView) -> bool:
+        return may_hold_data(
+            pod, self.verdicts[pod.name], unreachable_node=pod.node_name in self.unreachable_nodes
+        )
 
     @property
     def now(self) -> datetime:
@@ -166,6 +187,10 @@ class Judgement:
     @property
     def by_name(self) -> Mapping[str, PodView]:
         return {p.name: p for p in self.observed.pods}
+
+    @property
+    def by_uid(self) -> Mapping[str, PodView]:
+        return {p.uid: p for p in self.observed.pods}
 
     @property
     def previous(self) -> Mapping[str, Any]:
@@ -201,6 +226,7 @@ def judge(observed: Observed) -> Judgement:
     breaches: dict[str, datetime] = {}
     if spec.health.metrics is not None:
         verdicts, breaches = judge_usage(observed, spec.health.metrics, verdicts)
+    cut_off = frozenset(n for n, v in observed.nodes.items() if unreachable(v, n, observed.now, lost_after))
     return Judgement(
         observed=observed,
         spec=spec,
@@ -211,7 +237,33 @@ def judge(observed: Observed) -> Judgement:
         problems=tuple(operator_judged_problems(spec)),
         desired_hash=template_hash(spec),
         breaches=breaches,
+        unreachable_nodes=cut_off,
+        unreachable_pods=_unreachable_pods(observed, cut_off),
     )
+
+
+# Entries read back from status at most: more pods than this never belong to one resource.
+UNREACHABLE_PODS_LIMIT = 2 * MAX_REPLICAS
+
+
+def _unreachable_pods(observed: Observed, cut_off: frozenset[str]) -> tuple[UnreachablePod, ...]:
+    """Every pod on an unreachable node, and every one seen there before whose node is neither proven stopped
+    (gone, or tainted out-of-service) nor trusted again (Ready and renewing, so its kubelet stops what the API
+    no longer has): a force-deleted pod's process may still run there, with its data and its name."""
+
+    def in_doubt(node_name: str) -> bool:
+        node = observed.nodes.get(node_name)
+        return not proven_stopped(node) and bool(
+            node_problem(node, node_name, observed.now, NODE_SILENT_AFTER_SECONDS)
+        )
+
+    entries = unreachable_pods(observed.fts.status, UNREACHABLE_PODS_LIMIT)
+    kept = {e["uid"]: e for e in entries if in_doubt(e["node"])}
+    stamp = format_time(observed.now)
+    for pod in observed.pods:
+        if pod.node_name in cut_off and pod.uid not in kept:
+            kept[pod.uid] = {"name": pod.name, "uid": pod.uid, "node": pod.node_name, "since": stamp}
+    return tuple(sorted(kept.values(), key=lambda e: (e["name"], e["since"], e["uid"])))
 
 
 def judge_usage(
@@ -335,7 +387,8 @@ def _candidacy(j: Judgement, history: Sequence[FailoverRecord]) -> Candidacy:
         for p in j.pods
         if node_problem(j.observed.nodes.get(p.node_name), p.node_name, j.now, NODE_SILENT_AFTER_SECONDS)
     }
-    return Candidacy(frozenset(barred), frozenset(suspect))
+    stranded = {p.name for p in j.pods if p.node_name in j.unreachable_nodes and j.may_hold_data(p)}
+    return Candidacy(frozenset(barred), frozenset(suspect), frozenset(stranded))
 
 
 def _electable(j: Judgement) -> Mapping[str, PodView]:
@@ -486,13 +539,18 @@ def _recovery_needed(j: Judgement, checkpoints: CheckpointPlan, decision: RoleDe
         return False
     if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
         return False
-    return not any(may_hold_data(j.health(p)) for p in j.pods)
+    # A pod that vanished on an unreachable node may still run there, with the data.
+    return not j.held_names and not any(j.may_hold_data(p) for p in j.pods)
 
 
-def may_hold_data(health: Health) -> bool:
-    """A pod that has been Ready may come back with the data. One that never was holds none: after the last
-    holder died it is a fresh pod that would start empty, so it must not stop a recovery."""
-    return health in (Health.HEALTHY, Health.DEGRADED)
+def may_hold_data(pod: PodView, verdict: Verdict, *, unreachable_node: bool) -> bool:
+    """A pod that has been Ready may come back with the data: one that is Healthy or Degraded, one judged
+    Failed only for its measured usage (busy, not empty), and one on an unreachable node (not proven
+    stopped). One that never was Ready holds none: after the last holder died it is a fresh pod that would
+    start empty, so it must not stop a recovery."""
+    if verdict.health in (Health.HEALTHY, Health.DEGRADED) or verdict.breached_at is not None:
+        return True
+    return unreachable_node and has_been_ready(pod)
 
 
 # Phase 5: labels
@@ -610,6 +668,7 @@ class PodWork:
     job_deletes: tuple[str, ...] = ()
     events: tuple[EventSpec, ...] = ()
     progress: str = ""  # the first kind of work in progress (names.Reason), or ""
+    waiting: str = ""  # why some pods are not recreated yet
 
 
 def plan_pods(
@@ -628,7 +687,9 @@ def plan_pods(
     rolled: list[tuple[PodDelete, EventSpec]] = []
     if not replaced and not creates:
         rolled = _rollout_next(j, rollout, roles)
+    waiting, waiting_events = _names_held(j)
     progress = next((reason for _, _, reason in replaced), "") or (Reason.CREATING if creates else "")
+    progress = progress or (Reason.POD_MAY_STILL_RUN if waiting else "")
     hooks, hooks_term = _hook_calls(j, roles)
     return PodWork(
         deletes=(*(d for d, _, _ in replaced), *(d for d, _ in rolled)),
@@ -637,9 +698,28 @@ def plan_pods(
         hooks_term=hooks_term,
         job_creates=_checkpoint_jobs(j, checkpoints, roles.term),
         job_deletes=tuple(checkpoints.plan.delete_jobs),
-        events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled)),
+        events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled), *waiting_events),
         progress=progress or (Reason.ROLLING_UPDATE if rollout.outdated else ""),
+        waiting=waiting,
     )
+
+
+def _names_held(j: Judgement) -> tuple[str, list[EventSpec]]:
+    """Why some pods are not recreated yet, and one Warning when a pod vanishes on an unreachable node.
+    Like a StatefulSet's, a name has at most one pod: a second could run beside the first, with the same
+    identity. Proof that the first stopped is its node's object gone, or the node tainted out-of-service."""
+    held = [e for e in j.unreachable_pods if e["uid"] not in j.by_uid]
+    if not held:
+        return "", []
+    said = {str(p.get("name")) for p in j.previous.get("pods") or []}
+    lines = [f"{e['name']} may still run on unreachable node {e['node']}" for e in held]
+    message = bounded(
+        "; ".join(lines) + f": not recreated until the node is gone or tainted {names.TAINT_OUT_OF_SERVICE}",
+        FAILURE_MESSAGE_LIMIT,
+    )
+    fresh = [e for e in held if e["name"] in said]  # in view at the last reconcile: vanished since
+    events = [EventSpec("Warning", EventReason.POD_MAY_STILL_RUN, message)] if fresh else []
+    return message, events
 
 
 def _replacement(
@@ -649,6 +729,8 @@ def _replacement(
     verdict = j.verdicts[pod.name]
     if pod.deleting:
         return None
+    if verdict.health == Health.LOST and _last_holders(j, pod):
+        return None  # deleting it would throw away data that may come back with its node
     if verdict.health in (Health.LOST, Health.FAILED):
         lost = verdict.health == Health.LOST
         reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED
@@ -663,6 +745,15 @@ def _replacement(
         )
         return PodDelete(pod.name, pod.uid, False, "scaled down"), event, Reason.SCALING
     return None
+
+
+def _last_holders(j: Judgement, pod: PodView) -> bool:
+    """The pod is on an unreachable node, may hold the data, and no pod on a reachable node may."""
+    return (
+        pod.node_name in j.unreachable_nodes
+        and j.may_hold_data(pod)
+        and not any(j.may_hold_data(p) for p in j.pods if p.node_name not in j.unreachable_nodes)
+    )
 
 
 def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete, EventSpec, Reason] | None:
@@ -689,6 +780,7 @@ def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[st
         )
         for ordinal in range(j.spec.replicas)
         if names.pod_name(j.owner.name, ordinal) not in j.by_name
+        and names.pod_name(j.owner.name, ordinal) not in j.held_names
     ]
     if not creates:
         return [], []
@@ -943,7 +1035,8 @@ def stamp_history(j: Judgement, roles: Roles) -> History:
     ip = pod.pod_ip if pod is not None else ""
     records, routed = _mark_routed(roles.history, roles.primary, ip, j.observed.primary_endpoints, j.stamp)
     if j.acting:
-        records = _mark_fenced(records, j.pods, j.stamp)
+        alive = {p.uid for p in j.pods} | {e["uid"] for e in j.unreachable_pods}
+        records = _mark_fenced(records, alive, j.stamp)
     return History(records, routed)
 
 
@@ -964,10 +1057,10 @@ def _mark_routed(
 
 
 def _mark_fenced(
-    history: tuple[FailoverRecord, ...], pods: Sequence[PodView], now: str
+    history: tuple[FailoverRecord, ...], uids: Collection[str], now: str
 ) -> tuple[FailoverRecord, ...]:
-    """A fence is done once the pod it names (by uid) is gone from the API."""
-    uids = {p.uid for p in pods}
+    """A fence is done once the pod it names (by uid) is gone from the API and proven stopped: a pod that
+    vanished on an unreachable node (in `uids` too) may still run."""
     return tuple(
         _fenced(r, now)
         if r.get("fenceUid") and not r.get("fencedAt") and r.get("fenceUid") not in uids
@@ -995,6 +1088,7 @@ class Tally:
     available: bool
     progress: str  # names.Reason of the work in progress, or ""
     summary: str
+    waiting: str = ""  # why some pods are not recreated yet
 
 
 def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: PodWork) -> Tally:
@@ -1021,6 +1115,7 @@ def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: Po
         available=serving > 0 and primary_serving,
         progress=_progress(j, rollout, work, active),
         summary=f"{serving}/{replicas} replicas serving",
+        waiting=work.waiting,
     )
 
 
@@ -1143,7 +1238,9 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
             ConditionType.PROGRESSING,
             bool(progress) and j.acting,
             progressing,
-            f"{progress}: {summary}" if progress else "",
+            (f"{progress}: {summary}" + (f"; {counts.waiting}" if counts.waiting else ""))
+            if progress
+            else "",
         ),
         cond.Condition(
             ConditionType.DEGRADED,
@@ -1256,6 +1353,7 @@ def build_status(
         "pods": _status_pods(j, labels, traffic),
         "failovers": list(history.records),
         "failoverTimes": list(roles.failover_times),
+        "unreachablePods": list(j.unreachable_pods),
         "checkpoints": checkpoints.plan.history,
         "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
         "checkpointSchedule": checkpoints.plan.schedule_state,

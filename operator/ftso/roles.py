@@ -75,6 +75,9 @@ class Candidacy:
     # Pods on a suspect node (it missed a heartbeat renewal, or is NotReady): promoted only when no pod on a
     # trusted node can be, since one that is about to be lost would need a second failover.
     suspect: Collection[str] = frozenset()
+    # Pods on an unreachable node (not proven stopped) that may hold the data: a primary among them stays
+    # primary when nobody can take over, since fencing it would throw away data that may come back.
+    stranded: Collection[str] = frozenset()
 
 
 def candidate_rank(
@@ -272,6 +275,9 @@ def decide_primary(
         _judge_primary(current, verdicts.get(primary), term, failover, now) if primary else ("", None, None)
     )
 
+    def pick(pool: Iterable[PodView]) -> PodView | None:
+        return best_candidate(pool, verdicts, replicas=replicas, exclude=primary, candidacy=candidacy)
+
     if not primary or problem:
         # Anti-flapping is for soft failures only (an unready primary may come back); when the primary is
         # gone, waiting only guarantees an outage, so a hard failure fails over whatever the limits say.
@@ -279,19 +285,13 @@ def decide_primary(
             why, until = throttle(failover_times, failover, now)
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
-        best = best_candidate(
-            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
-        )
+        best = pick(pods.values())
+        if best is None and primary in candidacy.stranded:
+            return RoleDecision(primary, term, retry_at=due)
         if best is None:
             return RoleDecision("", term, Promotion.LOST if primary else None, primary, detail=problem)
-        return RoleDecision(
-            best.name,
-            term + 1,
-            Promotion.FAILOVER if term > 0 else Promotion.ELECTED,
-            primary,
-            detail=problem,
-            detected_at=since or now,
-        )
+        reason = Promotion.FAILOVER if term > 0 else Promotion.ELECTED
+        return RoleDecision(best.name, term + 1, reason, primary, detail=problem, detected_at=since or now)
 
     if switchover_request and switchover_request != switchover_answered:
         return decide_switchover(
@@ -305,14 +305,11 @@ def decide_primary(
             candidacy=candidacy,
         )
     if current is not None and not 0 <= current.ordinal < replicas:
-        best = best_candidate(
-            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
-        )
+        best = pick(pods.values())
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.SCALE_DOWN, primary, detected_at=now)
     elif rollout_wants_primary:
-        fresh = [p for p in pods.values() if updated.get(p.name)]
-        best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary, candidacy=candidacy)
+        best = pick(p for p in pods.values() if updated.get(p.name))
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.ROLLING_UPDATE, primary, detected_at=now)
     return RoleDecision(primary, term, retry_at=due)

@@ -890,6 +890,24 @@ def build_status_schema() -> Schema:
                 "items": _str(format="date-time"),
                 "x-kubernetes-list-type": "atomic",
             },
+            "unreachablePods": {
+                "type": "array",
+                "description": "Pods seen on an unreachable node (NotReady or silent), kept after their API "
+                "object is gone until the node is gone, tainted node.kubernetes.io/out-of-service, or trusted "
+                "again: their process may still run there, so no new pod takes the name, the fence of a "
+                "failed primary among them is not done, and no recovery from a checkpoint starts.",
+                "maxItems": 2 * defaults.MAX_REPLICAS,
+                "items": _obj(
+                    {
+                        "name": _str(),
+                        "uid": _str(),
+                        "node": _str(),
+                        "since": _str("When it was first seen on the unreachable node.", format="date-time"),
+                    },
+                    required=["name", "uid", "node", "since"],
+                ),
+                "x-kubernetes-list-type": "atomic",
+            },
             "checkpoints": _status_checkpoints(),
             "lastSuccessfulCheckpoint": _str("Id of the newest successful checkpoint."),
             "checkpointSchedule": _obj(
