@@ -204,6 +204,20 @@ def test_a_force_deleted_pod_on_an_unreachable_node_is_not_fenced_nor_its_name_r
     # So does the node object's deletion.
     gone = decide(observed(relabelled, status=later.status, nodes=down[1:], now=NOW + timedelta(seconds=9)))
     assert gone.status["failovers"][-1]["fencedAt"] and gone.creates
+    # And a node trusted again: its kubelet stops the containers of a pod the API no longer has.
+    back = decide(observed(relabelled, status=later.status, now=NOW + timedelta(seconds=9)))
+    assert back.status["unreachablePods"] == [] and back.creates
+
+
+def test_pods_all_on_one_not_ready_node_are_kept_for_their_data() -> None:
+    three = [pod(i, role="primary" if i == 0 else "replica", node_name="node-0") for i in range(3)]
+    down = [node("node-0", ready=False), node("node-1"), node("node-2")]
+    plan = decide(observed(three, status={"primary": "demo-0", "term": 1}, nodes=down))
+    assert plan.deletes == [] and plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+    assert [e["name"] for e in plan.status["unreachablePods"]] == ["demo-0", "demo-1", "demo-2"]
+    # Back: nothing was lost, nothing moved.
+    healed = decide(observed(three, status=plan.status))
+    assert healed.status["primary"] == "demo-0" and healed.deletes == [] and healed.status["term"] == 1
 
 
 CHECKPOINT = {
@@ -231,6 +245,9 @@ def test_one_replica_on_a_not_ready_node_starts_no_recovery() -> None:
     only = [pod(0, spec=spec, role="primary", term=3, node_name="node-0")]
     plan = decide(observed(only, spec=spec, status=_c7("demo-0"), nodes=down))
     assert not plan.status.get("recovery"), "a recovery over data that may come back"
+    # Nobody can take over: it stays primary (out of the Services while Lost), neither fenced nor deleted.
+    assert plan.status["primary"] == "demo-0" and plan.deletes == []
+    assert all(p.labels[names.LABEL_ROLE] == "primary" for p in plan.patches)
     # Its pod object gone too (someone force-deleted it): still no recovery, and no new demo-0.
     later = decide(observed([], spec=spec, status=plan.status, nodes=down))
     assert not later.status.get("recovery") and later.creates == []
