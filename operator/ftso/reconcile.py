@@ -263,7 +263,8 @@ def _unreachable_pods(observed: Observed, cut_off: frozenset[str]) -> tuple[Unre
     for pod in observed.pods:
         if pod.node_name in cut_off and pod.uid not in kept:
             kept[pod.uid] = {"name": pod.name, "uid": pod.uid, "node": pod.node_name, "since": stamp}
-    return tuple(sorted(kept.values(), key=lambda e: (e["name"], e["since"], e["uid"])))
+    ordered = sorted(kept.values(), key=lambda e: (e["name"], e["since"], e["uid"]))
+    return tuple(ordered[:UNREACHABLE_PODS_LIMIT])
 
 
 def judge_usage(
@@ -708,7 +709,8 @@ def _names_held(j: Judgement) -> tuple[str, list[EventSpec]]:
     """Why some pods are not recreated yet, and one Warning when a pod vanishes on an unreachable node.
     Like a StatefulSet's, a name has at most one pod: a second could run beside the first, with the same
     identity. Proof that the first stopped is its node's object gone, or the node tainted out-of-service."""
-    held = [e for e in j.unreachable_pods if e["uid"] not in j.by_uid]
+    seen = j.by_uid
+    held = [e for e in j.unreachable_pods if e["uid"] not in seen]
     if not held:
         return "", []
     said = {str(p.get("name")) for p in j.previous.get("pods") or []}
@@ -768,6 +770,7 @@ def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete,
 
 def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[str, Any]], list[EventSpec]]:
     avoid = _nodes_to_avoid(j)
+    taken = {*j.by_name, *j.held_names}
     creates = [
         build_pod(
             j.spec,
@@ -779,8 +782,7 @@ def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[st
             restore_from=restore_from,
         )
         for ordinal in range(j.spec.replicas)
-        if names.pod_name(j.owner.name, ordinal) not in j.by_name
-        and names.pod_name(j.owner.name, ordinal) not in j.held_names
+        if names.pod_name(j.owner.name, ordinal) not in taken
     ]
     if not creates:
         return [], []
