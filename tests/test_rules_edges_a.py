@@ -284,3 +284,14 @@ def test_a_node_tainted_out_of_service_is_news_for_its_resources(tmp_path: Path)
     runtime.node_changed("MODIFIED", {**_tainted("node-0"), "kind": "Node"})
     assert adds.seen == [(KEY, True)]
     assert node_view(runtime.store.nodes["node-0"]).out_of_service
+
+
+def test_hostile_failover_times_and_unreachable_pods_in_status_are_ignored() -> None:
+    for times, entries in (
+        ("garbage", "garbage"),
+        ([1, None, "not a time", {"a": 1}], [{"name": 5}, "x", {"name": "demo-0", "uid": "", "node": "n"}]),
+        ({"a": "b"}, {"name": "demo-0"}),
+    ):
+        status = {"primary": "demo-0", "term": 1, "failoverTimes": times, "unreachablePods": entries}
+        plan = decide(observed([pod(0, role="primary"), pod(1), pod(2)], status=status))
+        assert plan.status["failoverTimes"] == [] and plan.status["unreachablePods"] == []
