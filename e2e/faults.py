@@ -26,6 +26,26 @@ def make_node_ready(kube: Kube, node: str) -> None:
     kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NODE_NOT_READY_LABEL: None}}})
 
 
+OUT_OF_SERVICE_TAINT = {
+    "key": "node.kubernetes.io/out-of-service",
+    "value": "nodeshutdown",
+    "effect": "NoExecute",
+}
+
+
+def taint_out_of_service(kube: Kube, node: str) -> None:
+    """What an admin does after a non-graceful node shutdown: the proof that the node's pods are stopped."""
+    taints = (kube.get(f"/api/v1/nodes/{node}") or {}).get("spec", {}).get("taints") or []
+    kube.patch(f"/api/v1/nodes/{node}", {"spec": {"taints": [*taints, OUT_OF_SERVICE_TAINT]}})
+
+
+def untaint_out_of_service(kube: Kube, node: str) -> None:
+    taints = (kube.get(f"/api/v1/nodes/{node}") or {}).get("spec", {}).get("taints") or []
+    kept = [t for t in taints if t.get("key") != OUT_OF_SERVICE_TAINT["key"]]
+    if kept != taints:
+        kube.patch(f"/api/v1/nodes/{node}", {"spec": {"taints": kept}})
+
+
 def _lease_path(node: str) -> str:
     return f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}"
 
@@ -54,6 +74,7 @@ def heal_all_nodes(kube: Kube) -> None:
         labels = node["metadata"].get("labels") or {}
         if NODE_NOT_READY_LABEL in labels:
             make_node_ready(kube, name)
+        untaint_out_of_service(kube, name)
         lease = kube.get(_lease_path(name)) or {}
         if (lease.get("spec") or {}).get("holderIdentity") == HEARTBEAT_THIEF:
             resume_heartbeat(kube, name)

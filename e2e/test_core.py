@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from e2e.faults import fail_container, make_node_not_ready
+from e2e.faults import fail_container, make_node_not_ready, taint_out_of_service
 from e2e.fts import ROLE, SERVING, Fts, manifest
 from e2e.kube import Kube, condition, pod_ready, wait_for
 from e2e.operator_process import OperatorProcess
@@ -126,6 +126,10 @@ def test_notready_node_pods_are_lost_and_replaced_elsewhere(
     path = f"/apis/ftso.dev/v1alpha1/namespaces/{namespace}/faulttolerantservices"
     with WatchRecorder(kube.kubeconfig, path) as history:
         make_node_not_ready(kube, node)
+        # Deleted, but its process may still run on the unreachable node: its name waits for proof.
+        fts.wait_event("PodMayStillRun", timeout=60)
+        assert victim["metadata"]["name"] not in [p["metadata"]["name"] for p in fts.live_pods()]
+        taint_out_of_service(kube, node)
 
         def replaced_elsewhere() -> bool:
             pods = fts.live_pods()

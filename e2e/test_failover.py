@@ -12,8 +12,10 @@ from e2e.faults import (
     fail_container,
     force_delete_pod,
     make_node_not_ready,
+    make_node_ready,
     make_pod_unready,
     stop_heartbeat,
+    taint_out_of_service,
 )
 from e2e.fts import Fts, manifest
 from e2e.invariants import invariant_watch
@@ -96,8 +98,10 @@ def test_primary_node_not_ready_fails_over_before_kubernetes_marks_the_pod(
         fts, status = _ready(kube, namespace)
         old = status["primary"]
         old_uid = fts.pod(old)["metadata"]["uid"]  # type: ignore[index]
-        make_node_not_ready(kube, fts.pod(old)["spec"]["nodeName"])  # type: ignore[index]
+        node = fts.pod(old)["spec"]["nodeName"]  # type: ignore[index]
+        make_node_not_ready(kube, node)
         _new_primary_routed(fts, old, status["term"])
+        make_node_ready(kube, node)  # the old primary's name waits until its node is back or proven stopped
         fts.wait_ready()
     promoted_at = _first_seen(resources, lambda o: (o.get("status") or {}).get("term", 0) > status["term"])
     old_unready_by_kubernetes = _first_seen(
@@ -127,6 +131,8 @@ def test_primary_node_heartbeat_stopped(
         # Kubernetes has not noticed yet: its grace period is 50 s.
         assert condition(kube.get(f"/api/v1/nodes/{node}"), "Ready") == "True"
         assert "heartbeat" in new["failovers"][-1]["reason"]
+        # The old primary's process may still run on the silent node: its name waits for proof it stopped.
+        taint_out_of_service(kube, node)
         wait_for(
             lambda: (
                 all(pod_ready(p) and p["spec"]["nodeName"] != node for p in fts.live_pods())

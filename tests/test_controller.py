@@ -141,6 +141,13 @@ def test_a_pod_the_api_no_longer_has_leaves_the_view_and_is_replaced() -> None:
     assert "svc0-0" not in store.pods[("ns", "svc0")]
     client.calls.clear()
     _reconcile_all(controller, 1)
+    # Its node is still unreachable, so its process may still run: the name waits for proof that it stopped.
+    assert ("POST", "Pod", "svc0-0") not in client.calls
+    tainted = node("node-0", ready=False)
+    tainted["spec"] = {"taints": [{"key": "node.kubernetes.io/out-of-service", "effect": "NoExecute"}]}
+    store.put_node(tainted)
+    client.calls.clear()
+    _reconcile_all(controller, 1)
     assert ("POST", "Pod", "svc0-0") in client.calls
 
 

@@ -134,7 +134,8 @@ def _replay(phases: dict[str, float], silenced: set[str], spec_lost_after: int) 
 
     nodes = sorted(phases)
     pods = [pod(i, role="primary" if i == 0 else "replica", node_name=nodes[i]) for i in range(3)]
-    base = observed(pods, spec=raw_spec(failover={"nodeLostAfterSeconds": spec_lost_after}))
+    spec = raw_spec(failover={"nodeLostAfterSeconds": spec_lost_after})
+    base = observed(pods, spec=spec, status={"primary": "demo-0", "term": 1})
     acted = []
     for step in range(240):
         t = 30 + step * 0.25

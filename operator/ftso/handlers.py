@@ -246,7 +246,11 @@ class Runtime:
         if event_type == "DELETED":
             keys = self.store.drop_node(name)
         else:
-            if previous is not None and _ready(previous) == _ready(body):
+            if (
+                previous is not None
+                and _ready(previous) == _ready(body)
+                and _taints(previous) == _taints(body)
+            ):
                 self.store.put_node(body)
                 return  # a heartbeat that changes nothing we judge by
             keys = self.store.put_node(body)
@@ -444,3 +448,8 @@ def _ready(node: dict[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (node.get("status") or {}).get("conditions") or []
     )
+
+
+def _taints(node: dict[str, Any]) -> list[Any]:
+    """An out-of-service taint proves a node's pods stopped: a change is news for its resources."""
+    return list((node.get("spec") or {}).get("taints") or [])

@@ -54,6 +54,26 @@ def node_problem(node: NodeView | None, name: str, now: datetime, lost_after_sec
     return ""
 
 
+def proven_stopped(node: NodeView | None) -> bool:
+    """The pods of this node are known not to run: its object is gone (deleted, or no longer in a view that
+    held it), or it is tainted out-of-service."""
+    return node is None or node.deleted_at is not None or node.out_of_service
+
+
+def unreachable(node: NodeView | None, name: str, now: datetime, lost_after_seconds: float) -> bool:
+    """Its pods may still run where nobody can see or stop them: NotReady or silent, not proven stopped."""
+    return not proven_stopped(node) and bool(node_problem(node, name, now, lost_after_seconds))
+
+
+def has_been_ready(pod: PodView) -> bool:
+    """Ready now, or once since it started (a NotReady node's pods are marked unready afterwards)."""
+    if pod.ready:
+        return True
+    return pod.ready_changed_at is not None and (
+        pod.started_at is None or pod.ready_changed_at > pod.started_at
+    )
+
+
 # A kubelet renews its node Lease every 10 s (a quarter of the Lease's 40 s duration); a renewal may come this
 # much late without the node being silent.
 NODE_HEARTBEAT_INTERVAL_SECONDS = 10.0
@@ -135,12 +155,9 @@ def _judge_own_state(pod: PodView, health: HealthSpec, now: datetime) -> Verdict
         return Verdict(Health.HEALTHY)
     if pod.phase != "Running":
         return Verdict(Health.STARTING, "pod is " + ("not scheduled" if not pod.node_name else pod.phase))
-    never_ready = pod.ready_changed_at is None or (
-        pod.started_at is not None and pod.ready_changed_at <= pod.started_at
-    )
     # Whether it ever was Ready compares two of the kubelet's own stamps; how long compares with our clock, so
     # the durations run from when the operator saw the pod start or turn unready.
-    if never_ready:
+    if not has_been_ready(pod):
         since = pod.started_seen_at or now
         deadline = since + startup_budget(health)
         if now >= deadline:

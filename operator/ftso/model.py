@@ -75,6 +75,12 @@ class NodeView:
     lease_renewed_at: datetime | None = None
     # When the view saw this node deleted, by the operator's clock: a node the view never held is not here.
     deleted_at: datetime | None = None
+    taints: frozenset[str] = frozenset()  # the keys of spec.taints
+
+    @property
+    def out_of_service(self) -> bool:
+        """Tainted for Kubernetes' non-graceful node shutdown: declared off, so its pods are stopped."""
+        return names.TAINT_OUT_OF_SERVICE in self.taints
 
 
 def ordinal_of(pod_name: str, owner_name: str) -> int:
@@ -159,9 +165,11 @@ def node_view(raw: Mapping[str, Any], renewed: datetime | None = None) -> NodeVi
     metadata = raw.get("metadata") or {}
     conditions = (raw.get("status") or {}).get("conditions") or []
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+    taints = (raw.get("spec") or {}).get("taints") or []
     return NodeView(
         name=metadata.get("name", ""),
         ready=ready,
         zone=(metadata.get("labels") or {}).get(names.LABEL_ZONE, ""),
         lease_renewed_at=renewed,
+        taints=frozenset(str(t.get("key")) for t in taints if isinstance(t, Mapping) and t.get("key")),
     )

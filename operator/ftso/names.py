@@ -25,6 +25,8 @@ LABEL_CHECKPOINT_OF: Final = LABEL_SERVICE + "-checkpoint"  # on checkpoint pods
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "ftso"
 LABEL_ZONE: Final = "topology.kubernetes.io/zone"
+# Kubernetes' non-graceful node shutdown: an admin's word that the node is off, so its pods are stopped.
+TAINT_OUT_OF_SERVICE: Final = "node.kubernetes.io/out-of-service"
 # <name>-primary has no selector: the operator writes its EndpointSlice itself, right after the labels move,
 # so routing a new primary never waits in the controller manager's EndpointSlice queue.
 LABEL_SLICE_SERVICE: Final = "kubernetes.io/service-name"
@@ -243,6 +245,8 @@ class Reason(StrEnum):
     METRICS_MALFORMED = "MetricsMalformed"  # some PodMetrics are not PodMetrics (a time without a zone, ...)
     NAME_TAKEN = "NameTaken"  # an object of the route's or policy's name that ftso did not create
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
+    # A pod's name waits: its last pod vanished on an unreachable node and may still run there.
+    POD_MAY_STILL_RUN = "PodMayStillRun"
 
 
 class EventReason(StrEnum):
@@ -280,6 +284,7 @@ class EventReason(StrEnum):
     TERM_RAISED = (
         "TermRaised"  # status.term raised to a pod's higher term: a wiped status, a bogus annotation
     )
+    POD_MAY_STILL_RUN = "PodMayStillRun"  # once when a pod vanishes on an unreachable node: its name waits
 
 
 def service_names(name: str) -> tuple[str, str, str]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
@@ -29,6 +29,8 @@ from ftso import conditions as cond
 from ftso import kinds, names
 from ftso.api.spec import (
     FAILOVER_HISTORY_LIMIT,
+    MAX_FAILOVERS_PER_HOUR,
+    MAX_REPLICAS,
     FtsSpec,
     MetricsHealthSpec,
     operator_judged_problems,
@@ -51,17 +53,21 @@ from ftso.builders import (
 )
 from ftso.checkpoints import CheckpointInputs, CheckpointPlan, JobView, decide_checkpoints, restore_source
 from ftso.health import (
+    NODE_SILENT_AFTER_SECONDS,
     NodeLossHold,
     Verdict,
+    has_been_ready,
     judge_pod,
     node_loss_confirmed_after,
     node_loss_held,
     node_problem,
+    proven_stopped,
+    unreachable,
 )
 from ftso.model import NodeView, PodView, format_time, parse_time
 from ftso.names import ChangeKind, ConditionType, EventReason, Health, Phase, Promotion, Reason
 from ftso.plan import EventSpec, HookCall, MetadataRemoval, Plan, PodDelete, PodPatch
-from ftso.roles import RoleDecision, bad_annotations, decide_primary
+from ftso.roles import Candidacy, RoleDecision, bad_annotations, decide_primary, failover_times
 from ftso.settings import OperatorSettings
 from ftso.status import (
     FailoverRecord,
@@ -69,8 +75,11 @@ from ftso.status import (
     PodStatus,
     Recovery,
     SwitchoverAnswer,
+    UnreachablePod,
     failover_records,
+    failover_times_state,
     recovery_state,
+    unreachable_pods,
 )
 from ftso.traffic import (
     LoadState,
@@ -164,6 +173,21 @@ class Judgement:
     problems: tuple[str, ...]  # what only the operator can find wrong with the spec
     desired_hash: str
     breaches: Mapping[str, Breach]  # pod name -> its usage over a threshold (health.metrics)
+    # Nodes NotReady or silent and not proven stopped: their pods may still run, unseen and unstoppable.
+    unreachable_nodes: frozenset[str] = frozenset()
+    # Pods seen on such a node, kept after they vanish until it is proven stopped (status.unreachablePods).
+    unreachable_pods: tuple[UnreachablePod, ...] = ()
+
+    @property
+    def held_names(self) -> frozenset[str]:
+        """Names whose last pod vanished on an unreachable node: no new pod takes them yet."""
+        seen = {p.uid for p in self.observed.pods}
+        return frozenset(e["name"] for e in self.unreachable_pods if e["uid"] not in seen)
+
+    def may_hold_data(self, pod: PodView) -> bool:
+        return may_hold_data(
+            pod, self.verdicts[pod.name], unreachable_node=pod.node_name in self.unreachable_nodes
+        )
 
     @property
     def now(self) -> datetime:
@@ -176,6 +200,10 @@ class Judgement:
     @property
     def by_name(self) -> Mapping[str, PodView]:
         return {p.name: p for p in self.observed.pods}
+
+    @property
+    def by_uid(self) -> Mapping[str, PodView]:
+        return {p.uid: p for p in self.observed.pods}
 
     @property
     def previous(self) -> Mapping[str, Any]:
@@ -211,6 +239,7 @@ def judge(observed: Observed) -> Judgement:
     breaches: dict[str, Breach] = {}
     if spec.health.metrics is not None:
         verdicts, breaches = judge_usage(observed, spec, spec.health.metrics, verdicts)
+    cut_off = frozenset(n for n, v in observed.nodes.items() if unreachable(v, n, observed.now, lost_after))
     return Judgement(
         observed=observed,
         spec=spec,
@@ -221,7 +250,34 @@ def judge(observed: Observed) -> Judgement:
         problems=tuple(operator_judged_problems(spec)),
         desired_hash=template_hash(spec),
         breaches=breaches,
+        unreachable_nodes=cut_off,
+        unreachable_pods=_unreachable_pods(observed, cut_off),
     )
+
+
+# Entries read back from status at most: more pods than this never belong to one resource.
+UNREACHABLE_PODS_LIMIT = 2 * MAX_REPLICAS
+
+
+def _unreachable_pods(observed: Observed, cut_off: frozenset[str]) -> tuple[UnreachablePod, ...]:
+    """Every pod on an unreachable node, and every one seen there before whose node is neither proven stopped
+    (gone, or tainted out-of-service) nor trusted again (Ready and renewing, so its kubelet stops what the API
+    no longer has): a force-deleted pod's process may still run there, with its data and its name."""
+
+    def in_doubt(node_name: str) -> bool:
+        node = observed.nodes.get(node_name)
+        return not proven_stopped(node) and bool(
+            node_problem(node, node_name, observed.now, NODE_SILENT_AFTER_SECONDS)
+        )
+
+    entries = unreachable_pods(observed.fts.status, UNREACHABLE_PODS_LIMIT)
+    kept = {e["uid"]: e for e in entries if in_doubt(e["node"])}
+    stamp = format_time(observed.now)
+    for pod in observed.pods:
+        if pod.node_name in cut_off and pod.uid not in kept:
+            kept[pod.uid] = {"name": pod.name, "uid": pod.uid, "node": pod.node_name, "since": stamp}
+    ordered = sorted(kept.values(), key=lambda e: (e["name"], e["since"], e["uid"]))
+    return tuple(ordered[:UNREACHABLE_PODS_LIMIT])
 
 
 def judge_usage(
@@ -349,6 +405,7 @@ def plan_rollout(j: Judgement) -> Rollout:
 class Roles:
     decision: RoleDecision
     history: tuple[FailoverRecord, ...]  # with the new change of primary, if any
+    failover_times: tuple[str, ...]  # when the unplanned failovers the limits count were decided
     switchover: SwitchoverAnswer | dict[str, Any]
     events: tuple[EventSpec, ...]
 
@@ -366,13 +423,15 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
     history = tuple(failover_records(previous))
     answer: SwitchoverAnswer | dict[str, Any] = dict(previous.get("switchover") or {})
     primary, term = str(previous.get("primary") or ""), int(previous.get("term") or 0)
+    kept = failover_times_state(previous, MAX_FAILOVERS_PER_HOUR)
     if not j.acting:
-        return Roles(RoleDecision(primary, term), history, answer, ())
+        return Roles(RoleDecision(primary, term), history, tuple(kept), answer, ())
     floor = newest_pod_term(j.observed)
     if not j.spec.primary_replica:
         decision = RoleDecision(primary, max(term, floor))
-        return Roles(decision, history, answer, tuple(_term_events(j, term, decision)))
+        return Roles(decision, history, tuple(kept), answer, tuple(_term_events(j, term, decision)))
     annotations = j.observed.fts.annotations
+    times = failover_times(kept, history, j.spec.failover, j.now)
     decision = decide_primary(
         primary=primary,
         term=max(term, floor),  # every new term exceeds every term a live pod carries
@@ -382,15 +441,19 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         updated={p.name: j.updated(p) for p in j.pods},
         rollout_wants_primary=rollout.wants_primary,
         failover=j.spec.failover,
-        history=history,
+        failover_times=times,
         now=j.now,
         switchover_request=annotations.get(names.ANNOTATION_SWITCHOVER, ""),
         switchover_answered=str(answer.get("request") or ""),
+        candidacy=_candidacy(j, history),
     )
     if term == 0 and decision.reason == Promotion.FAILOVER:  # a status wiped by hand: its first election
         decision = dataclasses.replace(decision, reason=Promotion.ELECTED)
     if decision.promoted and decision.reason != Promotion.ELECTED:
-        history = (*history, _failover_record(j, decision))[-FAILOVER_HISTORY_LIMIT:]
+        record = _failover_record(j, decision)
+        history = (*history, record)[-FAILOVER_HISTORY_LIMIT:]
+        if record["kind"] == ChangeKind.FAILOVER:
+            kept.append(j.stamp)
     # Said once: a failover still throttled since the last reconcile posts no second Event.
     throttled_before = cond.reason_of(previous.get("conditions") or [], ConditionType.FAILING_OVER)
     events = tuple(
@@ -398,7 +461,20 @@ def decide_roles(j: Judgement, rollout: Rollout) -> Roles:
         for e in (*_role_events(decision), *_annotation_events(j, decision), *_term_events(j, term, decision))
         if not (throttled_before == Reason.THROTTLED and e.reason == EventReason.FAILOVER_THROTTLED)
     )
-    return Roles(decision, history, decision.switchover or answer, events)
+    stamps = tuple(format_time(t) for t in failover_times(kept, history, j.spec.failover, j.now))
+    return Roles(decision, history, stamps, decision.switchover or answer, events)
+
+
+def _candidacy(j: Judgement, history: Sequence[FailoverRecord]) -> Candidacy:
+    fence_uids = set(pending_fences(history).values())
+    barred = {p.name for p in j.pods if p.role == names.ROLE_FENCED or p.uid in fence_uids}
+    suspect = {
+        p.name
+        for p in j.pods
+        if node_problem(j.observed.nodes.get(p.node_name), p.node_name, j.now, NODE_SILENT_AFTER_SECONDS)
+    }
+    stranded = {p.name for p in j.pods if p.node_name in j.unreachable_nodes and j.may_hold_data(p)}
+    return Candidacy(frozenset(barred), frozenset(suspect), frozenset(stranded))
 
 
 def _term_events(j: Judgement, term: int, decision: RoleDecision) -> list[EventSpec]:
@@ -562,13 +638,18 @@ def _recovery_needed(j: Judgement, checkpoints: CheckpointPlan, decision: RoleDe
         return False
     if spec.checkpoint is None or spec.checkpoint.restore_template is None or not checkpoints.last_successful:
         return False
-    return not any(may_hold_data(j.health(p)) for p in j.pods)
+    # A pod that vanished on an unreachable node may still run there, with the data.
+    return not j.held_names and not any(j.may_hold_data(p) for p in j.pods)
 
 
-def may_hold_data(health: Health) -> bool:
-    """A pod that has been Ready may come back with the data. One that never was holds none: after the last
-    holder died it is a fresh pod that would start empty, so it must not stop a recovery."""
-    return health in (Health.HEALTHY, Health.DEGRADED)
+def may_hold_data(pod: PodView, verdict: Verdict, *, unreachable_node: bool) -> bool:
+    """A pod that has been Ready may come back with the data: one that is Healthy or Degraded, one judged
+    Failed only for its measured usage (busy, not empty), and one on an unreachable node (not proven
+    stopped). One that never was Ready holds none: after the last holder died it is a fresh pod that would
+    start empty, so it must not stop a recovery."""
+    if verdict.health in (Health.HEALTHY, Health.DEGRADED) or verdict.breached_at is not None:
+        return True
+    return unreachable_node and has_been_ready(pod)
 
 
 # Phase 5: labels
@@ -587,7 +668,7 @@ def pending_fences(history: Sequence[FailoverRecord]) -> dict[str, str]:
     return {
         h["from"]: h["fenceUid"]
         for h in history
-        if h["kind"] == ChangeKind.FAILOVER and h.get("fenceUid") and not h.get("fencedAt")
+        if h.get("kind") == ChangeKind.FAILOVER and h.get("fenceUid") and not h.get("fencedAt")
     }
 
 
@@ -698,6 +779,7 @@ class PodWork:
     job_deletes: tuple[str, ...] = ()
     events: tuple[EventSpec, ...] = ()
     progress: str = ""  # the first kind of work in progress (names.Reason), or ""
+    waiting: str = ""  # why some pods are not recreated yet
 
 
 def plan_pods(
@@ -716,7 +798,9 @@ def plan_pods(
     rolled: list[tuple[PodDelete, EventSpec]] = []
     if not replaced and not creates:
         rolled = _rollout_next(j, rollout, roles)
+    waiting, waiting_events = _names_held(j)
     progress = next((reason for _, _, reason in replaced), "") or (Reason.CREATING if creates else "")
+    progress = progress or (Reason.POD_MAY_STILL_RUN if waiting else "")
     hooks, hooks_term = _hook_calls(j, roles)
     return PodWork(
         deletes=(*(d for d, _, _ in replaced), *(d for d, _ in rolled)),
@@ -725,9 +809,29 @@ def plan_pods(
         hooks_term=hooks_term,
         job_creates=_checkpoint_jobs(j, checkpoints, roles.term),
         job_deletes=tuple(checkpoints.plan.delete_jobs),
-        events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled)),
+        events=(*(e for _, e, _ in replaced), *created, *(e for _, e in rolled), *waiting_events),
         progress=progress or (Reason.ROLLING_UPDATE if rollout.outdated else ""),
+        waiting=waiting,
     )
+
+
+def _names_held(j: Judgement) -> tuple[str, list[EventSpec]]:
+    """Why some pods are not recreated yet, and one Warning when a pod vanishes on an unreachable node.
+    Like a StatefulSet's, a name has at most one pod: a second could run beside the first, with the same
+    identity. Proof that the first stopped is its node's object gone, or the node tainted out-of-service."""
+    seen = j.by_uid
+    held = [e for e in j.unreachable_pods if e["uid"] not in seen]
+    if not held:
+        return "", []
+    said = {str(p.get("name")) for p in j.previous.get("pods") or []}
+    lines = [f"{e['name']} may still run on unreachable node {e['node']}" for e in held]
+    message = bounded(
+        "; ".join(lines) + f": not recreated until the node is gone or tainted {names.TAINT_OUT_OF_SERVICE}",
+        FAILURE_MESSAGE_LIMIT,
+    )
+    fresh = [e for e in held if e["name"] in said]  # in view at the last reconcile: vanished since
+    events = [EventSpec("Warning", EventReason.POD_MAY_STILL_RUN, message)] if fresh else []
+    return message, events
 
 
 def _replacement(
@@ -737,6 +841,8 @@ def _replacement(
     verdict = j.verdicts[pod.name]
     if pod.deleting:
         return None
+    if verdict.health == Health.LOST and _last_holders(j, pod):
+        return None  # deleting it would throw away data that may come back with its node
     if verdict.health in (Health.LOST, Health.FAILED):
         lost = verdict.health == Health.LOST
         reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED
@@ -753,6 +859,15 @@ def _replacement(
     return None
 
 
+def _last_holders(j: Judgement, pod: PodView) -> bool:
+    """The pod is on an unreachable node, may hold the data, and no pod on a reachable node may."""
+    return (
+        pod.node_name in j.unreachable_nodes
+        and j.may_hold_data(pod)
+        and not any(j.may_hold_data(p) for p in j.pods if p.node_name not in j.unreachable_nodes)
+    )
+
+
 def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete, EventSpec, Reason] | None:
     """During a recovery every pod loads its checkpoint. One that did not was made after the data was lost
     (it is empty) or came back after the recovery began (its data is no longer the service's)."""
@@ -765,6 +880,7 @@ def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete,
 
 def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[str, Any]], list[EventSpec]]:
     avoid = _nodes_to_avoid(j)
+    taken = {*j.by_name, *j.held_names}
     creates = [
         build_pod(
             j.spec,
@@ -776,7 +892,7 @@ def _creations(j: Judgement, term: int, restore_from: str) -> tuple[list[dict[st
             restore_from=restore_from,
         )
         for ordinal in range(j.spec.replicas)
-        if names.pod_name(j.owner.name, ordinal) not in j.by_name
+        if names.pod_name(j.owner.name, ordinal) not in taken
     ]
     if not creates:
         return [], []
@@ -1032,7 +1148,8 @@ def stamp_history(j: Judgement, roles: Roles) -> History:
     ip = pod.pod_ip if pod is not None else ""
     records, routed = _mark_routed(roles.history, roles.primary, ip, j.observed.primary_endpoints, j.stamp)
     if j.acting:
-        records = _mark_fenced(records, j.pods, j.stamp)
+        alive = {p.uid for p in j.pods} | {e["uid"] for e in j.unreachable_pods}
+        records = _mark_fenced(records, alive, j.stamp)
     return History(records, routed)
 
 
@@ -1053,10 +1170,10 @@ def _mark_routed(
 
 
 def _mark_fenced(
-    history: tuple[FailoverRecord, ...], pods: Sequence[PodView], now: str
+    history: tuple[FailoverRecord, ...], uids: Collection[str], now: str
 ) -> tuple[FailoverRecord, ...]:
-    """A fence is done once the pod it names (by uid) is gone from the API."""
-    uids = {p.uid for p in pods}
+    """A fence is done once the pod it names (by uid) is gone from the API and proven stopped: a pod that
+    vanished on an unreachable node (in `uids` too) may still run."""
     return tuple(
         _fenced(r, now)
         if r.get("fenceUid") and not r.get("fencedAt") and r.get("fenceUid") not in uids
@@ -1084,6 +1201,7 @@ class Tally:
     available: bool
     progress: str  # names.Reason of the work in progress, or ""
     summary: str
+    waiting: str = ""  # why some pods are not recreated yet
 
 
 def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: PodWork) -> Tally:
@@ -1110,6 +1228,7 @@ def tally(j: Judgement, rollout: Rollout, roles: Roles, labels: Labels, work: Po
         available=serving > 0 and primary_serving,
         progress=_progress(j, rollout, work, active),
         summary=f"{serving}/{replicas} replicas serving",
+        waiting=work.waiting,
     )
 
 
@@ -1254,7 +1373,9 @@ def _workload_conditions(j: Judgement, counts: Tally) -> list[cond.Condition]:
             ConditionType.PROGRESSING,
             bool(progress) and j.acting,
             progressing,
-            f"{progress}: {summary}" if progress else "",
+            (f"{progress}: {summary}" + (f"; {counts.waiting}" if counts.waiting else ""))
+            if progress
+            else "",
         ),
         cond.Condition(
             ConditionType.DEGRADED,
@@ -1366,6 +1487,8 @@ def build_status(
         "term": roles.term,
         "pods": _status_pods(j, labels, traffic),
         "failovers": list(history.records),
+        "failoverTimes": list(roles.failover_times),
+        "unreachablePods": list(j.unreachable_pods),
         "checkpoints": checkpoints.plan.history,
         "lastSuccessfulCheckpoint": checkpoints.plan.last_successful,
         "checkpointSchedule": checkpoints.plan.schedule_state,

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -67,23 +68,49 @@ def bad_annotations(pods: Iterable[PodView]) -> list[str]:
     ]
 
 
-def candidate_rank(pod: PodView) -> tuple[float, bool, float, int]:
-    """Lower is better: the workload's priority first (0 when unset), then a known replication lag before an
-    unknown one, the least lag first, then the ordinal: a fresh empty replica never wins for lack of a lag."""
+@dataclass(frozen=True)
+class Candidacy:
+    """Who may not, or should rather not, become primary."""
+
+    # Fenced former primaries (labelled fenced, or named by uid in a pending fence): never a candidate, since
+    # they may hold writes the new lineage never had.
+    barred: Collection[str] = frozenset()
+    # Pods on a suspect node (it missed a heartbeat renewal, or is NotReady): promoted only when no pod on a
+    # trusted node can be, since one that is about to be lost would need a second failover.
+    suspect: Collection[str] = frozenset()
+    # Pods on an unreachable node (not proven stopped) that may hold the data: a primary among them stays
+    # primary when nobody can take over, since fencing it would throw away data that may come back.
+    stranded: Collection[str] = frozenset()
+
+
+def candidate_rank(
+    pod: PodView, suspect: Collection[str] = frozenset()
+) -> tuple[bool, float, bool, float, int]:
+    """Lower is better: a trusted node first, then the workload's priority (0 when unset), then a known
+    replication lag before an unknown one, the least lag first, then the ordinal: a fresh empty replica never
+    wins for lack of a lag."""
     priority = annotation_number(pod, names.ANNOTATION_FAILOVER_PRIORITY) or 0.0
     lag = annotation_number(pod, names.ANNOTATION_REPLICATION_LAG)
-    return (-priority, lag is None, lag or 0.0, pod.ordinal)
+    return (pod.name in suspect, -priority, lag is None, lag or 0.0, pod.ordinal)
 
 
 def best_candidate(
-    pods: Iterable[PodView], verdicts: Mapping[str, Verdict], *, replicas: int, exclude: str = ""
+    pods: Iterable[PodView],
+    verdicts: Mapping[str, Verdict],
+    *,
+    replicas: int,
+    exclude: str = "",
+    candidacy: Candidacy = Candidacy(),
 ) -> PodView | None:
     candidates = [
         p
         for p in pods
-        if p.name != exclude and 0 <= p.ordinal < replicas and verdicts[p.name].health == Health.HEALTHY
+        if p.name != exclude
+        and p.name not in candidacy.barred
+        and 0 <= p.ordinal < replicas
+        and verdicts[p.name].health == Health.HEALTHY
     ]
-    return min(candidates, key=candidate_rank, default=None)
+    return min(candidates, key=lambda p: candidate_rank(p, candidacy.suspect), default=None)
 
 
 def primary_failure(
@@ -130,15 +157,26 @@ def by_usage(verdict: Verdict | None) -> bool:
     return verdict is not None and verdict.breached_at is not None
 
 
-def throttle(
-    history: Sequence[FailoverRecord], failover: FailoverSpec, now: datetime
-) -> tuple[str, datetime | None]:
-    """Why an unplanned failover must wait now, and until when; ("", None) when it may go."""
-    times = sorted(
-        t
-        for h in history
-        if h.get("kind") == ChangeKind.FAILOVER and (t := parse_time(h.get("decidedAt"))) is not None
-    )
+def failover_times(
+    kept: Iterable[object], history: Iterable[FailoverRecord], failover: FailoverSpec, now: datetime
+) -> tuple[datetime, ...]:
+    """When the unplanned failovers the limits count were decided, oldest first: those status keeps for the
+    limits, and those the history still shows. Only the newest `maxPerHour` of the window the limits look at
+    (the last hour, or minIntervalSeconds if longer) are kept: all the limits need, so the history's bound
+    and the limit can never disagree."""
+    window = timedelta(seconds=max(3600, failover.min_interval_seconds))
+
+    def counted(raws: Iterable[object]) -> Counter[datetime]:
+        return Counter(t for raw in raws if (t := parse_time(raw)) is not None and t > now - window)
+
+    recorded = counted(h.get("decidedAt") for h in history if h.get("kind") == ChangeKind.FAILOVER)
+    times = counted(kept) | recorded  # a record is also kept: counted once
+    return tuple(sorted(times.elements())[-failover.max_per_hour :])
+
+
+def throttle(times: Sequence[datetime], failover: FailoverSpec, now: datetime) -> tuple[str, datetime | None]:
+    """Why an unplanned failover must wait now, and until when; ("", None) when it may go. `times`: when
+    the unplanned failovers were decided, oldest first (see failover_times)."""
     hour_ago = now - timedelta(hours=1)
     recent = [t for t in times if t > hour_ago]
     if len(recent) >= failover.max_per_hour:
@@ -172,6 +210,7 @@ def decide_switchover(
     verdicts: Mapping[str, Verdict],
     replicas: int,
     now: datetime,
+    candidacy: Candidacy = Candidacy(),
 ) -> RoleDecision:
     """A planned change of primary, asked for by the annotation `ftso.dev/switchover: <pod>[@<nonce>]`
     (an empty pod name asks for the best healthy replica)."""
@@ -187,6 +226,8 @@ def decide_switchover(
         verdict = verdicts.get(target)
         if pod is None or verdict is None:
             message = f"refused: {target} is not a pod of this service"
+        elif target in candidacy.barred:
+            message = f"refused: {target} is fenced (a failed former primary)"
         elif not 0 <= pod.ordinal < replicas or verdict.health != Health.HEALTHY:
             health = verdict.health.value + (f" ({verdict.reason})" if verdict.reason else "")
             message = f"refused: {target} is not a healthy replica (it is {health})"
@@ -198,7 +239,9 @@ def decide_switchover(
             )
         chosen = target
     else:
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = best_candidate(
+            pods.values(), verdicts, replicas=replicas, exclude=primary, candidacy=candidacy
+        )
         if best is None:
             return RoleDecision(
                 primary,
@@ -250,24 +293,30 @@ def decide_primary(
     updated: Mapping[str, bool],
     rollout_wants_primary: bool,
     failover: FailoverSpec,
-    history: Sequence[FailoverRecord],
+    failover_times: Sequence[datetime],
     now: datetime,
     switchover_request: str = "",
     switchover_answered: str = "",
+    candidacy: Candidacy = Candidacy(),
 ) -> RoleDecision:
     current = pods.get(primary) if primary else None
     problem, since, due = (
         _judge_primary(current, verdicts.get(primary), term, failover, now) if primary else ("", None, None)
     )
 
+    def pick(pool: Iterable[PodView]) -> PodView | None:
+        return best_candidate(pool, verdicts, replicas=replicas, exclude=primary, candidacy=candidacy)
+
     if not primary or problem:
         # Anti-flapping is for soft failures only (an unready primary may come back); when the primary is
         # gone, waiting only guarantees an outage, so a hard failure fails over whatever the limits say.
         if term > 0 and primary and not hard_failure(current, verdicts.get(primary)):
-            why, until = throttle(history, failover, now)
+            why, until = throttle(failover_times, failover, now)
             if why:
                 return RoleDecision(primary, term, None, primary, throttled=why, retry_at=until)
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = pick(pods.values())
+        if best is None and primary in candidacy.stranded:
+            return RoleDecision(primary, term, retry_at=due)
         loaded = bool(primary) and by_usage(verdicts.get(primary))
         return _fail_over(best, primary=primary, term=term, problem=problem, at=since or now, loaded=loaded)
 
@@ -280,14 +329,14 @@ def decide_primary(
             verdicts=verdicts,
             replicas=replicas,
             now=now,
+            candidacy=candidacy,
         )
     if current is not None and not 0 <= current.ordinal < replicas:
-        best = best_candidate(pods.values(), verdicts, replicas=replicas, exclude=primary)
+        best = pick(pods.values())
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.SCALE_DOWN, primary, detected_at=now)
     elif rollout_wants_primary:
-        fresh = [p for p in pods.values() if updated.get(p.name)]
-        best = best_candidate(fresh, verdicts, replicas=replicas, exclude=primary)
+        best = pick(p for p in pods.values() if updated.get(p.name))
         if best is not None:
             return RoleDecision(best.name, term + 1, Promotion.ROLLING_UPDATE, primary, detected_at=now)
     return RoleDecision(primary, term, retry_at=due)

@@ -76,6 +76,16 @@ class PodStatus(TypedDict):
     loadSampledAt: NotRequired[str]  # the usage sample its load-following weight last moved on
 
 
+class UnreachablePod(TypedDict):
+    """A pod seen on an unreachable node: kept after its API object is gone, until the node is proven
+    stopped or trusted again, since its process may still run there."""
+
+    name: str
+    uid: str
+    node: str
+    since: str  # first seen there
+
+
 class ConditionRecord(TypedDict):
     type: str
     status: str
@@ -97,6 +107,9 @@ class FtsStatus(TypedDict):
     term: int
     pods: list[PodStatus]
     failovers: list[FailoverRecord]
+    # decidedAt of the unplanned failovers failover.maxPerHour counts: the history's bound does not limit it
+    failoverTimes: list[str]
+    unreachablePods: list[UnreachablePod]
     checkpoints: list[CheckpointRecord]
     lastSuccessfulCheckpoint: str
     checkpointSchedule: ScheduleState
@@ -124,3 +137,21 @@ def schedule_state(status: Mapping[str, Any]) -> ScheduleState:
 
 def recovery_state(status: Mapping[str, Any]) -> Recovery:
     return cast(Recovery, dict(status.get("recovery") or {}))
+
+
+def failover_times_state(status: Mapping[str, Any], limit: int) -> list[str]:
+    """status.failoverTimes as strings, at most the newest `limit` (the CRD's bound; status is untrusted)."""
+    raw = status.get("failoverTimes")
+    return [t for t in raw[-limit:] if isinstance(t, str)] if isinstance(raw, list) else []
+
+
+def unreachable_pods(status: Mapping[str, Any], limit: int) -> list[UnreachablePod]:
+    """status.unreachablePods, entries of the right shape only, at most `limit` (status is untrusted)."""
+    raw = status.get("unreachablePods")
+    entries = [e for e in raw[:limit] if isinstance(e, Mapping)] if isinstance(raw, list) else []
+    keys = ("name", "uid", "node", "since")
+    return [
+        cast(UnreachablePod, {k: e[k] for k in keys})
+        for e in entries
+        if all(isinstance(e.get(k), str) and e.get(k) for k in keys)
+    ]

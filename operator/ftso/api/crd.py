@@ -819,6 +819,39 @@ def _status_failovers() -> Schema:
     }
 
 
+def _status_failover_times() -> Schema:
+    return {
+        "type": "array",
+        "description": "When the unplanned failovers failover.maxPerHour and minIntervalSeconds count "
+        "were decided, oldest first: those of the last hour (or minIntervalSeconds), at most maxPerHour. "
+        "Kept apart from failovers, whose bound would otherwise let the limit undercount.",
+        "maxItems": defaults.MAX_FAILOVERS_PER_HOUR,
+        "items": _str(format="date-time"),
+        "x-kubernetes-list-type": "atomic",
+    }
+
+
+def _status_unreachable_pods() -> Schema:
+    return {
+        "type": "array",
+        "description": "Pods seen on an unreachable node (NotReady or silent), kept after their API "
+        "object is gone until the node is gone, tainted node.kubernetes.io/out-of-service, or trusted "
+        "again: their process may still run there, so no new pod takes the name, the fence of a "
+        "failed primary among them is not done, and no recovery from a checkpoint starts.",
+        "maxItems": 2 * defaults.MAX_REPLICAS,
+        "items": _obj(
+            {
+                "name": _str(),
+                "uid": _str(),
+                "node": _str(),
+                "since": _str("When it was first seen on the unreachable node.", format="date-time"),
+            },
+            required=["name", "uid", "node", "since"],
+        ),
+        "x-kubernetes-list-type": "atomic",
+    }
+
+
 def _status_checkpoints() -> Schema:
     return {
         "type": "array",
@@ -884,6 +917,8 @@ def build_status_schema() -> Schema:
             "term": _int("Fencing token: increases with every promotion, never decreases.", format="int64"),
             "pods": {"type": "array", "items": pod, "x-kubernetes-list-type": "atomic"},
             "failovers": _status_failovers(),
+            "failoverTimes": _status_failover_times(),
+            "unreachablePods": _status_unreachable_pods(),
             "checkpoints": _status_checkpoints(),
             "lastSuccessfulCheckpoint": _str("Id of the newest successful checkpoint."),
             "checkpointSchedule": _obj(
