@@ -21,6 +21,7 @@ from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
 from ftso.model import format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
+from ftso.patches import merge_patch
 from ftso.plan import EventSpec, MetadataRemoval, Plan
 from ftso.reconcile import FtsView, Observed, decide
 from ftso.settings import OperatorSettings
@@ -595,8 +596,13 @@ class Controller:
         await self._write_status(key, status)
 
     async def _write_status(self, key: Key, status: FtsStatus) -> None:
+        """The status becomes exactly `status`: the merge patch names (null) what it no longer has, from the
+        status this very resourceVersion holds, which the precondition makes the server's too."""
         body = self.store.resources[key]
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": status}
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": merge_patch(body.get("status") or {}, status),
+        }
         try:
             updated = await self.client.merge_patch(names.KIND, key[0], key[1], patch, subresource="status")
         except ApiError as error:
