@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 
 from ftso import names
 from ftso.client import KubeClient
-from ftso.controller import Controller
+from ftso.controller import Controller, StaleView
 from ftso.model import format_time
+from ftso.plan import Plan, PodDelete
 from ftso.store import Store
 
 from .factories import NOW, node, pod, raw_spec
@@ -199,3 +200,107 @@ def test_a_stale_resource_version_is_a_conflict_in_the_fake() -> None:
     with pytest.raises(Exception, match="409"):
         asyncio.run(api.merge_patch(names.KIND, "ns", "demo", patch, subresource="status"))
     assert body["status"] == {"term": 1}
+
+
+# Item: no write from a stale view
+
+
+def _three_pods(term: int, primary: int) -> list[dict[str, Any]]:
+    pods = []
+    for i in range(3):
+        body = pod(i, role="primary" if i == primary else "replica", term=term, node_name=f"node-{i}")
+        body["status"]["podIP"] = f"10.0.0.{i + 10}"
+        pods.append(body)
+    return pods
+
+
+def _settle(api: FakeApi, store: Store, controller: Controller) -> None:
+    """Reconcile until the view's own writes are done: peers annotations, the Services, the slice."""
+    for _ in range(4):
+        _reconcile(controller)
+        _view(api, store)
+    api.calls.clear()
+
+
+def _term_and_role(api: FakeApi, name: str) -> tuple[str, str]:
+    metadata = api.body("Pod", "ns", name)["metadata"]
+    return metadata["annotations"][names.ANNOTATION_TERM], metadata["labels"][names.LABEL_ROLE]
+
+
+def _two_views() -> tuple[FakeApi, Store, Store]:
+    """Both operators saw demo-0 primary at term 1. Then the newer one (A) moved the primary to demo-1 at
+    term 2: status first, then the labels. The older one (B) saw none of it."""
+    api = _api(raw_spec(), {"primary": "demo-0", "term": 1}, _three_pods(1, 0))
+    a = _view(api)
+    _settle(api, a, _controller(api, a))
+    b = _view(api)
+    resource = api.body(names.KIND, "ns", "demo")
+    api.put({**resource, "status": {**resource["status"], "primary": "demo-1", "term": 2}})
+    for i, role in ((0, "replica"), (1, "primary"), (2, "replica")):
+        body = api.body("Pod", "ns", f"demo-{i}")
+        body["metadata"]["labels"][names.LABEL_ROLE] = role
+        body["metadata"]["annotations"][names.ANNOTATION_TERM] = "2"
+        api.put(body)
+    return api, _view(api, a), b
+
+
+def test_a_stale_views_label_patch_is_refused_and_never_moves_a_term_back() -> None:
+    """The racing operators of e2e test_two_operators_racing: B's view is as old for the pods as for the
+    status, so view_behind cannot see it; only the server can, by the pod's resourceVersion."""
+    api, _, b = _two_views()
+    stale = b.pods[KEY]["demo-1"]
+    stale["metadata"]["labels"][names.LABEL_SERVING] = "false"  # B has a label to repair on demo-1
+    try:
+        _reconcile(_controller(api, b))
+        outcome = None
+    except StaleView as stale:
+        outcome = stale
+    assert [_term_and_role(api, f"demo-{i}") for i in range(3)] == [
+        ("2", "replica"),
+        ("2", "primary"),
+        ("2", "replica"),
+    ]
+    assert ("PATCH", "Pod", "demo-1") in api.refused
+    assert isinstance(outcome, StaleView), "the reconcile stops; the work queue runs it again"
+    assert api.body(names.KIND, "ns", "demo")["status"]["term"] == 2
+    _view(api, b)  # the watch catches up: the re-run works on fresh state
+    _reconcile(_controller(api, b))
+    assert _term_and_role(api, "demo-1") == ("2", "primary")
+
+
+def test_a_stale_views_pod_delete_is_refused() -> None:
+    api, _, b = _two_views()
+    plan = Plan(status={}, deletes=[PodDelete("demo-1", "pod-uid-1", force=True, reason="")])  # type: ignore[typeddict-item]
+    with pytest.raises(StaleView):
+        asyncio.run(_controller(api, b)._delete_pods(KEY, plan))
+    assert ("Pod", "ns", "demo-1") in api.objects, "B saw an older demo-1 than the one it would delete"
+
+
+def test_a_stale_views_primary_slice_is_refused() -> None:
+    api, a, b = _two_views()
+    _reconcile(_controller(api, a))  # A routes <name>-primary to demo-1
+    routed = api.body("EndpointSlice", "ns", "demo-primary")
+    assert [e["targetRef"]["name"] for e in routed["endpoints"]] == ["demo-1"]
+    old_slice = copy.deepcopy(b.endpoint_slices.get(KEY)["demo-primary"])
+    del old_slice["metadata"]["resourceVersion"]  # as decide builds it
+    old_slice["endpoints"][0]["addresses"] = ["10.0.0.99"]  # B would route again to what it sees
+    with pytest.raises(StaleView):
+        asyncio.run(_controller(api, b)._route(KEY, old_slice))
+    b.endpoint_slices.drop(old_slice)  # and with no slice in B's view, its create meets A's slice
+    with pytest.raises(StaleView):
+        asyncio.run(_controller(api, b)._route(KEY, old_slice))
+    assert api.body("EndpointSlice", "ns", "demo-primary") == routed
+
+
+def test_our_own_writes_keep_our_view_current_while_the_watch_lags() -> None:
+    """Each write's answer carries the new resourceVersion into the view: a lone operator whose watch is
+    behind its own writes never refuses itself."""
+    pods = _three_pods(1, 0)
+    pods[0]["status"]["phase"] = "Failed"  # the primary fails: a failover writes status, labels, slice
+    api = _api(raw_spec(), {"primary": "demo-0", "term": 1}, pods)
+    store = _view(api)
+    controller = _controller(api, store)
+    for _ in range(4):
+        _reconcile(controller)  # no watch event in between
+    assert api.refused == []
+    assert _status(api)["primary"] != "demo-0" and _status(api)["term"] == 2

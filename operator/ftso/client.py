@@ -282,12 +282,15 @@ class KubeClient:
         name: str,
         *,
         uid: str = "",
+        resource_version: str = "",
         grace_seconds: int | None = None,
         propagation: str = "",
     ) -> None:
+        """`uid` and `resource_version` are preconditions: the object the view holds, or 409 Conflict."""
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if uid:
-            options["preconditions"] = {"uid": uid}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            options["preconditions"] = preconditions
         if grace_seconds is not None:
             options["gracePeriodSeconds"] = grace_seconds
         if propagation:
