@@ -304,3 +304,51 @@ def test_our_own_writes_keep_our_view_current_while_the_watch_lags() -> None:
         _reconcile(controller)  # no watch event in between
     assert api.refused == []
     assert _status(api)["primary"] != "demo-0" and _status(api)["term"] == 2
+
+
+# Item: the leader guard and the time a write waits for a connection
+
+
+def test_a_write_that_waits_for_a_connection_past_the_leadership_is_never_sent() -> None:
+    """The guard is asked before each attempt, but the attempt may wait for a connection (the pool is busy,
+    a connect is slow) far longer than the leadership lasts: the new leader's writes would then be
+    overwritten by the deposed one's. Each attempt is bounded by the leadership left."""
+    import aiohttp
+    from aiohttp import web
+
+    from ftso.client import NotLeader
+
+    from .test_client import Server, serving
+
+    arrived: list[tuple[str, bool]] = []
+    deadline = [0.0]
+    loop_time = [lambda: 0.0]
+
+    class SlowReads(Server):
+        async def handle(self, request: web.Request) -> web.Response:
+            arrived.append((request.method, loop_time[0]() < deadline[0]))
+            if request.method == "GET":
+                await asyncio.sleep(0.6)  # holds the only connection
+            return web.json_response({"kind": "Status"})
+
+    async def scenario() -> str:
+        async with serving(SlowReads()) as client:
+            loop = asyncio.get_running_loop()
+            loop_time[0] = loop.time
+            client._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1))
+            deadline[0] = loop.time() + 0.2
+            client.write_guard = lambda: loop.time() < deadline[0]
+            client.leadership_left = lambda: deadline[0] - loop.time()
+            read = asyncio.create_task(client.request("GET", "/api/v1/namespaces/ns/pods"))
+            await asyncio.sleep(0.05)
+            try:
+                await client.request("PATCH", "/api/v1/namespaces/ns/pods/p", body={})
+                outcome = "written"
+            except NotLeader:
+                outcome = "NotLeader"
+            await read
+            return outcome
+
+    outcome = asyncio.run(scenario())
+    assert ("PATCH", False) not in arrived, "a write reached the server after the leadership ended"
+    assert [method for method, _ in arrived] == ["GET"] and outcome == "NotLeader"
