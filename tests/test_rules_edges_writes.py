@@ -15,13 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ftso import names
-from ftso.client import KubeClient
+from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller, StaleView
 from ftso.model import format_time
 from ftso.plan import Plan, PodDelete
 from ftso.store import Store
 
-from .factories import NOW, node, pod, raw_spec
+from .factories import NOW, node, observed, pod, raw_spec
 from .fakeapi import FakeApi, apply_merge_patch
 
 CHECKPOINT = {
@@ -352,3 +352,53 @@ def test_a_write_that_waits_for_a_connection_past_the_leadership_is_never_sent()
     outcome = asyncio.run(scenario())
     assert ("PATCH", False) not in arrived, "a write reached the server after the leadership ended"
     assert [method for method, _ in arrived] == ["GET"] and outcome == "NotLeader"
+
+
+# Item: per-pod Services and the route that sends to them
+
+
+class _Recorder(FakeApi):
+    """Accepts every write and records its order; objects need not exist."""
+
+    async def delete(self, kind: str, namespace: str, name: str, **_: Any) -> None:
+        self.calls.append(("DELETE", kind, name))
+
+    async def apply(self, body: Any) -> dict[str, Any]:
+        self.calls.append(("APPLY", body["kind"], body["metadata"]["name"]))
+        return dict(body)
+
+
+def _scale_down_plan(refuse_route: bool = False) -> tuple[Plan, list[tuple[str, str, str]]]:
+    """Weighted, 3 -> 2 replicas: the route moves off demo-2's Service and that Service goes."""
+    from .test_traffic import _decide, _pods, _spec
+
+    first = _decide(_spec(policy="Weighted"))
+    services = {s["metadata"]["name"]: s for s in first.owned_creates if s["kind"] == "Service"}
+    decided = _decide({**_spec(policy="Weighted"), "replicas": 2}, pods=_pods()[:2], services=services)
+    (route,) = [o for o in decided.traffic_applies if o["kind"] == "HTTPRoute"]
+    backends = {b["name"] for rule in route["spec"]["rules"] for b in rule["backendRefs"]}
+    assert "demo-2" not in backends and ("Service", "demo-2") in decided.owned_deletes
+    plan = Plan(status={}, owned_deletes=decided.owned_deletes, traffic_applies=decided.traffic_applies)  # type: ignore[typeddict-item]
+    api = _Recorder()
+    if refuse_route:
+
+        async def refused(body: Any) -> dict[str, Any]:
+            api.calls.append(("APPLY", body["kind"], body["metadata"]["name"]))
+            raise ApiError(403, "Forbidden", "httproutes is forbidden")
+
+        api.apply = refused  # type: ignore[method-assign]
+    controller = _controller(api, Store())
+    asyncio.run(controller.execute(KEY, observed([]), plan))  # no status, hooks nor Events to write
+    return plan, api.calls
+
+
+def test_a_pods_service_is_deleted_only_after_the_route_moved_off_it() -> None:
+    """Deleted first, the route's share for demo-2 fails (a backend that does not exist) until it moves."""
+    _, calls = _scale_down_plan()
+    writes = [(verb, kind, name) for verb, kind, name in calls if kind in ("Service", "HTTPRoute")]
+    assert writes.index(("APPLY", "HTTPRoute", "demo")) < writes.index(("DELETE", "Service", "demo-2"))
+
+
+def test_a_pods_service_stays_while_the_route_that_sends_to_it_was_refused() -> None:
+    _, calls = _scale_down_plan(refuse_route=True)
+    assert ("DELETE", "Service", "demo-2") not in calls

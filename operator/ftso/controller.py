@@ -503,7 +503,8 @@ class Controller:
 
     async def execute(self, key: Key, observed: Observed, plan: Plan) -> None:
         """In order: status first (the decision), labels then routing, hooks, pod deletes, creates, the
-        owned objects, Jobs, and last the Events."""
+        owned objects, the route, then the owned objects to delete (a pod's Service goes only once the
+        route no longer sends to it), Jobs, and last the Events."""
         if plan.write_status:
             await self._write_status(key, plan.status)
         await self._move_labels_and_route(key, plan)
@@ -512,7 +513,8 @@ class Controller:
         failures: dict[str, str] = {}
         await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
         await self._update_owned(key[0], plan)
-        await self._update_traffic(key, plan)
+        routed = await self._update_traffic(key, plan)
+        await self._delete_owned(key[0], plan, routed)
         for job_name in plan.job_deletes:
             await self._ignore_missing(
                 self.client.delete(kinds.JOB.kind, key[0], job_name, propagation="Background")
@@ -584,14 +586,20 @@ class Controller:
     async def _update_owned(self, namespace: str, plan: Plan) -> None:
         for removal in plan.metadata_removals:
             await self._ignore_missing(self._remove_metadata(namespace, removal))
-        for kind, name in plan.owned_deletes:  # after the selector went: its controller would recreate them
-            await self._ignore_missing(self.client.delete(kind, namespace, name))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
 
-    async def _update_traffic(self, key: Key, plan: Plan) -> None:
+    async def _delete_owned(self, namespace: str, plan: Plan, routed: bool) -> None:
+        """After the selector went (its controller would recreate them) and after the route moved: a pod's
+        Service stays while a route the server refused may still send to it."""
+        for kind, name in plan.owned_deletes:
+            if kind == kinds.SERVICE.kind and not routed:
+                continue
+            await self._ignore_missing(self.client.delete(kind, namespace, name))
+
+    async def _update_traffic(self, key: Key, plan: Plan) -> bool:
         """The route and the provider's object: refused writes (a webhook, a missing permission) show in
-        TrafficPolicyReady, and the plain Services route meanwhile."""
+        TrafficPolicyReady, and the plain Services route meanwhile. False when one was refused."""
         try:
             for kind, name in plan.traffic_deletes:
                 await self._ignore_missing(self.client.delete(kind, key[0], name))
@@ -603,6 +611,8 @@ class Controller:
                 raise
             logger.warning("%s/%s: the API server refused a traffic object: %s", *key, error)
             self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
+            return False
+        return True
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:
