@@ -402,3 +402,42 @@ def test_a_pods_service_is_deleted_only_after_the_route_moved_off_it() -> None:
 def test_a_pods_service_stays_while_the_route_that_sends_to_it_was_refused() -> None:
     _, calls = _scale_down_plan(refuse_route=True)
     assert ("DELETE", "Service", "demo-2") not in calls
+
+
+# Item: whose route it is
+
+
+def _route_body(labels: dict[str, str], owner_uid: str | None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": "demo", "namespace": "ns", "labels": labels}
+    if owner_uid is not None:
+        metadata["ownerReferences"] = [
+            {"apiVersion": names.API_VERSION, "kind": names.KIND, "name": "demo", "uid": owner_uid}
+        ]
+    return {"kind": "HTTPRoute", "metadata": metadata}
+
+
+@pytest.mark.parametrize(
+    ("labels", "owner_uid", "ours"),
+    [
+        ({names.LABEL_MANAGED_BY: names.MANAGED_BY}, "uid-demo", True),
+        ({}, "uid-demo", True),  # someone removed the label: still ours, still kept up to date
+        ({names.LABEL_MANAGED_BY: names.MANAGED_BY}, "uid-of-an-older-demo", False),
+        ({names.LABEL_MANAGED_BY: names.MANAGED_BY}, None, False),  # a copy with our label is not ours
+    ],
+)
+def test_a_route_is_ours_by_its_owner_reference_not_by_a_label(
+    labels: dict[str, str], owner_uid: str | None, ours: bool
+) -> None:
+    from ftso.controller import TrafficLookup
+
+    from .test_traffic import FakeTrafficApi, _spec
+
+    api = FakeTrafficApi(
+        {"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]},
+        {("Gateway", "web"): {}, ("HTTPRoute", "demo"): _route_body(labels, owner_uid)},
+    )
+    lookup = TrafficLookup(api)  # type: ignore[arg-type]
+    view = asyncio.run(lookup.view(KEY, _spec(), {}, uid="uid-demo"))
+    assert view is not None
+    assert (view.route is not None) == ours
+    assert ("HTTPRoute" in view.foreign) != ours

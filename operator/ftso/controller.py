@@ -209,8 +209,11 @@ class TrafficLookup:
         self._served: tuple[float, frozenset[str]] | None = None
         self._views: dict[Key, tuple[float, Any, TrafficView]] = {}  # key -> (read at, gateway ref, view)
 
-    async def view(self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any]) -> TrafficView | None:
-        """None when there is nothing to look at: no Gateway named now, and no route left from before."""
+    async def view(
+        self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any], *, uid: str = ""
+    ) -> TrafficView | None:
+        """None when there is nothing to look at: no Gateway named now, and no route left from before.
+        Objects are ours when they name the resource's `uid` as their owner (without one, none is)."""
         named = (spec.get("traffic") or {}).get("gatewayRef")  # parsed only when there is one
         gateway = parse_spec(spec).traffic.gateway if named else None
         reason = conditions.reason_of(
@@ -224,7 +227,7 @@ class TrafficLookup:
             return cached[2]
         try:
             view = await self._read(
-                key, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
+                key, uid, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
             )
         except ApiError as error:
             if error.transient or error.status == 0:
@@ -233,7 +236,7 @@ class TrafficLookup:
         self._views[key] = (self.clock(), gateway, view)
         return view
 
-    async def _read(self, key: Key, gateway_namespace: str, gateway_name: str) -> TrafficView:
+    async def _read(self, key: Key, uid: str, gateway_namespace: str, gateway_name: str) -> TrafficView:
         served = await self.served()
         gateway_found = False
         if gateway_name and kinds.GATEWAY.kind in served:
@@ -245,11 +248,11 @@ class TrafficLookup:
                 continue
             body = await self._get(kind, key[0], key[1])
             if body is not None:
-                if _owned_by_us(body):
+                if _owned_by(body, uid):
                     policies[kind.kind] = body
                 else:
                     foreign.add(kind.kind)
-        if route is not None and not _owned_by_us(route):
+        if route is not None and not _owned_by(route, uid):
             route = None  # someone else's object of the same name is never ours to change or delete
             foreign.add(kinds.HTTP_ROUTE.kind)
         return TrafficView(served, gateway_found, route, policies, foreign=frozenset(foreign))
@@ -388,9 +391,11 @@ def _version_of(seen: Mapping[str, Any] | None) -> dict[str, str]:
     return {"resourceVersion": str(version)} if version else {}
 
 
-def _owned_by_us(body: Mapping[str, Any]) -> bool:
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY)
+def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
+    """By the ownerReference to the resource's uid, which the garbage collector acts on too: a label anyone
+    may remove or copy, and a resource deleted and made anew under the same name, say nothing."""
+    references = (body.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(isinstance(r, Mapping) and r.get("uid") == uid for r in references)
 
 
 class Controller:
@@ -432,7 +437,7 @@ class Controller:
             self.usage.forget(key)
             return None
         observed = self._bound_unseen_primary(key, observed)
-        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
+        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status, uid=observed.fts.uid)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
         if _measures_usage(observed.fts.spec):
