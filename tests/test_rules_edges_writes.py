@@ -268,6 +268,40 @@ def test_a_stale_views_label_patch_is_refused_and_never_moves_a_term_back() -> N
     assert _term_and_role(api, "demo-1") == ("2", "primary")
 
 
+def test_a_refused_write_requeues_the_key_and_the_rerun_on_fresh_state_succeeds() -> None:
+    """No crash loop: the work queue retries the key after its backoff, by then on the watch's news."""
+    from ftso.workqueue import WorkQueue
+
+    api, _, b = _two_views()
+    b.pods[KEY]["demo-1"]["metadata"]["labels"][names.LABEL_SERVING] = "false"
+    controller = _controller(api, b)
+    outcomes: list[str] = []
+
+    async def process(key: tuple[str, str]) -> float | None:
+        try:
+            answer = await controller.reconcile(key)
+        except StaleView:
+            outcomes.append("stale")
+            _view(api, b)  # the watch events arrive meanwhile
+            raise
+        outcomes.append("done")
+        return answer
+
+    async def scenario() -> None:
+        queue: WorkQueue[tuple[str, str]] = WorkQueue(process, workers=1)
+        queue.start()
+        queue.add(KEY)
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if "done" in outcomes:
+                break
+        await queue.stop()
+
+    asyncio.run(scenario())
+    assert outcomes == ["stale", "done"]
+    assert _term_and_role(api, "demo-1") == ("2", "primary")
+
+
 def test_a_stale_views_pod_delete_is_refused() -> None:
     api, _, b = _two_views()
     plan = Plan(status={}, deletes=[PodDelete("demo-1", "pod-uid-1", force=True, reason="")])  # type: ignore[typeddict-item]
