@@ -385,10 +385,15 @@ def _measures_usage(spec: Mapping[str, Any]) -> bool:
     return parsed.health.metrics is not None or parsed.traffic.follow_load is not None
 
 
+def _resource_version(seen: Mapping[str, Any] | None) -> str:
+    """The resourceVersion our view holds of an object, as a write's precondition ("": not in the view)."""
+    return str(((seen or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
 def _version_of(seen: Mapping[str, Any] | None) -> dict[str, str]:
-    """The resourceVersion our view holds of an object, as a write's precondition (none: not in the view)."""
-    version = ((seen or {}).get("metadata") or {}).get("resourceVersion")
-    return {"resourceVersion": str(version)} if version else {}
+    """... as metadata for a patch or an apply."""
+    version = _resource_version(seen)
+    return {"resourceVersion": version} if version else {}
 
 
 def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
@@ -578,9 +583,7 @@ class Controller:
                         key[0],
                         d.name,
                         uid=d.uid,
-                        resource_version=_version_of(self.store.pods.get(key, {}).get(d.name)).get(
-                            "resourceVersion", ""
-                        ),
+                        resource_version=_resource_version(self.store.pods.get(key, {}).get(d.name)),
                         grace_seconds=0 if d.force else None,
                     ),
                 )
