@@ -22,7 +22,7 @@ from ftso.plan import Plan, PodDelete
 from ftso.store import Store
 
 from .factories import NOW, node, observed, pod, raw_spec
-from .fakeapi import FakeApi, apply_merge_patch
+from .fakeapi import FakeApi, apply_merge_patch, check_resource_version
 
 CHECKPOINT = {
     "intervalSeconds": 300,
@@ -475,3 +475,48 @@ def test_a_route_is_ours_by_its_owner_reference_not_by_a_label(
     assert view is not None
     assert (view.route is not None) == ours
     assert ("HTTPRoute" in view.foreign) != ours
+
+
+def test_a_route_apply_from_a_stale_read_is_refused_and_read_again() -> None:
+    """The route is read at most every 10 s: another writer's newer route is not overwritten from the old
+    read (it may weigh a newer primary); the reconcile stops and the next one reads the route again."""
+    from ftso.controller import TrafficLookup
+
+    from .test_traffic import FakeTrafficApi, _spec
+
+    class VersionedRoutes(FakeTrafficApi):
+        async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+            current = self.objects.get((body["kind"], body["metadata"]["name"]))
+            if current is not None:
+                check_resource_version(current, body["metadata"].get("resourceVersion"))
+            stored = {**body, "metadata": {**body["metadata"], "resourceVersion": "9"}}
+            self.objects[(body["kind"], body["metadata"]["name"])] = stored
+            return stored
+
+        async def delete(self, kind: str, namespace: str, name: str, **preconditions: Any) -> None:
+            check_resource_version(self.objects[(kind, name)], preconditions.get("resource_version") or None)
+            del self.objects[(kind, name)]
+
+    read = _route_body({}, "uid-demo")
+    read["metadata"]["resourceVersion"] = "5"
+    api = VersionedRoutes({"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]}, {})
+    api.objects = {("Gateway", "web"): {}, ("HTTPRoute", "demo"): read}
+    controller = Controller(api, Store())  # type: ignore[arg-type]
+    controller.traffic = TrafficLookup(api)  # type: ignore[arg-type]
+    asyncio.run(controller.traffic.view(KEY, _spec(), {}, uid="uid-demo"))
+    newer = {**read, "metadata": {**read["metadata"], "resourceVersion": "7"}, "spec": {"theirs": 1}}
+    api.objects[("HTTPRoute", "demo")] = newer  # another writer, after our read
+    ours = {**_route_body({}, "uid-demo"), "spec": {"ours": 1}}
+    plan = Plan(status={}, traffic_applies=[ours])  # type: ignore[typeddict-item]
+    with pytest.raises(StaleView):
+        asyncio.run(controller._update_traffic(KEY, plan))
+    assert api.objects[("HTTPRoute", "demo")] is newer
+    requests = api.requests
+    asyncio.run(controller.traffic.view(KEY, _spec(), {}, uid="uid-demo"))
+    assert api.requests > requests, "the next reconcile reads the route again"
+    # A delete from a stale read (the Gateway was dropped) is refused the same way.
+    api.objects[("HTTPRoute", "demo")] = {**newer, "metadata": {**newer["metadata"], "resourceVersion": "8"}}
+    plan = Plan(status={}, traffic_deletes=[("HTTPRoute", "demo")])  # type: ignore[typeddict-item]
+    with pytest.raises(StaleView):
+        asyncio.run(controller._update_traffic(KEY, plan))
+    assert ("HTTPRoute", "demo") in api.objects

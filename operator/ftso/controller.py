@@ -286,6 +286,14 @@ class TrafficLookup:
         self._served = (self.clock(), frozenset(found))
         return self._served[1]
 
+    def seen(self, key: Key, kind: str) -> Mapping[str, Any] | None:
+        """The route or provider object as last read or written, for a write's precondition."""
+        cached = self._views.get(key)
+        if cached is None:
+            return None
+        view = cached[2]
+        return view.route if kind == kinds.HTTP_ROUTE.kind else view.policies.get(kind)
+
     def wrote(self, key: Key, body: dict[str, Any] | None, kind: str) -> None:
         """Our write's answer (None: deleted) is what the next reconcile sees."""
         cached = self._views.get(key)
@@ -610,17 +618,30 @@ class Controller:
         TrafficPolicyReady, and the plain Services route meanwhile. False when one was refused."""
         try:
             for kind, name in plan.traffic_deletes:
-                await self._ignore_missing(self.client.delete(kind, key[0], name))
+                await self._delete_seen(key, kind, name, self.traffic.seen(key, kind))
                 self.traffic.wrote(key, None, kind)
-            for obj in plan.traffic_applies:
-                self.traffic.wrote(key, await self.client.apply(obj), obj["kind"])
+            for obj in plan.traffic_applies:  # over the version read: another writer's is not overwritten
+                metadata = {**obj["metadata"], **_version_of(self.traffic.seen(key, obj["kind"]))}
+                self.traffic.wrote(key, await self.client.apply({**obj, "metadata": metadata}), obj["kind"])
         except ApiError as error:
+            if error.conflict:
+                self.traffic.forget(key)  # read again by the next reconcile
+                raise StaleView(f"{key[1]}'s traffic objects: {error}") from error
             if error.transient or error.status == 0:
                 raise
             logger.warning("%s/%s: the API server refused a traffic object: %s", *key, error)
             self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
             return False
         return True
+
+    async def _delete_seen(self, key: Key, kind: str, name: str, seen: Mapping[str, Any] | None) -> None:
+        """The very object the view judged (its uid and version): not one made or changed since."""
+        uid = str(((seen or {}).get("metadata") or {}).get("uid") or "")
+        try:
+            await self.client.delete(kind, key[0], name, uid=uid, resource_version=_resource_version(seen))
+        except ApiError as error:
+            if not error.not_found:
+                raise
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:
