@@ -514,8 +514,17 @@ def test_a_route_apply_from_a_stale_read_is_refused_and_read_again() -> None:
     requests = api.requests
     asyncio.run(controller.traffic.view(KEY, _spec(), {}, uid="uid-demo"))
     assert api.requests > requests, "the next reconcile reads the route again"
+    # The Gateway's controller wrote the route's status since our read: the same spec, so it goes over it.
+    api.objects[("HTTPRoute", "demo")] = {**newer, "metadata": {**newer["metadata"], "resourceVersion": "10"}}
+    plan = Plan(status={}, traffic_applies=[ours])  # type: ignore[typeddict-item]
+    assert asyncio.run(controller._update_traffic(KEY, plan))
+    assert api.objects[("HTTPRoute", "demo")]["spec"] == {"ours": 1}
     # A delete from a stale read (the Gateway was dropped) is refused the same way.
-    api.objects[("HTTPRoute", "demo")] = {**newer, "metadata": {**newer["metadata"], "resourceVersion": "8"}}
+    stored = api.objects[("HTTPRoute", "demo")]
+    api.objects[("HTTPRoute", "demo")] = {
+        **stored,
+        "metadata": {**stored["metadata"], "resourceVersion": "11"},
+    }
     plan = Plan(status={}, traffic_deletes=[("HTTPRoute", "demo")])  # type: ignore[typeddict-item]
     with pytest.raises(StaleView):
         asyncio.run(controller._update_traffic(KEY, plan))

@@ -196,6 +196,9 @@ SERVICE_CREATES_IN_FLIGHT: Final = 2
 # spec.traffic's objects are read, not watched (their CRDs may be missing, or installed later): once per
 # this long for each resource that names a Gateway, and which CRDs are installed once per the other.
 TRAFFIC_REFRESH_SECONDS: Final = 10.0
+# A route apply refused only because the Gateway's controller wrote the route's status meanwhile is tried
+# again over the fresh version, this many times in all.
+TRAFFIC_APPLY_ATTEMPTS: Final = 3
 DISCOVERY_REFRESH_SECONDS: Final = 30.0
 
 
@@ -620,9 +623,8 @@ class Controller:
             for kind, name in plan.traffic_deletes:
                 await self._delete_seen(key, kind, name, self.traffic.seen(key, kind))
                 self.traffic.wrote(key, None, kind)
-            for obj in plan.traffic_applies:  # over the version read: another writer's is not overwritten
-                metadata = {**obj["metadata"], **_version_of(self.traffic.seen(key, obj["kind"]))}
-                self.traffic.wrote(key, await self.client.apply({**obj, "metadata": metadata}), obj["kind"])
+            for obj in plan.traffic_applies:
+                await self._apply_seen(key, obj)
         except ApiError as error:
             if error.conflict:
                 self.traffic.forget(key)  # read again by the next reconcile
@@ -633,6 +635,28 @@ class Controller:
             self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
             return False
         return True
+
+    async def _apply_seen(self, key: Key, obj: dict[str, Any]) -> None:
+        """Over the version read, so another writer's newer object is not overwritten. The Gateway's
+        controller writes the route's status after each of our writes: a conflict whose fresh read still
+        holds the spec we read is only that, and the apply goes over the fresh version."""
+        seen = self.traffic.seen(key, obj["kind"])
+        for attempt in range(TRAFFIC_APPLY_ATTEMPTS):
+            metadata = {**obj["metadata"], **_version_of(seen)}
+            try:
+                self.traffic.wrote(key, await self.client.apply({**obj, "metadata": metadata}), obj["kind"])
+                return
+            except ApiError as error:
+                if not error.conflict or seen is None or attempt + 1 == TRAFFIC_APPLY_ATTEMPTS:
+                    raise
+                try:
+                    fresh = await self.client.get(obj["kind"], key[0], obj["metadata"]["name"])
+                except ApiError:
+                    raise error from None
+                same_spec = fresh.get("spec") == seen.get("spec")
+                if not same_spec or _resource_version(fresh) == _resource_version(seen):
+                    raise  # another writer's spec: our read is stale
+                seen = fresh
 
     async def _delete_seen(self, key: Key, kind: str, name: str, seen: Mapping[str, Any] | None) -> None:
         """The very object the view judged (its uid and version): not one made or changed since."""
