@@ -17,6 +17,7 @@ from ftso.reconcile import Observed, decide
 from ftso.store import NODES_DELETED_KEPT, Store
 
 from .factories import NOW, UID, node, observed, pod, raw_spec
+from .fakeapi import apply_merge_patch
 
 KEY = ("ns", "demo")
 NODES = [node("node-0"), node("node-1", zone="zone-b"), node("node-2", zone="zone-c")]
@@ -232,7 +233,7 @@ def test_after_a_status_wipe_without_a_candidate_no_pod_term_goes_back() -> None
 
 
 class FakeClient:
-    """Answers each write with the object it was sent, as the API server would."""
+    """Answers each write as the API server would: a JSON merge patch applied to what it holds."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
@@ -246,18 +247,16 @@ class FakeClient:
             current = self.store.resources[(namespace, name)]
             version = str(int(current["metadata"]["resourceVersion"]) + 1)
             metadata = {**current["metadata"], "resourceVersion": version}
-            return {**current, "metadata": metadata, "status": patch["status"]}
+            return {
+                **current,
+                "metadata": metadata,
+                "status": apply_merge_patch(current.get("status"), patch["status"]),
+            }
         current = self.store.pods[(namespace, "demo")][name]
-        metadata = current["metadata"]
-        return {
-            **current,
-            "metadata": {
-                **metadata,
-                "resourceVersion": str(int(metadata.get("resourceVersion") or 0) + 1),
-                "labels": {**metadata.get("labels", {}), **patch["metadata"]["labels"]},
-                "annotations": {**metadata.get("annotations", {}), **patch["metadata"]["annotations"]},
-            },
-        }
+        metadata = {**current["metadata"], "resourceVersion": current["metadata"].get("resourceVersion")}
+        patched = apply_merge_patch(metadata, {**patch["metadata"], "resourceVersion": None})
+        version = str(int(metadata.get("resourceVersion") or 0) + 1)
+        return {**current, "metadata": {**patched, "resourceVersion": version}}
 
     async def delete(self, kind: str, namespace: str, name: str, **_: Any) -> None:
         self.calls.append(("DELETE", kind, name, {}))

@@ -309,14 +309,14 @@ def _lookup(api: FakeTrafficApi) -> tuple[TrafficLookup, list[float]]:
 
 
 def test_the_lookup_reads_only_for_a_named_gateway_and_at_most_every_refresh() -> None:
-    ours = {"metadata": {"labels": {names.LABEL_MANAGED_BY: names.MANAGED_BY}}}
+    ours = {"metadata": {"ownerReferences": [{"kind": names.KIND, "name": "demo", "uid": "uid-demo"}]}}
     api = FakeTrafficApi(
         {"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]},
         {("Gateway", "web"): {}, ("HTTPRoute", "demo"): ours},
     )
     lookup, now = _lookup(api)
     assert asyncio.run(lookup.view(("ns", "demo"), raw_spec(), {})) is None and api.requests == 0
-    view = asyncio.run(lookup.view(("ns", "demo"), _spec(), {}))
+    view = asyncio.run(lookup.view(("ns", "demo"), _spec(), {}, uid="uid-demo"))
     assert view is not None and view.served == GATEWAY_API and view.gateway_found and view.route == ours
     asked = api.requests
     asyncio.run(lookup.view(("ns", "demo"), _spec(), {}))

@@ -77,11 +77,18 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         # Whether this replica may write now; None: it acts alone (no leader election), always.
         self.write_guard: Callable[[], bool] | None = None
+        # Seconds this replica may still write (with write_guard): no write attempt outlives them.
+        self.leadership_left: Callable[[], float] | None = None
 
     def ensure_leading(self) -> None:
         """Raise NotLeader unless this replica may act: for side effects outside this client (hooks)."""
         if self.write_guard is not None and not self.write_guard():
             raise NotLeader("this replica no longer leads; nothing was sent")
+
+    def _time_to_write(self) -> float | None:
+        if self.write_guard is None or self.leadership_left is None:
+            return None
+        return max(0.0, self.leadership_left())
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None, context: str | None = None) -> KubeClient:
@@ -144,24 +151,29 @@ class KubeClient:
             data = json.dumps(body)
         delay = 0.05
         attempts = attempts or self.attempts
+        write = guarded and method != "GET"
         for attempt in range(1, attempts + 1):
-            if guarded and method != "GET":
+            if write:
                 self.ensure_leading()  # before each attempt: leadership may end during a retry's wait
             self.requests[method] += 1
             try:
-                async with self._session_now().request(
-                    method, self.credentials.server + path, data=data, params=params, headers=headers
-                ) as response:
-                    self.responses[(method, str(response.status))] += 1
-                    text = await response.text()
-                    if method != "GET":
-                        logger.debug("%s %s -> %d", method, path, response.status)
-                    if response.status < 400:
-                        return text
-                    error = _error(response.status, text)
+                # ... and the attempt ends with it: a wait for a connection must not carry the write past it.
+                async with asyncio.timeout(self._time_to_write() if write else None):
+                    async with self._session_now().request(
+                        method, self.credentials.server + path, data=data, params=params, headers=headers
+                    ) as response:
+                        self.responses[(method, str(response.status))] += 1
+                        text = await response.text()
+                if method != "GET":
+                    logger.debug("%s %s -> %d", method, path, response.status)
+                if response.status < 400:
+                    return text
+                error = _error(response.status, text)
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.responses[(method, NO_RESPONSE)] += 1
                 error = ApiError(0, "ConnectionError", str(exc) or type(exc).__name__)
+            if write and error.status == 0:
+                self.ensure_leading()  # cut short by the end of the leadership: say so
             if not (error.transient or error.status == 0) or attempt == attempts:
                 raise error
             logger.debug("retrying %s %s after %s", method, path, error)
@@ -282,12 +294,15 @@ class KubeClient:
         name: str,
         *,
         uid: str = "",
+        resource_version: str = "",
         grace_seconds: int | None = None,
         propagation: str = "",
     ) -> None:
+        """`uid` and `resource_version` are preconditions: the object the view holds, or 409 Conflict."""
         options: dict[str, Any] = {"kind": "DeleteOptions", "apiVersion": "v1"}
-        if uid:
-            options["preconditions"] = {"uid": uid}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version)) if v}
+        if preconditions:
+            options["preconditions"] = preconditions
         if grace_seconds is not None:
             options["gracePeriodSeconds"] = grace_seconds
         if propagation:

@@ -21,6 +21,7 @@ from ftso.client import ApiError, KubeClient
 from ftso.hooks import call_hooks
 from ftso.model import NodeView, format_time, node_view, parse_time, pod_view
 from ftso.names import EventReason
+from ftso.patches import merge_patch
 from ftso.plan import EventSpec, MetadataRemoval, Plan
 from ftso.reconcile import FtsView, Observed, decide, view_behind
 from ftso.settings import OperatorSettings
@@ -39,8 +40,14 @@ VIEW_BEHIND_GRACE_SECONDS = 10.0
 TERMINATING_NAMESPACE_SKIP_SECONDS = 30.0
 
 
-class StaleStatus(Exception):
-    """Someone wrote the resource since we read it; the reconcile runs again on fresh state."""
+class StaleView(Exception):
+    """A write carried what our view holds as a precondition (a resourceVersion, a uid) and the server
+    refused it: someone wrote that object since we read it. The reconcile stops and runs again on fresh
+    state, so nothing computed from the stale view is written."""
+
+
+class StaleStatus(StaleView):
+    """Someone wrote the resource since we read it."""
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,9 @@ SERVICE_CREATES_IN_FLIGHT: Final = 2
 # spec.traffic's objects are read, not watched (their CRDs may be missing, or installed later): once per
 # this long for each resource that names a Gateway, and which CRDs are installed once per the other.
 TRAFFIC_REFRESH_SECONDS: Final = 10.0
+# A route apply refused only because the Gateway's controller wrote the route's status meanwhile is tried
+# again over the fresh version, this many times in all.
+TRAFFIC_APPLY_ATTEMPTS: Final = 3
 DISCOVERY_REFRESH_SECONDS: Final = 30.0
 
 
@@ -209,8 +219,11 @@ class TrafficLookup:
         self._served: tuple[float, frozenset[str]] | None = None
         self._views: dict[Key, tuple[float, Any, TrafficView]] = {}  # key -> (read at, gateway ref, view)
 
-    async def view(self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any]) -> TrafficView | None:
-        """None when there is nothing to look at: no Gateway named now, and no route left from before."""
+    async def view(
+        self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any], *, uid: str = ""
+    ) -> TrafficView | None:
+        """None when there is nothing to look at: no Gateway named now, and no route left from before.
+        Objects are ours when they name the resource's `uid` as their owner (without one, none is)."""
         named = (spec.get("traffic") or {}).get("gatewayRef")  # parsed only when there is one
         gateway = parse_spec(spec).traffic.gateway if named else None
         reason = conditions.reason_of(
@@ -224,7 +237,7 @@ class TrafficLookup:
             return cached[2]
         try:
             view = await self._read(
-                key, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
+                key, uid, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
             )
         except ApiError as error:
             if error.transient or error.status == 0:
@@ -233,7 +246,7 @@ class TrafficLookup:
         self._views[key] = (self.clock(), gateway, view)
         return view
 
-    async def _read(self, key: Key, gateway_namespace: str, gateway_name: str) -> TrafficView:
+    async def _read(self, key: Key, uid: str, gateway_namespace: str, gateway_name: str) -> TrafficView:
         served = await self.served()
         gateway_found = False
         if gateway_name and kinds.GATEWAY.kind in served:
@@ -245,11 +258,11 @@ class TrafficLookup:
                 continue
             body = await self._get(kind, key[0], key[1])
             if body is not None:
-                if _owned_by_us(body):
+                if _owned_by(body, uid):
                     policies[kind.kind] = body
                 else:
                     foreign.add(kind.kind)
-        if route is not None and not _owned_by_us(route):
+        if route is not None and not _owned_by(route, uid):
             route = None  # someone else's object of the same name is never ours to change or delete
             foreign.add(kinds.HTTP_ROUTE.kind)
         return TrafficView(served, gateway_found, route, policies, foreign=frozenset(foreign))
@@ -282,6 +295,14 @@ class TrafficLookup:
             }
         self._served = (self.clock(), frozenset(found))
         return self._served[1]
+
+    def seen(self, key: Key, kind: str) -> Mapping[str, Any] | None:
+        """The route or provider object as last read or written, for a write's precondition."""
+        cached = self._views.get(key)
+        if cached is None:
+            return None
+        view = cached[2]
+        return view.route if kind == kinds.HTTP_ROUTE.kind else view.policies.get(kind)
 
     def wrote(self, key: Key, body: dict[str, Any] | None, kind: str) -> None:
         """Our write's answer (None: deleted) is what the next reconcile sees."""
@@ -387,9 +408,22 @@ def _measures_usage(spec: Mapping[str, Any]) -> bool:
     return parsed.health.metrics is not None or parsed.traffic.follow_load is not None
 
 
-def _owned_by_us(body: Mapping[str, Any]) -> bool:
-    labels = (body.get("metadata") or {}).get("labels") or {}
-    return bool(labels.get(names.LABEL_MANAGED_BY) == names.MANAGED_BY)
+def _resource_version(seen: Mapping[str, Any] | None) -> str:
+    """The resourceVersion our view holds of an object, as a write's precondition ("": not in the view)."""
+    return str(((seen or {}).get("metadata") or {}).get("resourceVersion") or "")
+
+
+def _version_of(seen: Mapping[str, Any] | None) -> dict[str, str]:
+    """... as metadata for a patch or an apply."""
+    version = _resource_version(seen)
+    return {"resourceVersion": version} if version else {}
+
+
+def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
+    """By the ownerReference to the resource's uid, which the garbage collector acts on too: a label anyone
+    may remove or copy, and a resource deleted and made anew under the same name, say nothing."""
+    references = (body.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(isinstance(r, Mapping) and r.get("uid") == uid for r in references)
 
 
 class Controller:
@@ -435,7 +469,7 @@ class Controller:
             return None
         observed = self._bound_unseen_primary(key, observed)
         observed = self._bound_view_behind(key, observed)
-        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status)
+        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status, uid=observed.fts.uid)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
         if _measures_usage(observed.fts.spec):
@@ -522,7 +556,8 @@ class Controller:
 
     async def execute(self, key: Key, observed: Observed, plan: Plan) -> None:
         """In order: status first (the decision), labels then routing, hooks, pod deletes, creates, the
-        owned objects, Jobs, and last the Events."""
+        owned objects, the route, then the owned objects to delete (a pod's Service goes only once the
+        route no longer sends to it), Jobs, and last the Events."""
         if plan.write_status:
             await self._write_status(key, plan.status)
         await self._move_labels_and_route(key, plan)
@@ -531,7 +566,8 @@ class Controller:
         failures: dict[str, str] = {}
         await asyncio.gather(*(self._create(obj, failures) for obj in (*plan.creates, *plan.owned_creates)))
         await self._update_owned(key[0], plan)
-        await self._update_traffic(key, plan)
+        routed = await self._update_traffic(key, plan)
+        await self._delete_owned(key[0], plan, routed)
         for job_name in plan.job_deletes:
             await self._ignore_missing(
                 self.client.delete(kinds.JOB.kind, key[0], job_name, propagation="Background")
@@ -547,22 +583,26 @@ class Controller:
     async def _move_labels_and_route(self, key: Key, plan: Plan) -> None:
         for patch in plan.patches:  # in order: demotions before promotions
             await self._forget_if_missing(
-                key, patch.name, self._patch_pod(key[0], patch.name, patch.labels, patch.annotations)
+                key, patch.name, self._patch_pod(key, patch.name, patch.labels, patch.annotations)
             )
         if plan.routing is not None:  # the labels moved: route at once, before hooks and the rest
             await self._route(key, plan.routing)
 
     async def _route(self, key: Key, endpoint_slice: dict[str, Any]) -> None:
         """A slice not in the view yet is created: an apply that creates cost the API server seven times a
-        create (158 against 21 ms each at 1,000 resources). One that exists is applied."""
-        if endpoint_slice["metadata"]["name"] not in self.store.endpoint_slices.get(key):
-            try:
+        create (158 against 21 ms each at 1,000 resources). One that exists is applied over the version the
+        view holds; either write meeting a newer slice means the view is behind (StaleView)."""
+        seen = self.store.endpoint_slices.get(key).get(endpoint_slice["metadata"]["name"])
+        try:
+            if seen is None:
                 self._remember(await self.client.create(endpoint_slice))
-                return
-            except ApiError as error:
-                if not error.conflict:  # already there: our view was behind
-                    raise
-        self._remember(await self.client.apply(endpoint_slice))
+            else:
+                metadata = {**endpoint_slice["metadata"], **_version_of(seen)}
+                self._remember(await self.client.apply({**endpoint_slice, "metadata": metadata}))
+        except ApiError as error:
+            if error.conflict:
+                raise StaleView(f"{key[1]}-primary's EndpointSlice: {error}") from error
+            raise
 
     async def _call_hooks(self, key: Key, observed: Observed, plan: Plan) -> None:
         if plan.hooks:
@@ -582,7 +622,12 @@ class Controller:
                     key,
                     d.name,
                     self.client.delete(
-                        kinds.POD.kind, key[0], d.name, uid=d.uid, grace_seconds=0 if d.force else None
+                        kinds.POD.kind,
+                        key[0],
+                        d.name,
+                        uid=d.uid,
+                        resource_version=_resource_version(self.store.pods.get(key, {}).get(d.name)),
+                        grace_seconds=0 if d.force else None,
                     ),
                 )
                 for d in plan.deletes
@@ -592,25 +637,67 @@ class Controller:
     async def _update_owned(self, namespace: str, plan: Plan) -> None:
         for removal in plan.metadata_removals:
             await self._ignore_missing(self._remove_metadata(namespace, removal))
-        for kind, name in plan.owned_deletes:  # after the selector went: its controller would recreate them
-            await self._ignore_missing(self.client.delete(kind, namespace, name))
         for obj in plan.applies:
             self._remember(await self.client.apply(obj))
 
-    async def _update_traffic(self, key: Key, plan: Plan) -> None:
+    async def _delete_owned(self, namespace: str, plan: Plan, routed: bool) -> None:
+        """After the selector went (its controller would recreate them) and after the route moved: a pod's
+        Service stays while a route the server refused may still send to it."""
+        for kind, name in plan.owned_deletes:
+            if kind == kinds.SERVICE.kind and not routed:
+                continue
+            await self._ignore_missing(self.client.delete(kind, namespace, name))
+
+    async def _update_traffic(self, key: Key, plan: Plan) -> bool:
         """The route and the provider's object: refused writes (a webhook, a missing permission) show in
-        TrafficPolicyReady, and the plain Services route meanwhile."""
+        TrafficPolicyReady, and the plain Services route meanwhile. False when one was refused."""
         try:
             for kind, name in plan.traffic_deletes:
-                await self._ignore_missing(self.client.delete(kind, key[0], name))
+                await self._delete_seen(key, kind, name, self.traffic.seen(key, kind))
                 self.traffic.wrote(key, None, kind)
             for obj in plan.traffic_applies:
-                self.traffic.wrote(key, await self.client.apply(obj), obj["kind"])
+                await self._apply_seen(key, obj)
         except ApiError as error:
+            if error.conflict:
+                self.traffic.forget(key)  # read again by the next reconcile
+                raise StaleView(f"{key[1]}'s traffic objects: {error}") from error
             if error.transient or error.status == 0:
                 raise
             logger.warning("%s/%s: the API server refused a traffic object: %s", *key, error)
             self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
+            return False
+        return True
+
+    async def _apply_seen(self, key: Key, obj: dict[str, Any]) -> None:
+        """Over the version read, so another writer's newer object is not overwritten. The Gateway's
+        controller writes the route's status after each of our writes: a conflict whose fresh read still
+        holds the spec we read is only that, and the apply goes over the fresh version."""
+        seen = self.traffic.seen(key, obj["kind"])
+        for attempt in range(TRAFFIC_APPLY_ATTEMPTS):
+            metadata = {**obj["metadata"], **_version_of(seen)}
+            try:
+                self.traffic.wrote(key, await self.client.apply({**obj, "metadata": metadata}), obj["kind"])
+                return
+            except ApiError as error:
+                if not error.conflict or seen is None or attempt + 1 == TRAFFIC_APPLY_ATTEMPTS:
+                    raise
+                try:
+                    fresh = await self.client.get(obj["kind"], key[0], obj["metadata"]["name"])
+                except ApiError:
+                    raise error from None
+                same_spec = fresh.get("spec") == seen.get("spec")
+                if not same_spec or _resource_version(fresh) == _resource_version(seen):
+                    raise  # another writer's spec: our read is stale
+                seen = fresh
+
+    async def _delete_seen(self, key: Key, kind: str, name: str, seen: Mapping[str, Any] | None) -> None:
+        """The very object the view judged (its uid and version): not one made or changed since."""
+        uid = str(((seen or {}).get("metadata") or {}).get("uid") or "")
+        try:
+            await self.client.delete(kind, key[0], name, uid=uid, resource_version=_resource_version(seen))
+        except ApiError as error:
+            if not error.not_found:
+                raise
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:
@@ -627,8 +714,13 @@ class Controller:
         await self._write_status(key, status)
 
     async def _write_status(self, key: Key, status: FtsStatus) -> None:
+        """The status becomes exactly `status`: the merge patch names (null) what it no longer has, from the
+        status this very resourceVersion holds, which the precondition makes the server's too."""
         body = self.store.resources[key]
-        patch = {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": status}
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": merge_patch(body.get("status") or {}, status),
+        }
         try:
             updated = await self.client.merge_patch(names.KIND, key[0], key[1], patch, subresource="status")
         except ApiError as error:
@@ -640,11 +732,13 @@ class Controller:
         self.store.put_resource(updated)
 
     async def _patch_pod(
-        self, namespace: str, name: str, labels: dict[str, str], annotations: dict[str, str]
+        self, key: Key, name: str, labels: dict[str, str], annotations: dict[str, str]
     ) -> None:
-        updated = await self.client.merge_patch(
-            kinds.POD.kind, namespace, name, {"metadata": {"labels": labels, "annotations": annotations}}
-        )
+        """Over the version the view holds: a pod someone changed since (another operator's new term) is
+        not relabelled from what we saw before."""
+        seen = self.store.pods.get(key, {}).get(name)
+        metadata = {"labels": labels, "annotations": annotations, **_version_of(seen)}
+        updated = await self.client.merge_patch(kinds.POD.kind, key[0], name, {"metadata": metadata})
         self.store.put_pod(updated)
 
     async def _create(self, body: dict[str, Any], failures: dict[str, str]) -> None:
@@ -687,7 +781,9 @@ class Controller:
         except ApiError as error:
             if error.not_found and (body := self.store.pods.get(key, {}).get(pod)) is not None:
                 self.store.drop_pod(body)
-            if not (error.not_found or error.conflict):
+            if error.conflict:  # our view's resourceVersion or uid of the pod is not the server's
+                raise StaleView(f"pod {pod}: {error}") from error
+            if not error.not_found:
                 raise
 
     @staticmethod

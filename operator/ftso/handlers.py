@@ -355,6 +355,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
             ),
         )
         runtime.client.write_guard = elector.leading  # every write asks first; the Lease's own bypass it
+        runtime.client.leadership_left = elector.time_left  # ... and ends before the leadership does
         runtime.background.append(
             asyncio.create_task(elector.run(runtime.start, _stop_acting), name="ftso-leader")
         )

@@ -99,7 +99,8 @@ class LeaderElector:
         """True while this replica may act; cheap enough to ask before every write."""
         return self._deadline is not None and self.clock() < self._deadline
 
-    def _time_left(self) -> float:
+    def time_left(self) -> float:
+        """Seconds this replica may still act: every write attempt ends by then."""
         return 0.0 if self._deadline is None else self._deadline - self.clock()
 
     def _unchanged_for(self, lease: dict[str, Any]) -> float:
@@ -209,11 +210,11 @@ class LeaderElector:
         next_round = self.clock() + self.settings.renew_seconds
         while True:
             # Wake at the deadline at the latest, so that leadership ends on time.
-            await asyncio.sleep(max(0.0, min(next_round - self.clock(), self._time_left())))
+            await asyncio.sleep(max(0.0, min(next_round - self.clock(), self.time_left())))
             if not self.leading() or _failed(starting):
                 return
             started = self.clock()
-            renewed = await self._attempt(min(self.settings.renew_seconds, self._time_left()))
+            renewed = await self._attempt(min(self.settings.renew_seconds, self.time_left()))
             if self.holder != self.settings.identity:
                 return  # someone else holds the Lease: stop at once
             pause = self.settings.renew_seconds if renewed else self.settings.retry_seconds
