@@ -242,6 +242,7 @@ class Reason(StrEnum):
     METRICS_STALE = "MetricsStale"  # some running pods have no recent sample
     NAME_TAKEN = "NameTaken"  # an object of the route's or policy's name that ftso did not create
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
+    TRAFFIC_LOOKUP_PENDING = "TrafficLookupPending"  # a new resource's route is being read the first time
 
 
 class EventReason(StrEnum):
