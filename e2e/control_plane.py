@@ -18,7 +18,7 @@ import ssl
 import subprocess
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +74,11 @@ class Component:
 def _component(spec: dict[str, Any]) -> Component:
     args = tuple(spec.get("args") or ())
     return Component(spec["name"], spec["binary"], args, Path(spec["workDir"]), spec.get("metric") or {})
+
+
+# How long a signal may take to show in the process's state.
+PAUSE_SECONDS = 5.0
+STOPPED = frozenset({"T", "t"})  # stopped by a signal, or (the same to us) under a tracer's stop
 
 
 def process_state(pid: int) -> str:
@@ -137,17 +142,23 @@ class ControlPlane:
 
     def pause(self, name: str) -> None:
         """SIGSTOP, then wait until the kernel shows the process stopped: the signal is delivered
-        asynchronously, and a check made in between saw a running process that no longer answered."""
+        asynchronously, and a check made in between saw a running process that no longer answered. A
+        process that is not stopped after PAUSE_SECONDS (or died) fails the caller: the pause never was."""
         pid = self._live_pid(name)
         os.kill(pid, signal.SIGSTOP)
-        deadline = time.monotonic() + 5
-        while process_state(pid) not in ("T", "") and time.monotonic() < deadline:
-            time.sleep(0.01)
+        state = _wait_state(pid, lambda s: s in STOPPED or not s)
+        if state not in STOPPED:
+            raise AssertionError(f"{name} (pid {pid}) did not stop after SIGSTOP: state {state or 'gone'!r}")
 
     def resume(self, name: str) -> None:
+        """SIGCONT to a live component, which must then run again (a still-stopped one fails the caller)."""
         pid = self.pid(name)
-        if pid is not None:
-            os.kill(pid, signal.SIGCONT)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGCONT)
+        state = _wait_state(pid, lambda s: s not in STOPPED)
+        if state in STOPPED:
+            raise AssertionError(f"{name} (pid {pid}) is still stopped after SIGCONT")
 
     def resume_all(self) -> None:
         for name in self.components():
@@ -164,17 +175,23 @@ class ControlPlane:
                 self.resume(name)
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> int:
-        """The component dies, as in a crash; bringing it back is the supervisor's job."""
+        """The component dies, as in a crash; bringing it back is the supervisor's job. SIGKILL must end
+        the process (a zombie counts as ended) within PAUSE_SECONDS, or the caller fails."""
         pid = self._live_pid(name)
         os.kill(pid, sig)
+        if sig == signal.SIGKILL and not _gone(pid, PAUSE_SECONDS):
+            raise AssertionError(f"{name} (pid {pid}) still runs after SIGKILL")
         return pid
 
     def restart(self, name: str, *, grace: float = 5.0) -> None:
         """Stop the component (SIGTERM, then SIGKILL after `grace` seconds; 0: SIGKILL at once, as kwokctl
         stops) and start it again with its recorded command line."""
         with self.lock():
-            self._stop(name, grace)
+            before = self._stop(name, grace)
             self._kwokctl_start()
+        after = self.pid(name)
+        if after is None or after == before:
+            raise AssertionError(f"{name} was not restarted: pid {before} before, {after} after")
 
     def start(self) -> None:
         """Start whatever component is not running, as kwokctl does."""
@@ -202,18 +219,22 @@ class ControlPlane:
             finally:
                 self._kwokctl_start()
 
-    def _stop(self, name: str, grace: float) -> None:
+    def _stop(self, name: str, grace: float) -> int | None:
+        """Stops the component; returns the pid it had (None: it was not running). One that does not end
+        fails the caller: kwokctl would take it for running and start nothing."""
         pid = self.pid(name)
         if pid is not None and grace > 0:
             _signal(pid, signal.SIGTERM)
             _signal(pid, signal.SIGCONT)  # a paused process handles its SIGTERM only once resumed
         if pid is not None and (grace <= 0 or not _gone(pid, grace)):
             _signal(pid, signal.SIGKILL)
-            _gone(pid, 10.0)
+            if not _gone(pid, 10.0):
+                raise AssertionError(f"{name} (pid {pid}) still runs 10 s after SIGKILL")
         component = self.component(name)
         # kwokctl trusts a pid file whose pid answers signal 0, as a zombie does: it must go.
         component.pid_file.unlink(missing_ok=True)
         keep_log(component)
+        return pid
 
     def _kwokctl_start(self) -> None:
         kwokctl = cache_dir() / "bin" / "kwokctl"
@@ -277,6 +298,14 @@ def keep_log(component: Component) -> None:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with suppress(ProcessLookupError):  # it exited meanwhile
         os.kill(pid, sig)
+
+
+def _wait_state(pid: int, done: Callable[[str], bool]) -> str:
+    """The process's state once `done` holds for it, or the last one seen after PAUSE_SECONDS."""
+    deadline = time.monotonic() + PAUSE_SECONDS
+    while not done(state := process_state(pid)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return state
 
 
 def _gone(pid: int, timeout: float) -> bool:

@@ -5,18 +5,22 @@ the proxy writes; the proxy forwards every request to the API server over TLS wi
 kubeconfig it was given, relaying responses (watch streams too) chunk by chunk. Faults, switched at run time
 from any thread, answer in its place (429, 500, 503), add latency, apply a write but lose its answer, drop a
 request, or stall or cut watch streams, for the requests a `Match` selects (method, path, User-Agent). Every
-request is logged (time, method, path, status, User-Agent) for assertions afterwards.
+request is logged (time, method, path, status, User-Agent, the fault it met) for assertions afterwards, and
+`injected()` counts what the proxy did in the server's place: a fault that never applied proved nothing, so
+`fault()` fails its block when the fault was never hit.
 
     with FaultProxy(kubeconfig) as proxy:
         proxied = proxy.write_kubeconfig(tmp_path / "kubeconfig")
         with proxy.fault(Fault.error(429, Match(method=WRITES), retry_after=1)):
             ...
+        assert proxy.injected(Match(user_agent="ftso"))["error 429"] > 0
         assert not proxy.requests(Match(method=WRITES, user_agent="ftso"), since=moment)
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import http
 import re
@@ -203,6 +207,13 @@ class LoggedRequest:
     def user_agent(self) -> str:
         return self.request.user_agent
 
+    @property
+    def injected(self) -> str:
+        """What the proxy did to this request: "error 429", "latency", "stall", ...; "" for nothing."""
+        if self.fault is None:
+            return ""
+        return f"{self.fault.value} {self.status}" if self.fault is Mode.ERROR else self.fault.value
+
 
 class RequestLog:
     def __init__(self) -> None:
@@ -218,6 +229,10 @@ class RequestLog:
     def entries(self, match: Match = ANY, since: float = 0.0) -> list[LoggedRequest]:
         with self._lock:
             return [e for e in self._entries if e.time >= since and match(e.request)]
+
+    def injected(self, match: Match = ANY, since: float = 0.0) -> collections.Counter[str]:
+        """How many of the matching requests met each fault (LoggedRequest.injected)."""
+        return collections.Counter(e.injected for e in self.entries(match, since) if e.injected)
 
 
 def error_status(status: int, retry_after: int | None, message: str = "") -> dict[str, Any]:
@@ -280,14 +295,16 @@ def _abort(request: web.BaseRequest) -> web.Response:
 
 
 class _Stream:
-    """A forwarded response in flight, so a fault set later can stall or cut it."""
+    """A forwarded response in flight, so a fault set later can stall or cut it (and its log entry says so)."""
 
-    def __init__(self, request: web.BaseRequest, info: RequestInfo) -> None:
+    def __init__(self, request: web.BaseRequest, info: RequestInfo, entry: LoggedRequest) -> None:
         self.request = request
         self.info = info
+        self.entry = entry
         self.stalled = False
 
     def hit(self, mode: Mode) -> None:
+        self.entry.fault = mode
         if mode is Mode.STALL:
             self.stalled = True
         else:
@@ -360,7 +377,7 @@ class _Forwarder:
                 return web.Response(
                     body=content, status=upstream.status, headers=end_to_end(upstream.headers)
                 )
-            stream = _Stream(request, info)
+            stream = _Stream(request, info, entry)
             if fault is not None and fault.mode is Mode.STALL:
                 stream.stalled = True
             self.streams.add(stream)
@@ -494,13 +511,18 @@ class FaultProxy:
         self.faults.clear()
 
     @contextmanager
-    def fault(self, fault: Fault) -> Iterator[Fault]:
-        """The fault is in force inside the block only (streams it stalled stay stalled)."""
+    def fault(self, fault: Fault, *, expect_hits: int = 1) -> Iterator[Fault]:
+        """The fault is in force inside the block only (streams it stalled stay stalled). A block that ends
+        with the fault hit fewer than `expect_hits` times fails: the fault it meant to inject never was."""
         self.add_fault(fault)
         try:
             yield fault
         finally:
             self.remove_fault(fault)
+        assert fault.hits >= expect_hits, (
+            f"the {fault.mode.value} fault for {fault.match} applied {fault.hits} time(s), "
+            f"expected at least {expect_hits}"
+        )
 
     def cut_streams(self, match: Match = ANY) -> int:
         """Close the watch streams open now, as a connection reset would; new ones go through."""
@@ -511,6 +533,10 @@ class FaultProxy:
 
     def requests(self, match: Match = ANY, since: float = 0.0) -> list[LoggedRequest]:
         return self.log.entries(match, since)
+
+    def injected(self, match: Match = ANY, since: float = 0.0) -> collections.Counter[str]:
+        """What the proxy did in the server's place to the matching requests, by kind: "error 503": 4."""
+        return self.log.injected(match, since)
 
     def write_kubeconfig(self, path: str | Path) -> str:
         Path(path).write_text(yaml.safe_dump(kubeconfig_document(self.url)), encoding="utf-8")

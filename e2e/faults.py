@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from e2e.kube import Kube
+from e2e.kube import Kube, condition, wait_for
+
+# How long a fault may take to show in the API (a kwok stage's delay, a deletion's propagation).
+TAKES_EFFECT_SECONDS = 30.0
 
 POD_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
 NODE_NOT_READY_LABEL = "node-not-ready.stage.kwok.x-k8s.io"
@@ -12,14 +16,35 @@ HEARTBEAT_THIEF = "ftso-e2e-heartbeat-stopper"
 
 
 def fail_container(kube: Kube, namespace: str, pod: str) -> None:
-    """kwok terminates the pod's containers (exit 1) and sets its phase to Failed."""
-    kube.patch(
-        f"/api/v1/namespaces/{namespace}/pods/{pod}", {"metadata": {"labels": {POD_FAIL_LABEL: "true"}}}
+    """kwok terminates the pod's containers (exit 1) and sets its phase to Failed; returns once the API
+    shows it (or the pod is gone already: the operator replaced it)."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
+    uid = kube.patch(path, {"metadata": {"labels": {POD_FAIL_LABEL: "true"}}})["metadata"]["uid"]
+    wait_for(
+        lambda: _failed_or_gone(kube.get(path), uid),
+        timeout=TAKES_EFFECT_SECONDS,
+        what=f"kwok to fail {pod}'s container",
+    )
+
+
+def _failed_or_gone(pod: dict[str, Any] | None, uid: str) -> bool:
+    if pod is None or pod["metadata"]["uid"] != uid:
+        return True
+    status = pod.get("status") or {}
+    return status.get("phase") == "Failed" or any(
+        "terminated" in (c.get("state") or {}) or "terminated" in (c.get("lastState") or {})
+        for c in status.get("containerStatuses") or []
     )
 
 
 def make_node_not_ready(kube: Kube, node: str) -> None:
+    """kwok turns the node's Ready condition False; returns once the API shows it."""
     kube.patch(f"/api/v1/nodes/{node}", {"metadata": {"labels": {NODE_NOT_READY_LABEL: "true"}}})
+    wait_for(
+        lambda: condition(kube.get(f"/api/v1/nodes/{node}"), "Ready") == "False",
+        timeout=TAKES_EFFECT_SECONDS,
+        what=f"kwok to make {node} NotReady",
+    )
 
 
 def make_node_ready(kube: Kube, node: str) -> None:
@@ -53,7 +78,10 @@ def _lease_path(node: str) -> str:
 def stop_heartbeat(kube: Kube, node: str) -> None:
     """The node's Lease stops being renewed, as when its kubelet dies: we take the Lease for an hour, and
     kwok, like a kubelet, does not renew a Lease another holder holds."""
-    kube.patch(_lease_path(node), {"spec": {"holderIdentity": HEARTBEAT_THIEF, "leaseDurationSeconds": 3600}})
+    taken = kube.patch(
+        _lease_path(node), {"spec": {"holderIdentity": HEARTBEAT_THIEF, "leaseDurationSeconds": 3600}}
+    )
+    assert taken["spec"]["holderIdentity"] == HEARTBEAT_THIEF, taken["spec"]
 
 
 def resume_heartbeat(kube: Kube, node: str) -> None:
@@ -65,7 +93,18 @@ def resume_heartbeat(kube: Kube, node: str) -> None:
 
 
 def force_delete_pod(kube: Kube, namespace: str, pod: str) -> None:
-    kube.delete(f"/api/v1/namespaces/{namespace}/pods/{pod}", grace=0)
+    """The pod's object is removed at once (grace 0); returns once that pod (its uid) is gone from the API,
+    and fails when there was no such pod to delete."""
+    path = f"/api/v1/namespaces/{namespace}/pods/{pod}"
+    before = kube.get(path)
+    assert before is not None, f"no pod {namespace}/{pod} to delete"
+    uid = before["metadata"]["uid"]
+    kube.delete(path, grace=0)
+    wait_for(
+        lambda: (after := kube.get(path)) is None or after["metadata"]["uid"] != uid,
+        timeout=TAKES_EFFECT_SECONDS,
+        what=f"{pod} (uid {uid}) gone after its force deletion",
+    )
 
 
 def heal_all_nodes(kube: Kube) -> None:
@@ -118,12 +157,14 @@ def _set_pod_ready(kube: Kube, namespace: str, pod: str, ready: bool) -> None:
         else c
         for c in (current.get("status") or {}).get("conditions") or []
     ]
-    kube.request(
+    patched = kube.request(
         "PATCH",
         path,
         body={"status": {"conditions": conditions}},
         content_type="application/merge-patch+json",
     )
+    # A pod without a Ready condition would be patched with nothing: the fault must have happened.
+    assert condition(patched, "Ready") == ("True" if ready else "False"), patched.get("status") or {}
 
 
 def lease_age(kube: Kube, node: str) -> float:

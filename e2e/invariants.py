@@ -76,15 +76,19 @@ def check_primary_endpoints(events: list[Seen]) -> int:
         if seen.type == "DELETED":
             ready_by_slice.pop(name, None)
         else:
-            ready_by_slice[name] = {
-                address
-                for endpoint in seen.object.get("endpoints") or []
-                if (endpoint.get("conditions") or {}).get("ready")
-                for address in endpoint.get("addresses") or []
-            }
+            ready_by_slice[name] = _ready_addresses(seen.object)
         ready = set().union(*ready_by_slice.values())
         assert len(ready) <= 1, f"{len(ready)} ready endpoints behind the primary Service: {sorted(ready)}"
     return len(events)
+
+
+def _ready_addresses(endpoint_slice: dict[str, Any]) -> set[str]:
+    return {
+        address
+        for endpoint in endpoint_slice.get("endpoints") or []
+        if (endpoint.get("conditions") or {}).get("ready")
+        for address in endpoint.get("addresses") or []
+    }
 
 
 def check_terms(events: list[Seen]) -> list[tuple[int, str]]:
@@ -123,6 +127,11 @@ def invariant_watch(
     )
     with pods, resources, slices:
         yield pods, resources
-    assert check_pods(pods.snapshot()) > 0
-    check_terms(resources.snapshot())
-    check_primary_endpoints(slices.snapshot())
+    # An invariant checked over nothing holds vacuously: every recorder must have seen something, and the
+    # resource a primary (each test makes one, and routes it).
+    assert check_pods(pods.snapshot()) > 0, "no pod state was recorded"
+    terms = check_terms(resources.snapshot())
+    assert any(term > 0 and primary for term, primary in terms), f"no primary was ever recorded: {terms}"
+    slices_seen = slices.snapshot()
+    assert check_primary_endpoints(slices_seen) > 0, f"no EndpointSlice of {name}-primary was recorded"
+    assert any(_ready_addresses(s.object) for s in slices_seen), f"{name}-primary never had a ready endpoint"

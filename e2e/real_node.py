@@ -276,8 +276,20 @@ def container_pid(kube: Kube, namespace: str, pod: str) -> int:
 
 
 def kill_container_process(kube: Kube, namespace: str, pod: str) -> None:
-    """kill -9 of the workload's process, as a crash inside the container (the kubelet restarts it)."""
-    os.kill(container_pid(kube, namespace, pod), signal.SIGKILL)
+    """kill -9 of the workload's process, as a crash inside the container (the kubelet restarts it);
+    returns once the process is gone, and fails if it is not within 10 s."""
+    pid = container_pid(kube, namespace, pod)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not _runs(pid), timeout=10, interval=0.05, what=f"{pod}'s process {pid} to die")
+
+
+def _runs(pid: int) -> bool:
+    """Whether the process exists and is not a zombie (dead, waiting for its parent to reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 def all_ready(kube: Kube, namespace: str, name: str = "counter", replicas: int = 3) -> bool:

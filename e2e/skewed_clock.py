@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as datetime_module
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -55,8 +56,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     skew(args.offset)
     from ftso.cli import main as ftso_main  # only now: its modules must see the skewed clock
 
+    check_skewed(args.offset)
     rest = args.ftso_args[1:] if args.ftso_args[:1] == ["--"] else args.ftso_args
     return ftso_main(rest)
+
+
+def check_skewed(offset: float, *, modules: Sequence[str] = ("ftso.leader", "ftso.controller")) -> None:
+    """The skew must show where ftso reads the time (each module's own `datetime`), not only here: a
+    module imported before the patch would keep the true clock, and the test would prove nothing."""
+    true_now = _RealDatetime.now(datetime_module.UTC)
+    for name in modules:
+        seen = importlib.import_module(name).datetime.now(datetime_module.UTC)
+        if abs((seen - true_now).total_seconds() - offset) > 1:
+            raise SystemExit(f"the clock of {name} is not skewed by {offset} s: it reads {seen}")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,9 @@ def test_all_pods_lost_recovers_from_the_latest_checkpoint(
     fts = Fts(kube, namespace)
     fts.create(_checkpointed(intervalSeconds=3600))
     fts.wait_ready()
+    checkpoint_asked = time.time()
     assert ftso_cli(kube, "checkpoint", "svc", "-n", namespace, "--wait").returncode == 0
+    checkpoint_done = time.time()  # the checkpoint finished between these two moments
     checkpoint_id = fts.status()["lastSuccessfulCheckpoint"]
     # Every pod's container fails while the operator is away, so it finds them all failed at once. (Every
     # node lost at once would not do: that says more about the operator's view than about the nodes, and
@@ -165,13 +167,22 @@ def test_all_pods_lost_recovers_from_the_latest_checkpoint(
         lambda: all(p["status"].get("phase") == "Failed" for p in fts.live_pods()),
         what="every pod Failed",
     )
+    restarted = time.time()
     operator.start()
     started = wait_for(
         lambda: (r := fts.status().get("recovery")) and r.get("checkpoint") == checkpoint_id and r,
         timeout=60,
         what="recovery started",
     )
-    assert started["dataLossWindowSeconds"] >= 0
+    seen = time.time()  # the recovery started between the restart and this moment
+    # The window is the time from the checkpoint's finish to the recovery's start: at least what passed
+    # between the two intervals the test saw them in, at most what spans both (timestamps have 1 s steps).
+    window = started["dataLossWindowSeconds"]
+    assert restarted - checkpoint_done - 1 <= window <= seen - checkpoint_asked + 1, (
+        window,
+        restarted - checkpoint_done,
+        seen - checkpoint_asked,
+    )
     done = wait_for(
         lambda: (r := fts.status().get("recovery")) and r.get("completedAt") and fts.status(),
         timeout=120,

@@ -112,6 +112,7 @@ def test_write_storm_of_429_and_5xx_converges(
             Fault.error(500, Match(method=WRITES, path=namespace)),
             Fault.error(503, Match(method=WRITES, path=namespace)),
         ]
+        began = time.time()
         fault = proxy.add_fault(storm[0])
         kube.patch(fts.path, {"spec": {"replicas": 5}})
         replica = next(
@@ -123,9 +124,15 @@ def test_write_storm_of_429_and_5xx_converges(
             proxy.remove_fault(fault)
             fault = proxy.add_fault(nxt)
         time.sleep(20)
-        refused = len(proxy.requests(Match(method=WRITES, user_agent="ftso-operator", path=namespace)))
         proxy.remove_fault(fault)
         cleared = time.monotonic()
+        # The storm reached the operator: each kind of refusal answered some of its writes in the server's
+        # place (the test's own writes are not the operator's, and do not count).
+        injected = proxy.injected(
+            Match(method=WRITES, user_agent="ftso-operator", path=namespace), since=began
+        )
+        assert all(injected[f"error {f.status}"] > 0 for f in storm), injected
+        refused = sum(injected.values())
         assert proxied_operator.alive, proxied_operator.log_tail()
         took = _ready_within(fts, 60, cleared)
         pods = fts.pods()
@@ -143,6 +150,7 @@ def test_stalled_watches_are_noticed_and_restarted(
         fts, status = _ready(kube, namespace)
         stalled = proxy.add_fault(Fault.stall(Match(watch=True)))
         moment = time.time()
+        assert stalled.hits > 0, "no open watch of the operator was stalled"
         replica = next(
             p["metadata"]["name"] for p in fts.pods() if p["metadata"]["name"] != status["primary"]
         )
@@ -176,10 +184,11 @@ def test_primary_deleted_while_the_watches_were_cut(
     with invariant_watch(kube, namespace):
         fts, status = _ready(kube, namespace)
         refused = proxy.add_fault(Fault.drop(Match(watch=True)))
-        proxy.cut_streams(Match(watch=True))
+        assert proxy.cut_streams(Match(watch=True)) > 0, "no open watch was cut"
         force_delete_pod(kube, namespace, status["primary"])
         time.sleep(5)
         proxy.remove_fault(refused)
+        assert refused.hits > 0, "no watch was opened again (and dropped) while they were cut"
         back = time.monotonic()
         wait_for(
             lambda: fts.status().get("term", 0) > status["term"] and fts.primary_routed_exactly(),
@@ -219,11 +228,12 @@ def test_a_leader_whose_renewals_are_blocked_stops_before_the_standby_takes_over
     try:
         with invariant_watch(kube, namespace):
             fts, status = _ready(kube, namespace)
-            proxy.add_fault(Fault.drop(Match(path="leases/ftso-operator")))
+            renewals = proxy.add_fault(Fault.drop(Match(path="leases/ftso-operator")))
             force_delete_pod(kube, namespace, status["primary"])  # work for whoever leads
             wait_for(
                 lambda: _holder(kube, namespace)[0] == _identity(standby), timeout=30, what="the takeover"
             )
+            assert renewals.hits > 0, "the leader's renewals were never dropped"
             acquired = _holder(kube, namespace)[1]
             taken = datetime.fromisoformat(acquired.replace("Z", "+00:00")).timestamp()
             assert leader.process is not None and leader.process.wait(timeout=10) == 3, leader.log_tail()

@@ -178,9 +178,10 @@ def test_a_write_whose_answer_is_lost_is_applied(
 ) -> None:
     client = one_shot(proxied.kubeconfig, timeout=2)
     try:
-        proxy.add_fault(Fault.lose_response(Match(method=WRITES, path="/leases")))
+        lost = proxy.add_fault(Fault.lose_response(Match(method=WRITES, path="/leases")))
         with pytest.raises(ApiError) as error:
             client.create(leases(namespace), lease("applied"))
+        assert lost.hits == 1
         assert error.value.status == 0  # the client's timeout: no answer at all
         assert kube.get(f"{leases(namespace)}/applied") is not None
         assert proxy.requests(Match(method="POST"))[0].status is None
@@ -195,9 +196,10 @@ def test_a_dropped_lease_renewal_never_arrives(
     kube.create(leases(namespace), lease("renewed", holder="before"))
     client = one_shot(proxied.kubeconfig, timeout=2)
     try:
-        proxy.add_fault(Fault.drop(Match(method="PATCH|PUT", path=r"/leases/renewed$")))
+        dropped = proxy.add_fault(Fault.drop(Match(method="PATCH|PUT", path=r"/leases/renewed$")))
         with pytest.raises(ApiError):
             client.patch(path, {"spec": {"holderIdentity": "after"}})
+        assert dropped.hits == 1  # the error is the drop's, not some other failure's
         assert client.get(f"{leases(namespace)}/warm-up") is None  # other requests go through
     finally:
         client.close()

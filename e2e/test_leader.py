@@ -8,11 +8,13 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from e2e.control_plane import process_state
 from e2e.fts import Fts, manifest
 from e2e.kube import ROOT, Kube, wait_for
 from e2e.operator_process import OperatorProcess
@@ -66,6 +68,32 @@ def _wait_holder(kube: Kube, namespace: str, operator: OperatorProcess, timeout:
     )
 
 
+def _holders_clock_offset(kube: Kube, namespace: str) -> float:
+    """How far the holder's wall clock is from ours: its next renewal's renewTime, read as it lands."""
+    first = _lease(kube, namespace).get("renewTime")
+    renewed = wait_for(
+        lambda: (now := _lease(kube, namespace).get("renewTime")) != first and now,
+        timeout=LEASE_SECONDS + 5,
+        interval=0.05,
+        what="a renewal of the Lease",
+    )
+    return datetime.fromisoformat(str(renewed).replace("Z", "+00:00")).timestamp() - time.time()
+
+
+def _assert_skewed(kube: Kube, namespace: str, offset: float) -> None:
+    """The skew was injected: the holder stamps the Lease with its shifted clock."""
+    seen = _holders_clock_offset(kube, namespace)
+    assert abs(seen - offset) < 1.5, f"the holder's clock is {seen:+.1f} s off, expected {offset:+.0f} s"
+
+
+def _freeze(process: subprocess.Popen[bytes]) -> None:
+    """SIGSTOP, and the kernel must show the process stopped: a freeze that did not happen proves nothing."""
+    process.send_signal(signal.SIGSTOP)
+    wait_for(
+        lambda: process_state(process.pid) == "T", timeout=5, interval=0.01, what=f"{process.pid} stopped"
+    )
+
+
 def _stop_all(*operators: OperatorProcess) -> None:
     for operator in operators:
         if operator.process is not None and operator.process.poll() is None:
@@ -100,6 +128,7 @@ def test_skewed_clocks_do_not_let_a_standby_take_a_healthy_lease(
     _wait_holder(kube, namespace, leader)
     standby = _operator(kube, namespace, tmp_path / "standby.log", standby_offset)
     try:
+        _assert_skewed(kube, namespace, leader_offset)
         transitions = _lease(kube, namespace).get("leaseTransitions")
         watched_until = time.monotonic() + 15
         while time.monotonic() < watched_until:
@@ -110,6 +139,7 @@ def test_skewed_clocks_do_not_let_a_standby_take_a_healthy_lease(
         assert _lease(kube, namespace).get("leaseTransitions") == transitions
         leader.kill()
         _wait_holder(kube, namespace, standby, timeout=LEASE_SECONDS + 10)  # it was watching all along
+        _assert_skewed(kube, namespace, standby_offset)
     finally:
         _stop_all(leader, standby)
 
@@ -123,9 +153,9 @@ def test_a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes(
     try:
         time.sleep(2)  # the standby is up and watching the Lease
         assert old.process is not None and new.process is not None
-        old.process.send_signal(signal.SIGSTOP)  # a long GC pause, a frozen VM
+        _freeze(old.process)  # a long GC pause, a frozen VM
         _wait_holder(kube, namespace, new, timeout=LEASE_SECONDS + 10)
-        new.process.send_signal(signal.SIGSTOP)  # from here on only the deposed leader runs
+        _freeze(new.process)  # from here on only the deposed leader runs
         fts = Fts(kube, namespace)
         fts.create(manifest())
         old.process.send_signal(signal.SIGCONT)

@@ -343,3 +343,35 @@ def test_an_unreachable_api_server_is_a_502(proxy: tuple[FaultProxy, Upstream]) 
     status, body = call(fault_proxy, "GET", "/api/v1/pods")
     assert (status, body["reason"]) == (502, "BadGateway")
     assert fault_proxy.requests()[-1].status == 502
+
+
+def test_the_proxy_counts_what_it_injected(proxy: tuple[FaultProxy, Upstream]) -> None:
+    fault_proxy, _ = proxy
+    open_watch = Watcher(fault_proxy)
+    wait_until(lambda: open_watch.events > 3)
+    fault_proxy.add_fault(Fault.error(429, Match(method="POST"), retry_after=1, times=2))
+    fault_proxy.add_fault(Fault.error(503, Match(method="PATCH")))
+    fault_proxy.add_fault(Fault.stall(Match(watch=True)))  # reaches the watch already open
+    assert [call(fault_proxy, "POST", "/api/v1/namespaces/a/pods", {})[0] for _ in range(3)] == [
+        429,
+        429,
+        201,
+    ]
+    assert call(fault_proxy, "PATCH", "/api/v1/namespaces/a/pods/p", {})[0] == 503
+    assert call(fault_proxy, "GET", "/api/v1/pods")[0] == 200
+    assert fault_proxy.injected() == {"error 429": 2, "error 503": 1, "stall": 1}
+    assert fault_proxy.injected(Match(method="POST")) == {"error 429": 2}
+    assert fault_proxy.injected(Match(user_agent="no such client")) == {}
+
+
+def test_a_fault_that_never_applied_fails_its_block(proxy: tuple[FaultProxy, Upstream]) -> None:
+    fault_proxy, _ = proxy
+    with (
+        pytest.raises(AssertionError, match="applied 0 time"),
+        fault_proxy.fault(Fault.error(500, Match(path="/no/such/path"))),
+    ):
+        assert call(fault_proxy, "GET", "/api/v1/pods")[0] == 200
+    with fault_proxy.fault(Fault.error(500, Match(path="/no/such/path")), expect_hits=0):
+        pass  # asked for nothing: nothing to prove
+    with pytest.raises(ZeroDivisionError), fault_proxy.fault(Fault.latency(0.1)):
+        _ = 1 / 0  # the block's own failure is not hidden by the count

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import aiohttp
 import pytest
 
 from ftso.hooks import call_hooks
@@ -102,3 +105,40 @@ def test_hooks_are_called_again_until_the_record_says_they_were() -> None:
     done["failovers"] = [{**first.status["failovers"][-1], "hooksCalledAt": "2026-11-26T12:00:01Z"}]
     after = decide(observed(pods, spec=spec, status=done))  # type: ignore[arg-type]
     assert after.hooks == [] and after.hooks_term == 0
+
+
+@pytest.fixture
+def silent() -> Iterator[str]:
+    """A workload port that accepts connections and never answers."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    listener.close()
+
+
+def test_a_hook_that_never_answers_costs_its_timeout_and_no_more(silent: str) -> None:
+    calls = [
+        HookCall("p1", f"{silent}/promote", "primary", 7, 0.2),
+        HookCall("p0", f"{silent}/demote", "fenced", 7, 0.2),
+    ]
+    started = time.monotonic()
+    failures = asyncio.run(call_hooks(calls))
+    assert time.monotonic() - started < 1.0, "called at once, each bounded by its timeout"
+    assert sorted(h.pod for h, _ in failures) == ["p0", "p1"]
+
+
+def test_whatever_a_hook_call_raises_is_a_failure_not_an_exception(
+    receiver: tuple[str, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failed hook is reported in an Event; nothing it does may end the reconcile that calls it."""
+    base, _ = receiver
+
+    def closed(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("Session is closed")
+
+    monkeypatch.setattr(aiohttp.ClientSession, "post", closed)
+    failures = asyncio.run(call_hooks([HookCall("p1", f"{base}/promote", "primary", 7, 1.0)]))
+    assert [(h.pod, why) for h, why in failures] == [
+        ("p1", f"{base}/promote: RuntimeError('Session is closed')")
+    ]

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from ftso import names
+import pytest
+
+from ftso import controller as controller_module
+from ftso import kinds, names
 from ftso.api.spec import operator_judged_problems, parse_spec
 from ftso.client import ApiError
 from ftso.controller import TRAFFIC_REFRESH_SECONDS, Controller, TrafficLookup
@@ -17,7 +21,8 @@ from ftso.store import Store
 from ftso.traffic import TrafficView, covers
 from ftso.usage import PodUsage
 
-from .factories import NOW, observed, pod, raw_spec
+from .factories import NOW, UID, node, observed, pod, raw_spec
+from .test_controller import FakeClient
 
 GATEWAY_API = frozenset({"Gateway", "HTTPRoute"})
 ENVOY = GATEWAY_API | {"BackendTrafficPolicy"}
@@ -282,13 +287,22 @@ class FakeTrafficApi:
         self.objects = objects  # (kind, name) -> body
         self.requests = 0
         self.refuse_apply: ApiError | None = None
+        self.refuse_reads: ApiError | None = None
 
     async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
         self.requests += 1
-        group_version = path.removeprefix("/apis/")
+        if self.refuse_reads is not None:
+            raise self.refuse_reads
+        group_version = "/".join(path.removeprefix("/apis/").split("/")[:2])
         if group_version not in self.installed:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        return {"resources": [{"name": plural} for plural in self.installed[group_version]]}
+        if "/namespaces/" not in path:
+            return {"resources": [{"name": plural} for plural in self.installed[group_version]]}
+        plural, name = path.split("/")[-2:]
+        kind = next(k.kind for k in kinds.TRAFFIC if k.plural == plural)
+        if (kind, name) not in self.objects:
+            raise ApiError(404, "NotFound", f"{kind} {name} not found")
+        return self.objects[(kind, name)]
 
     async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
         self.requests += 1
@@ -308,6 +322,23 @@ def _lookup(api: FakeTrafficApi) -> tuple[TrafficLookup, list[float]]:
     return TrafficLookup(api, clock=lambda: now[0]), now  # type: ignore[arg-type]
 
 
+def _looked_up(
+    lookup: TrafficLookup,
+    spec: dict[str, Any],
+    status: dict[str, Any],
+    key: tuple[str, str] = ("ns", "demo"),
+    uid: str = "uid-demo",
+) -> TrafficView | None:
+    """The view once the read it starts, when one is due, has landed."""
+
+    async def settled() -> TrafficView | None:
+        lookup.view(key, spec, status, uid=uid)
+        await asyncio.gather(*lookup._reading.values())
+        return lookup.view(key, spec, status, uid=uid)
+
+    return asyncio.run(settled())
+
+
 def test_the_lookup_reads_only_for_a_named_gateway_and_at_most_every_refresh() -> None:
     ours = {"metadata": {"ownerReferences": [{"kind": names.KIND, "name": "demo", "uid": "uid-demo"}]}}
     api = FakeTrafficApi(
@@ -315,14 +346,14 @@ def test_the_lookup_reads_only_for_a_named_gateway_and_at_most_every_refresh() -
         {("Gateway", "web"): {}, ("HTTPRoute", "demo"): ours},
     )
     lookup, now = _lookup(api)
-    assert asyncio.run(lookup.view(("ns", "demo"), raw_spec(), {})) is None and api.requests == 0
-    view = asyncio.run(lookup.view(("ns", "demo"), _spec(), {}, uid="uid-demo"))
+    assert _looked_up(lookup, raw_spec(), {}) is None and api.requests == 0
+    view = _looked_up(lookup, _spec(), {})
     assert view is not None and view.served == GATEWAY_API and view.gateway_found and view.route == ours
     asked = api.requests
-    asyncio.run(lookup.view(("ns", "demo"), _spec(), {}))
+    _looked_up(lookup, _spec(), {})
     assert api.requests == asked  # cached
     now[0] += TRAFFIC_REFRESH_SECONDS
-    asyncio.run(lookup.view(("ns", "demo"), _spec(), {}))
+    _looked_up(lookup, _spec(), {})
     assert api.requests > asked
 
 
@@ -330,7 +361,7 @@ def test_a_route_someone_else_owns_is_not_ours() -> None:
     api = FakeTrafficApi(
         {"gateway.networking.k8s.io/v1": ["httproutes"]}, {("HTTPRoute", "demo"): {"metadata": {}}}
     )
-    view = asyncio.run(_lookup(api)[0].view(("ns", "demo"), _spec(), {}))
+    view = _looked_up(_lookup(api)[0], _spec(), {})
     assert view is not None and view.route is None and view.foreign == {"HTTPRoute"}
     plan = _decide(_spec(policy="Weighted"), view=view)
     assert plan.traffic_applies == [] and plan.traffic_deletes == []
@@ -341,9 +372,9 @@ def test_a_leftover_route_is_looked_up_until_the_status_says_the_plain_services_
     api = FakeTrafficApi({}, {})
     lookup = _lookup(api)[0]
     left = {"conditions": [{"type": "TrafficPolicyReady", "reason": names.Reason.ROUTE_ACCEPTED}]}
-    assert asyncio.run(lookup.view(("ns", "demo"), raw_spec(), left)) is not None
+    assert _looked_up(lookup, raw_spec(), left) is not None
     done = {"conditions": [{"type": "TrafficPolicyReady", "reason": names.Reason.KUBE_PROXY}]}
-    assert asyncio.run(lookup.view(("ns", "demo"), raw_spec(), done)) is None
+    assert _looked_up(lookup, raw_spec(), done) is None
 
 
 def test_a_refused_write_shows_in_the_next_view() -> None:
@@ -353,12 +384,13 @@ def test_a_refused_write_shows_in_the_next_view() -> None:
     store = Store()
     controller = Controller(api, store)  # type: ignore[arg-type]
     key = ("ns", "demo")
-    asyncio.run(controller.traffic.view(key, _spec(), {}))
+    _looked_up(controller.traffic, _spec(), {})
     api.refuse_apply = ApiError(403, "Forbidden", "httproutes is forbidden")
     plan = Plan(status={}, traffic_applies=[{"kind": "HTTPRoute", "metadata": {"name": "demo"}}])  # type: ignore[typeddict-item]
     asyncio.run(controller._update_traffic(key, plan))
-    view = asyncio.run(controller.traffic.view(key, _spec(), {}))
+    view = _looked_up(controller.traffic, _spec(), {})
     assert view is not None and "403 Forbidden" in view.problem
+    assert controller.traffic.retry_after(key) == TRAFFIC_REFRESH_SECONDS
 
 
 def _loaded(cpu: dict[str, float], at: datetime) -> dict[str, PodUsage]:
@@ -401,3 +433,222 @@ def test_without_fresh_samples_load_weights_stay_where_they_were() -> None:
         entry["weight"] = weight
     plan, _ = _follow({"demo-0": 0.9}, status, at=NOW - timedelta(minutes=5))
     assert _weights(plan) == {"demo-0": 90, "demo-1": 60, "demo-2": 30}
+
+
+# A failing Gateway API never delays or stops a failover: it is read in the background, and what went wrong
+# is TrafficPolicyReady=False.
+
+KEY = ("ns", "svc0")
+SERVICE_UNAVAILABLE = ApiError(503, "ServiceUnavailable", "the server is currently unable to handle it")
+CONNECTION_REFUSED = ApiError(0, "ConnectionError", "Cannot connect to host: Connection refused")
+
+
+class FailingGatewayApi(FakeClient):
+    """Writes answered as the API server would. Reads (discovery and GETs, the Gateway API's only traffic)
+    hang when `answer` is None, else fail with it; with `working` they are answered by it instead, and
+    the route's and the provider's writes fail (or hang) as `answer` says."""
+
+    def __init__(self, store: Store, answer: ApiError | None, working: FakeTrafficApi | None = None) -> None:
+        super().__init__(store)
+        self.answer = answer
+        self.working = working
+        self.reads = 0
+
+    async def request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        self.reads += 1
+        if self.working is not None:
+            return await self.working.request(method, path, **kw)
+        return await self._fail()
+
+    async def _fail(self) -> dict[str, Any]:
+        if self.answer is None:
+            await asyncio.Event().wait()  # never answers
+        assert self.answer is not None
+        raise self.answer
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any]:
+        return await self.request("GET", kinds.BY_KIND[kind].path(namespace, name))
+
+    async def apply(self, body: dict[str, Any]) -> dict[str, Any]:
+        if self.working is not None and any(body["kind"] == k.kind for k in kinds.TRAFFIC):
+            self.calls.append(("APPLY", body["kind"], body["metadata"]["name"]))
+            return await self._fail()
+        return await super().apply(body)
+
+
+def _failing_primary(traffic: dict[str, Any] | None = None) -> Store:
+    """svc0 routes through the Gateway web; its primary svc0-1 has failed."""
+    store = Store()
+    for n in ("node-0", "node-1", "node-2"):
+        store.put_node(node(n))
+    store.put_resource(
+        {
+            "metadata": {"name": "svc0", "namespace": "ns", "uid": UID, "resourceVersion": "1"},
+            "spec": raw_spec(traffic=traffic or {"gatewayRef": {"name": "web"}}),
+            "status": {"primary": "svc0-1", "term": 1},
+        }
+    )
+    for ordinal in range(3):
+        role = "primary" if ordinal == 1 else "replica"
+        body = pod(ordinal, name="svc0", node_name=f"node-{ordinal}", role=role)
+        body["status"]["podIP"] = f"10.0.0.{ordinal + 1}"
+        store.put_pod(body)
+    store.pods[KEY]["svc0-1"]["status"]["phase"] = "Failed"
+    return store
+
+
+def _controller(
+    store: Store, answer: ApiError | None, working: FakeTrafficApi | None = None
+) -> tuple[Controller, FailingGatewayApi]:
+    client = FailingGatewayApi(store, answer, working)
+    return Controller(client, store, clock=lambda: NOW), client  # type: ignore[arg-type]
+
+
+def _ready_condition(store: Store) -> dict[str, Any]:
+    conditions = store.resources[KEY]["status"].get("conditions") or []
+    return next(c for c in conditions if c["type"] == names.ConditionType.TRAFFIC_POLICY_READY)
+
+
+@pytest.mark.parametrize(
+    "answer", [None, SERVICE_UNAVAILABLE, CONNECTION_REFUSED], ids=["hangs", "503", "down"]
+)
+def test_a_failing_gateway_api_neither_delays_nor_stops_a_failover(
+    answer: ApiError | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller_module, "TRAFFIC_READ_TIMEOUT_SECONDS", 0.2, raising=False)
+    store = _failing_primary({"gatewayRef": {"name": "web"}, "policy": "Weighted"})
+    controller, client = _controller(store, answer)
+    queued: list[tuple[str, str]] = []
+    controller.traffic.on_news = queued.append
+
+    async def scenario() -> float:
+        started = time.monotonic()
+        await asyncio.wait_for(controller.reconcile(KEY), 2.0)
+        took = time.monotonic() - started
+        status = store.resources[KEY]["status"]
+        assert status["primary"] in ("svc0-0", "svc0-2") and status["term"] == 2
+        assert store.pods[KEY][status["primary"]]["metadata"]["labels"][names.LABEL_ROLE] == "primary"
+        assert names.EventReason.FAILOVER_STARTED in {e["reason"] for e in client.events}
+        await asyncio.sleep(0.5)  # the background read times out or fails, and queues the resource
+        assert queued == [KEY] and client.reads >= 1
+        await asyncio.wait_for(controller.reconcile(KEY), 2.0)
+        return took
+
+    assert asyncio.run(scenario()) < 0.5
+    ready = _ready_condition(store)
+    assert (ready["status"], ready["reason"]) == ("False", names.Reason.TRAFFIC_API_ERROR)
+    expected = "timed out" if answer is None else f"{answer.status} {answer.reason}"
+    assert expected in ready["message"]
+
+
+@pytest.mark.parametrize("answer", [None, SERVICE_UNAVAILABLE], ids=["hangs", "503"])
+def test_a_failing_route_write_comes_after_the_failover_and_ends_nothing_else(
+    answer: ApiError | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(controller_module, "TRAFFIC_WRITE_TIMEOUT_SECONDS", 0.2, raising=False)
+    store = _failing_primary({"gatewayRef": {"name": "web"}, "policy": "Weighted"})
+    working = FakeTrafficApi(
+        {"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]}, {("Gateway", "web"): {}}
+    )
+    controller, client = _controller(store, answer, working)
+
+    async def scenario() -> float | None:
+        uid = store.resources[KEY]["metadata"]["uid"]
+        controller.traffic.view(KEY, store.resources[KEY]["spec"], {}, uid=uid)
+        await asyncio.gather(*controller.traffic._reading.values())  # the Gateway API reads fine
+        return await asyncio.wait_for(controller.reconcile(KEY), 2.0)
+
+    requeue = asyncio.run(scenario())
+    uid = store.resources[KEY]["metadata"]["uid"]
+    status = store.resources[KEY]["status"]
+    assert status["primary"] in ("svc0-0", "svc0-2") and status["term"] == 2
+    writes = [(verb, kind) for verb, kind, _ in client.calls]
+    assert writes.index(("APPLY", "HTTPRoute")) > writes.index(("PATCH", "FaultTolerantService/status"))
+    assert writes.index(("APPLY", "HTTPRoute")) > writes.index(("PATCH", "Pod"))
+    assert names.EventReason.FAILOVER_STARTED in {e["reason"] for e in client.events}, "the Events still go"
+    view = controller.traffic.view(KEY, store.resources[KEY]["spec"], status, uid=uid)
+    assert view is not None and view.problem != ""
+    assert requeue is not None and requeue <= TRAFFIC_REFRESH_SECONDS, "the write is tried again"
+
+
+def test_a_failed_read_keeps_the_last_good_view_and_says_so() -> None:
+    ours = {"metadata": {"ownerReferences": [{"kind": names.KIND, "name": "demo", "uid": "uid-demo"}]}}
+    api = FakeTrafficApi(
+        {"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]},
+        {("Gateway", "web"): {}, ("HTTPRoute", "demo"): ours},
+    )
+    lookup, now = _lookup(api)
+    good = _looked_up(lookup, _spec(), {})
+    assert good is not None and good.route == ours and not good.stale
+    api.refuse_reads = SERVICE_UNAVAILABLE
+    now[0] += TRAFFIC_REFRESH_SECONDS
+    kept = _looked_up(lookup, _spec(), {})
+    assert kept is not None and kept.route == ours and "503 ServiceUnavailable" in kept.stale
+    assert lookup.retry_after(("ns", "demo")) == TRAFFIC_REFRESH_SECONDS
+    plan = _decide(_spec(policy="Weighted"), view=kept)
+    assert _condition(plan)["reason"] == names.Reason.TRAFFIC_API_ERROR
+    assert "503 ServiceUnavailable" in _condition(plan)["message"]
+    assert [o["kind"] for o in plan.traffic_applies] == ["HTTPRoute"], "the weights still move"
+    api.refuse_reads = None
+    now[0] += TRAFFIC_REFRESH_SECONDS
+    again = _looked_up(lookup, _spec(), {})
+    assert again is not None and not again.stale and lookup.retry_after(("ns", "demo")) is None
+
+
+def test_before_the_first_read_the_condition_stays_as_it_was_and_no_event_is_posted() -> None:
+    accepted = {
+        "type": "TrafficPolicyReady",
+        "status": "True",
+        "reason": names.Reason.ROUTE_ACCEPTED,
+        "message": "accepted by example.com/gw",
+        "lastTransitionTime": "2026-11-26T11:00:00Z",
+    }
+    restarted = _decide(
+        _spec(policy="Weighted"),
+        view=TrafficView(pending=True),
+        status={**_healthy_status(), "conditions": [accepted]},
+    )
+    assert {k: v for k, v in _condition(restarted).items() if k != "observedGeneration"} == accepted
+    assert restarted.traffic_applies == [] and restarted.traffic_deletes == [] and restarted.events == []
+    fresh = _decide(_spec(policy="Weighted"), view=TrafficView(pending=True))
+    assert _condition(fresh)["reason"] == names.Reason.TRAFFIC_LOOKUP_PENDING and fresh.events == []
+    found = _decide(
+        _spec(policy="Weighted"),
+        view=TrafficView(served=frozenset()),
+        status={**_healthy_status(), "conditions": fresh.status["conditions"]},
+    )
+    assert [e.reason for e in found.events] == [names.EventReason.TRAFFIC_POLICY_NOT_READY]
+
+
+def test_a_leftover_route_is_not_forgotten_while_its_first_read_is_under_way() -> None:
+    left = {"type": "TrafficPolicyReady", "status": "True", "reason": names.Reason.ROUTE_ACCEPTED}
+    plan = _decide(
+        raw_spec(), view=TrafficView(pending=True), status={**_healthy_status(), "conditions": [left]}
+    )
+    assert _condition(plan)["reason"] == names.Reason.ROUTE_ACCEPTED, (
+        "not KubeProxy: the route is still there"
+    )
+
+
+def test_a_read_that_lands_queues_the_resource_once() -> None:
+    api = FakeTrafficApi(
+        {"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]}, {("Gateway", "web"): {}}
+    )
+    lookup, now = _lookup(api)
+    queued: list[tuple[str, str]] = []
+    lookup.on_news = queued.append
+    assert _looked_up(lookup, _spec(), {}) is not None and queued == [("ns", "demo")]
+    now[0] += TRAFFIC_REFRESH_SECONDS
+    _looked_up(lookup, _spec(), {})
+    assert queued == [("ns", "demo")], "the same view again is no news"
+
+
+def test_a_hostile_discovery_answer_is_a_problem_not_a_dead_reader() -> None:
+    api = FakeTrafficApi({"gateway.networking.k8s.io/v1": ["gateways", "httproutes"]}, {})
+
+    async def hostile(method: str, path: str, **_: Any) -> Any:
+        return {"resources": ["not an object"]}
+
+    api.request = hostile  # type: ignore[method-assign]
+    view = _looked_up(_lookup(api)[0], _spec(), {})
+    assert view is not None and "unreadable" in view.problem

@@ -200,51 +200,107 @@ def _log_change_of_primary(key: Key, observed: Observed, plan: Plan) -> None:
 SERVICE_CREATES_IN_FLIGHT: Final = 2
 
 
-# spec.traffic's objects are read, not watched (their CRDs may be missing, or installed later): once per
-# this long for each resource that names a Gateway, and which CRDs are installed once per the other.
+# spec.traffic's objects are read, not watched (their CRDs may be missing, or installed later), and in the
+# background, like PodMetrics: a reconcile never waits on the Gateway API, so a failing or hanging one never
+# delays a failover. Once per this long for each resource that names a Gateway, and which CRDs are
+# installed once per the other.
 TRAFFIC_REFRESH_SECONDS: Final = 10.0
 # A route apply refused only because the Gateway's controller wrote the route's status meanwhile is tried
 # again over the fresh version, this many times in all.
 TRAFFIC_APPLY_ATTEMPTS: Final = 3
 DISCOVERY_REFRESH_SECONDS: Final = 30.0
+# A read (discovery and a few GETs) gets one attempt and this long; a failed one keeps the last good view.
+TRAFFIC_READ_TIMEOUT_SECONDS: Final = 5.0
+# The route's and the provider object's writes, after the roles moved: one that hangs is given up.
+TRAFFIC_WRITE_TIMEOUT_SECONDS: Final = 10.0
+
+
+@dataclass(frozen=True)
+class TrafficReading:
+    read_at: float
+    gateway: Any  # the spec's Gateway reference the view was read for
+    view: TrafficView
+    uid: str = ""  # the resource's uid the objects were judged ours by
 
 
 class TrafficLookup:
-    """What the API holds of each resource's route, Gateway and provider object, read at most every
-    TRAFFIC_REFRESH_SECONDS; our own writes' answers replace what was read at once."""
+    """What the API holds of each resource's route, Gateway and provider object, read in the background at
+    most every TRAFFIC_REFRESH_SECONDS; our own writes' answers replace what was read at once."""
 
     def __init__(self, client: KubeClient, clock: Callable[[], float] = time.monotonic) -> None:
         self.client = client
         self.clock = clock
+        self.on_news: Callable[[Key], None] | None = None  # queues the resource: a read found something new
         self._served: tuple[float, frozenset[str]] | None = None
-        self._views: dict[Key, tuple[float, Any, TrafficView]] = {}  # key -> (read at, gateway ref, view)
+        self._discovery = asyncio.Lock()  # one discovery at a time, not one per resource
+        self._readings: dict[Key, TrafficReading] = {}
+        self._reading: dict[Key, asyncio.Task[None]] = {}
 
-    async def view(
+    def view(
         self, key: Key, spec: Mapping[str, Any], status: Mapping[str, Any], *, uid: str = ""
     ) -> TrafficView | None:
-        """None when there is nothing to look at: no Gateway named now, and no route left from before.
-        Objects are ours when they name the resource's `uid` as their owner (without one, none is)."""
+        """None when there is nothing to look at: no Gateway named now, and no route left from before. Else
+        the last view read (a pending one before the first), and a new read starts when one is due. Objects
+        are ours when they name the resource's `uid` as their owner (without one, none is)."""
         named = (spec.get("traffic") or {}).get("gatewayRef")  # parsed only when there is one
         gateway = parse_spec(spec).traffic.gateway if named else None
         reason = conditions.reason_of(
             status.get("conditions") or [], names.ConditionType.TRAFFIC_POLICY_READY
         )
         if gateway is None and reason in ("", names.Reason.KUBE_PROXY):
-            self._views.pop(key, None)
+            self.forget(key)
             return None
-        cached = self._views.get(key)
-        if cached is not None and cached[1] == gateway and self.clock() - cached[0] < TRAFFIC_REFRESH_SECONDS:
-            return cached[2]
+        reading = self._readings.get(key)
+        current = (
+            reading if reading is not None and (reading.gateway, reading.uid) == (gateway, uid) else None
+        )
+        due = current is None or self.clock() - current.read_at >= TRAFFIC_REFRESH_SECONDS
+        if due and key not in self._reading:
+            self._reading[key] = asyncio.create_task(
+                self._refresh(key, gateway, uid), name=f"ftso-traffic-{key[0]}/{key[1]}"
+            )
+        return current.view if current is not None else TrafficView(pending=True)
+
+    def retry_after(self, key: Key) -> float | None:
+        """A failed read or write is tried again at the next refresh, whatever else the resource waits for."""
+        reading = self._readings.get(key)
+        failed = reading is not None and bool(reading.view.problem or reading.view.stale)
+        return TRAFFIC_REFRESH_SECONDS if failed else None
+
+    async def _refresh(self, key: Key, gateway: Any, uid: str) -> None:
+        """One bounded read; whatever happens becomes the view (a problem, never an exception)."""
         try:
-            view = await self._read(
-                key, uid, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
+            view = await asyncio.wait_for(self._read_for(key, uid, gateway), TRAFFIC_READ_TIMEOUT_SECONDS)
+        except TimeoutError:
+            view = self._kept(
+                key, gateway, f"no answer within {TRAFFIC_READ_TIMEOUT_SECONDS:g} s (timed out)"
             )
         except ApiError as error:
-            if error.transient or error.status == 0:
-                raise
-            view = TrafficView(problem=f"{error.status} {error.reason}: {error.message}")
-        self._views[key] = (self.clock(), gateway, view)
-        return view
+            view = self._kept(key, gateway, f"{error.status} {error.reason}: {error.message}")
+        except (
+            Exception
+        ) as error:  # hostile answers (not objects, not lists) included: a background read ends
+            logger.warning("%s/%s: reading the traffic objects failed: %r", *key, error)
+            view = self._kept(key, gateway, f"unreadable answer: {error!r}")
+        finally:
+            if self._reading.get(key) is asyncio.current_task():
+                del self._reading[key]
+        before = self._readings.get(key)
+        self._readings[key] = TrafficReading(self.clock(), gateway, view, uid)
+        if self.on_news is not None and (before is None or before.view != view):
+            self.on_news(key)
+
+    def _kept(self, key: Key, gateway: Any, problem: str) -> TrafficView:
+        """After a failed read, the last good view stays, marked stale: writes go on from it."""
+        reading = self._readings.get(key)
+        if reading is None or reading.gateway != gateway or reading.view.problem:
+            return TrafficView(problem=problem)
+        return dataclasses.replace(reading.view, stale=problem)
+
+    async def _read_for(self, key: Key, uid: str, gateway: Any) -> TrafficView:
+        return await self._read(
+            key, uid, gateway.namespace or key[0] if gateway else "", gateway.name if gateway else ""
+        )
 
     async def _read(self, key: Key, uid: str, gateway_namespace: str, gateway_name: str) -> TrafficView:
         served = await self.served()
@@ -269,7 +325,7 @@ class TrafficLookup:
 
     async def _get(self, kind: kinds.Kind, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            return await self.client.get(kind.kind, namespace, name)
+            return await self.client.request("GET", kind.path(namespace, name), attempts=1)
         except ApiError as error:
             if error.not_found:
                 return None
@@ -277,12 +333,16 @@ class TrafficLookup:
 
     async def served(self) -> frozenset[str]:
         """The kinds of kinds.TRAFFIC whose CRDs are installed, from the API's discovery documents."""
-        if self._served is not None and self.clock() - self._served[0] < DISCOVERY_REFRESH_SECONDS:
+        async with self._discovery:
+            if self._served is None or self.clock() - self._served[0] >= DISCOVERY_REFRESH_SECONDS:
+                self._served = (self.clock(), await self._discover())
             return self._served[1]
+
+    async def _discover(self) -> frozenset[str]:
         found: set[str] = set()
         for group_version in sorted({f"{k.group}/{k.version}" for k in kinds.TRAFFIC}):
             try:
-                listing = await self.client.request("GET", f"/apis/{group_version}")
+                listing = await self.client.request("GET", f"/apis/{group_version}", attempts=1)
             except ApiError as error:
                 if error.not_found:
                     continue
@@ -293,38 +353,42 @@ class TrafficLookup:
                 for k in kinds.TRAFFIC
                 if f"{k.group}/{k.version}" == group_version and k.plural in plurals
             }
-        self._served = (self.clock(), frozenset(found))
-        return self._served[1]
+        return frozenset(found)
 
     def seen(self, key: Key, kind: str) -> Mapping[str, Any] | None:
         """The route or provider object as last read or written, for a write's precondition."""
-        cached = self._views.get(key)
-        if cached is None:
+        reading = self._readings.get(key)
+        if reading is None:
             return None
-        view = cached[2]
+        view = reading.view
         return view.route if kind == kinds.HTTP_ROUTE.kind else view.policies.get(kind)
 
     def wrote(self, key: Key, body: dict[str, Any] | None, kind: str) -> None:
         """Our write's answer (None: deleted) is what the next reconcile sees."""
-        cached = self._views.get(key)
-        if cached is None:
+        reading = self._readings.get(key)
+        if reading is None:
             return
-        read_at, gateway, view = cached
+        view = reading.view
         if kind == kinds.HTTP_ROUTE.kind:
             view = dataclasses.replace(view, route=body)
         else:
             policies = {k: v for k, v in view.policies.items() if k != kind}
             view = dataclasses.replace(view, policies={**policies, **({kind: body} if body else {})})
-        self._views[key] = (read_at, gateway, view)
+        self._readings[key] = dataclasses.replace(reading, view=view)
 
     def failed(self, key: Key, problem: str) -> None:
-        """A write the server refused: the condition says so until the next read."""
-        cached = self._views.get(key)
-        if cached is not None:
-            self._views[key] = (cached[0], cached[1], dataclasses.replace(cached[2], problem=problem))
+        """A write the server refused, or that failed: the condition says so until the next read."""
+        reading = self._readings.get(key)
+        if reading is not None:
+            self._readings[key] = dataclasses.replace(
+                reading, view=dataclasses.replace(reading.view, problem=problem)
+            )
 
     def forget(self, key: Key) -> None:
-        self._views.pop(key, None)
+        self._readings.pop(key, None)
+        task = self._reading.pop(key, None)
+        if task is not None:
+            task.cancel()
 
 
 # PodMetrics are read in the background, at most this often per resource: a read never delays a reconcile
@@ -408,6 +472,10 @@ def _measures_usage(spec: Mapping[str, Any]) -> bool:
     return parsed.health.metrics is not None or parsed.traffic.follow_load is not None
 
 
+def _sooner(first: float | None, second: float | None) -> float | None:
+    return min((t for t in (first, second) if t is not None), default=None)
+
+
 def _resource_version(seen: Mapping[str, Any] | None) -> str:
     """The resourceVersion our view holds of an object, as a write's precondition ("": not in the view)."""
     return str(((seen or {}).get("metadata") or {}).get("resourceVersion") or "")
@@ -469,7 +537,8 @@ class Controller:
             return None
         observed = self._bound_unseen_primary(key, observed)
         observed = self._bound_view_behind(key, observed)
-        traffic = await self.traffic.view(key, observed.fts.spec, observed.fts.status, uid=observed.fts.uid)
+        # Never waits on the API: the lookup reads in the background.
+        traffic = self.traffic.view(key, observed.fts.spec, observed.fts.status, uid=observed.fts.uid)
         if traffic is not None:
             observed = dataclasses.replace(observed, traffic=traffic)
         if _measures_usage(observed.fts.spec):
@@ -488,7 +557,7 @@ class Controller:
         await self.execute(key, observed, plan)
         if self.on_plan is not None:
             await self.on_plan(key, plan)
-        return self._after_creates(key, before, plan.requeue_after)
+        return self._after_creates(key, before, _sooner(plan.requeue_after, self.traffic.retry_after(key)))
 
     def _in_terminating_namespace(self, namespace: str) -> bool:
         """Known for a while after the API server said so; then one reconcile looks again, so that a
@@ -649,21 +718,22 @@ class Controller:
             await self._ignore_missing(self.client.delete(kind, namespace, name))
 
     async def _update_traffic(self, key: Key, plan: Plan) -> bool:
-        """The route and the provider's object: refused writes (a webhook, a missing permission) show in
-        TrafficPolicyReady, and the plain Services route meanwhile. False when one was refused."""
+        """The route and the provider's object: a refused, failing, hanging or stale write (a webhook, a
+        missing permission, a Gateway API outage, another writer) shows in TrafficPolicyReady and ends nothing
+        else (the Events and Jobs after it still go out); the plain Services route meanwhile. False when a
+        write did not go through: a pod's Service the route may still send to then stays."""
         try:
-            for kind, name in plan.traffic_deletes:
-                await self._delete_seen(key, kind, name, self.traffic.seen(key, kind))
-                self.traffic.wrote(key, None, kind)
-            for obj in plan.traffic_applies:
-                await self._apply_seen(key, obj)
+            await asyncio.wait_for(self._write_traffic(key, plan), TRAFFIC_WRITE_TIMEOUT_SECONDS)
+        except TimeoutError:
+            logger.warning("%s/%s: a traffic object's write got no answer", *key)
+            self.traffic.failed(key, f"a write got no answer within {TRAFFIC_WRITE_TIMEOUT_SECONDS:g} s")
+            return False
         except ApiError as error:
-            if error.conflict:
-                self.traffic.forget(key)  # read again by the next reconcile
-                raise StaleView(f"{key[1]}'s traffic objects: {error}") from error
-            if error.transient or error.status == 0:
-                raise
-            logger.warning("%s/%s: the API server refused a traffic object: %s", *key, error)
+            if error.conflict:  # someone wrote it since our read: read again, and write only from that
+                logger.info("%s/%s: a traffic object changed since it was read: %s", *key, error)
+                self.traffic.forget(key)
+                return False
+            logger.warning("%s/%s: writing a traffic object failed: %s", *key, error)
             self.traffic.failed(key, f"{error.status} {error.reason}: {error.message}")
             return False
         return True
@@ -698,6 +768,13 @@ class Controller:
         except ApiError as error:
             if not error.not_found:
                 raise
+
+    async def _write_traffic(self, key: Key, plan: Plan) -> None:
+        for kind, name in plan.traffic_deletes:
+            await self._delete_seen(key, kind, name, self.traffic.seen(key, kind))
+            self.traffic.wrote(key, None, kind)
+        for obj in plan.traffic_applies:
+            await self._apply_seen(key, obj)
 
     def _set_failures(self, key: Key, failures: dict[str, str]) -> None:
         if failures:

@@ -49,6 +49,7 @@ class Runtime:
         )
         self.controller.on_plan = self._observe_plan
         self.controller.usage.on_news = self.queue_key
+        self.controller.traffic.on_news = self.queue_key
         self.queue: WorkQueue[Key] = WorkQueue(
             self.reconcile, workers=settings.workers, observer=metrics.QueueMetrics()
         )

@@ -33,9 +33,18 @@ async def call_hook(session: aiohttp.ClientSession, hook: HookCall) -> str:
 
 
 async def call_hooks(hooks: list[HookCall]) -> list[tuple[HookCall, str]]:
-    """Call every hook at once; returns the failures."""
+    """Call every hook at once; returns the failures. Never raises: a hook is optional, and what it does
+    (or what the HTTP client does with it) must not end the reconcile that has already moved the roles."""
     if not hooks:
         return []
     async with aiohttp.ClientSession() as session:
-        results = await asyncio.gather(*(call_hook(session, h) for h in hooks))
-    return [(h, r) for h, r in zip(hooks, results, strict=True) if r]
+        results = await asyncio.gather(*(call_hook(session, h) for h in hooks), return_exceptions=True)
+    return [(h, _failure(h, r)) for h, r in zip(hooks, results, strict=True) if r]
+
+
+def _failure(hook: HookCall, result: str | BaseException) -> str:
+    if isinstance(result, Exception):
+        return f"{hook.url}: {result!r}"
+    if isinstance(result, BaseException):
+        raise result  # a cancellation (shutdown) or an interrupt: not the hook's failure
+    return result

@@ -247,6 +247,7 @@ class Reason(StrEnum):
     TRAFFIC_API_ERROR = "TrafficAPIError"  # reading or writing the route or its objects failed
     # A pod's name waits: its last pod vanished on an unreachable node and may still run there.
     POD_MAY_STILL_RUN = "PodMayStillRun"
+    TRAFFIC_LOOKUP_PENDING = "TrafficLookupPending"  # a new resource's route is being read the first time
 
 
 class EventReason(StrEnum):

@@ -1013,7 +1013,7 @@ def load_state(j: Judgement) -> LoadState:
 
 def plan_traffic(j: Judgement, labels: Labels) -> TrafficWork:
     traffic, view = j.spec.traffic, j.observed.traffic
-    condition = traffic_condition(traffic, view, j.owner.namespace)
+    condition = traffic_condition(traffic, view, j.owner.namespace, j.previous.get("conditions") or [])
     # Weights only under Weighted: every other resource would compute them on each reconcile for nothing.
     weights = (
         pod_weights(traffic, j.pods, labels.roles, labels.serving, healthy_since(j), j.now, load_state(j))
@@ -1342,9 +1342,15 @@ def _kept_serving_events(j: Judgement) -> list[EventSpec]:
 
 
 def _traffic_events(j: Judgement, condition: cond.Condition) -> list[EventSpec]:
-    """One Warning when the policy stops being (or never was) in force, not one per reconcile."""
+    """One Warning when the policy stops being (or never was) in force, not one per reconcile; a first
+    read still under way is not news, and the Warning waits for what it finds."""
     before = [c for c in j.previous.get("conditions") or [] if c.get("type") == condition.type]
-    if condition.status or (before and before[0].get("status") == "False"):
+    said = (
+        before
+        and before[0].get("status") == "False"
+        and before[0].get("reason") != Reason.TRAFFIC_LOOKUP_PENDING
+    )
+    if condition.status or condition.reason == Reason.TRAFFIC_LOOKUP_PENDING or said:
         return []
     return [
         EventSpec("Warning", EventReason.TRAFFIC_POLICY_NOT_READY, f"{condition.reason}: {condition.message}")

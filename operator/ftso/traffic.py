@@ -31,8 +31,10 @@ class TrafficView:
     gateway_found: bool = False
     route: Mapping[str, Any] | None = None  # the HTTPRoute <name>, when it exists
     policies: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # kind -> ours of that kind
-    problem: str = ""  # why the lookup failed, when it did
+    problem: str = ""  # why the lookup failed, when it did: nothing is written on it
     foreign: frozenset[str] = frozenset()  # kinds with an object of our name that we did not create
+    pending: bool = False  # not read yet: the condition stays what it was
+    stale: str = ""  # why the newest read failed; this view is the last good one, and writes go on from it
 
 
 def provider_of(spec: TrafficSpec, served: Iterable[str]) -> str:
@@ -296,16 +298,27 @@ KUBE_PROXY_MESSAGE = (
 )
 
 
-def traffic_condition(spec: TrafficSpec, view: TrafficView | None, namespace: str) -> Condition:
+def traffic_condition(
+    spec: TrafficSpec,
+    view: TrafficView | None,
+    namespace: str,
+    previous: Iterable[Mapping[str, Any]] = (),
+) -> Condition:
     """TrafficPolicyReady: True once the route is accepted and the algorithm has its object. When False,
-    the plain Services still route as they always do."""
+    the plain Services still route as they always do. Before the first read it stays as it was
+    (`previous`: the status's conditions): a restarted operator has nothing new to say yet."""
     ready = ConditionType.TRAFFIC_POLICY_READY
+    if view is not None and view.pending:
+        return _unchanged(previous) or Condition(ready, False, Reason.TRAFFIC_LOOKUP_PENDING, LOOKUP_MESSAGE)
     if not spec.routed:
         return Condition(ready, True, Reason.KUBE_PROXY, KUBE_PROXY_MESSAGE)
     fallback = "; the plain Services still route"
     if view is None or view.problem:
         problem = view.problem if view is not None else "not looked up yet"
         return Condition(ready, False, Reason.TRAFFIC_API_ERROR, problem + fallback)
+    if view.stale:
+        message = f"reading the route and its objects failed: {view.stale}; written from the last good read"
+        return Condition(ready, False, Reason.TRAFFIC_API_ERROR, message)
     if kinds.HTTP_ROUTE.kind not in view.served:
         return Condition(
             ready, False, Reason.GATEWAY_API_MISSING, "the Gateway API CRDs are not installed" + fallback
@@ -325,6 +338,19 @@ def traffic_condition(spec: TrafficSpec, view: TrafficView | None, namespace: st
         return Condition(ready, False, Reason.ROUTE_PENDING, "the HTTPRoute is being written")
     accepted, reason, message = route_acceptance(view.route, spec, namespace)
     return Condition(ready, accepted, reason, message)
+
+
+LOOKUP_MESSAGE = "the route and its objects are being read"
+
+
+def _unchanged(previous: Iterable[Mapping[str, Any]]) -> Condition | None:
+    ready = ConditionType.TRAFFIC_POLICY_READY
+    before = next((c for c in previous if c.get("type") == ready), None)
+    if before is None:
+        return None
+    return Condition(
+        ready, before.get("status") == "True", str(before.get("reason")), str(before.get("message"))
+    )
 
 
 def _missing_provider(spec: TrafficSpec, view: TrafficView) -> str:
