@@ -286,10 +286,9 @@ def _store_whose_pods_lag_the_status() -> Store:
 def test_a_primary_never_seen_is_watch_lag_for_a_moment_then_gone(monkeypatch: pytest.MonkeyPatch) -> None:
     store = _store_whose_pods_lag_the_status()
     client = FakeClient(store)
-    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW)
-    controller.client = client  # type: ignore[assignment]
     ticks = Clock()
-    monkeypatch.setattr(controller_module.time, "monotonic", ticks)
+    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: NOW, monotonic=ticks)
+    controller.client = client  # type: ignore[assignment]
     requeue = _reconcile_all(controller, 1)
     assert client.calls == [], "a view that never held the primary writes nothing"
     assert requeue[0] is not None and requeue[0] <= 1

@@ -283,10 +283,11 @@ def test_a_bogus_pod_term_is_waited_on_briefly_then_repaired() -> None:
     _put(store, pod(1, node_name="node-1", term=3), 11)
     _put(store, pod(2, node_name="node-2", term=7), 12)  # the workload annotated its own pod
     monotonic = Monotonic()
-    controller = Controller(KubeClient.__new__(KubeClient), store, clock=lambda: datetime.now(UTC))
+    controller = Controller(
+        KubeClient.__new__(KubeClient), store, clock=lambda: datetime.now(UTC), monotonic=monotonic
+    )
     client = FakeClient(store)
     controller.client = client  # type: ignore[assignment]
-    controller.monotonic = monotonic
 
     def reconcile() -> float | None:
         return asyncio.run(controller.reconcile(KEY))

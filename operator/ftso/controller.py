@@ -494,6 +494,26 @@ def _owned_by(body: Mapping[str, Any], uid: str) -> bool:
     return bool(uid) and any(isinstance(r, Mapping) and r.get("uid") == uid for r in references)
 
 
+class Patience:
+    """Since when each key has waited for news, by a monotonic clock: news that is on its way arrives in
+    milliseconds, news that never comes must not hold a resource forever."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float]) -> None:
+        self.seconds, self.clock = seconds, clock
+        self._since: dict[Key, float] = {}
+
+    def exhausted(self, key: Key, waiting: bool) -> bool:
+        """Whether a key still `waiting` has waited `seconds` already; a key no longer waiting starts over."""
+        if not waiting:
+            self._since.pop(key, None)
+            return False
+        since = self._since.setdefault(key, self.clock())
+        return self.clock() - since >= self.seconds
+
+    def forget(self, key: Key) -> None:
+        self._since.pop(key, None)
+
+
 class Controller:
     def __init__(
         self,
@@ -503,6 +523,7 @@ class Controller:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         view: ViewSettings = ViewSettings(),
         node_loss_budget: NodeLossBudget | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.store = store
@@ -515,9 +536,8 @@ class Controller:
         # in a row failed: decide turns them into the ReplicaFailure condition.
         self.create_failures: dict[Key, dict[str, str]] = {}
         self._failed_attempts: dict[Key, int] = {}
-        self._primary_unseen_since: dict[Key, float] = {}
-        self._behind_since: dict[Key, float] = {}
-        self.monotonic: Callable[[], float] = time.monotonic
+        self._unseen_primary = Patience(UNSEEN_PRIMARY_GRACE_SECONDS, monotonic)
+        self._view_behind = Patience(VIEW_BEHIND_GRACE_SECONDS, monotonic)
         self._terminating_seen: dict[str, float] = {}  # namespace -> when a create was refused for it
         self._service_creates = asyncio.Semaphore(SERVICE_CREATES_IN_FLIGHT)
         self.traffic = TrafficLookup(client)
@@ -533,7 +553,8 @@ class Controller:
             self._failed_attempts.pop(key, None)
             self.traffic.forget(key)
             self.usage.forget(key)
-            self._behind_since.pop(key, None)
+            self._unseen_primary.forget(key)
+            self._view_behind.forget(key)
             return None
         observed = self._bound_unseen_primary(key, observed)
         observed = self._bound_view_behind(key, observed)
@@ -576,24 +597,16 @@ class Controller:
     def _bound_unseen_primary(self, key: Key, observed: Observed) -> Observed:
         """A primary never seen is waited for briefly: a watch lags by milliseconds, but a pod deleted while
         this process was not watching never shows up."""
-        if not observed.primary_unseen:
-            self._primary_unseen_since.pop(key, None)
-            return observed
-        since = self._primary_unseen_since.setdefault(key, time.monotonic())
-        if time.monotonic() - since < UNSEEN_PRIMARY_GRACE_SECONDS:
-            return observed
-        return dataclasses.replace(observed, primary_unseen=False)
+        if self._unseen_primary.exhausted(key, observed.primary_unseen):
+            return dataclasses.replace(observed, primary_unseen=False)
+        return observed
 
     def _bound_view_behind(self, key: Key, observed: Observed) -> Observed:
         """A pod's newer term is waited for briefly, by our own clock, since the view first saw it: news
         arrives in milliseconds, but a term a workload wrote on its own pod never gets a status."""
-        if not view_behind(observed):
-            self._behind_since.pop(key, None)
-            return observed
-        since = self._behind_since.setdefault(key, self.monotonic())
-        if self.monotonic() - since < VIEW_BEHIND_GRACE_SECONDS:
-            return observed
-        return dataclasses.replace(observed, behind_too_long=True)
+        if self._view_behind.exhausted(key, view_behind(observed)):
+            return dataclasses.replace(observed, behind_too_long=True)
+        return observed
 
     def _after_creates(
         self, key: Key, before: Mapping[str, str], requeue_after: float | None
