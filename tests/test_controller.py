@@ -283,7 +283,7 @@ def _store_whose_pods_lag_the_status() -> Store:
     return store
 
 
-def test_a_primary_never_seen_is_watch_lag_for_a_moment_then_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_primary_never_seen_is_watch_lag_for_a_moment_then_gone() -> None:
     store = _store_whose_pods_lag_the_status()
     client = FakeClient(store)
     ticks = Clock()
