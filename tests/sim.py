@@ -19,7 +19,7 @@ import asyncio
 import copy
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote
@@ -28,7 +28,7 @@ from ftso import kinds, names
 from ftso.api.spec import parse_spec, resolve_max_unavailable
 from ftso.builders import Owner
 from ftso.client import ApiError, KubeClient
-from ftso.controller import Controller, StaleStatus, observe
+from ftso.controller import Controller, StaleStatus, TrafficLookup, UsageLookup
 from ftso.health import NODE_SILENT_AFTER_SECONDS, node_loss_confirmed_after
 from ftso.model import format_time, parse_time
 from ftso.store import Store
@@ -95,6 +95,7 @@ class Operator:
     store: Store
     controller: Controller
     cursor: int = 0  # watch events of the world's log applied to the store
+    api: SimApi = field(init=False)
 
 
 @dataclass
@@ -496,7 +497,7 @@ class SimApi(KubeClient):
         accept: str = "application/json",
     ) -> str:
         if method == "GET":
-            raise ApiError(404, "NotFound", "the simulated API serves no reads")
+            return json.dumps(self._read(path))
         number = self.writes
         self.writes += 1
         if self.die_at is not None and number >= self.die_at:
@@ -506,6 +507,25 @@ class SimApi(KubeClient):
         body = json.loads(json.dumps(body)) if body is not None else None  # what goes over the wire
         answer = self._answer(method, path, body, content_type)
         return json.dumps(answer) if answer is not None else ""
+
+    def _read(self, path: str) -> Any:
+        """Only PodMetrics are read (in the background, by the controller's UsageLookup)."""
+        if not path.startswith("/apis/metrics.k8s.io/"):
+            raise ApiError(404, "NotFound", "the simulated API serves no other reads")
+        if self.world.metrics_down:
+            raise ApiError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
+        items = [
+            {
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "timestamp": format_time(sample.at),
+                "window": "15s",
+                "containers": [
+                    {"name": "app", "usage": {"cpu": f"{round(sample.cpu * 1000)}m", "memory": "0"}}
+                ],
+            }
+            for name, sample in sorted(self.world.usage.items())
+        ]
+        return {"kind": "PodMetricsList", "items": items}
 
     def _answer(self, method: str, path: str, body: Any, content_type: str) -> Any:
         parts = [unquote(p) for p in path.split("/")]
@@ -825,7 +845,15 @@ def check_world(world: World, fresh_reconcile: Operator | None) -> None:
 def start_operator(world: World, name: str) -> Operator:
     """A new process: its view is a LIST of the world now (every Lease counts as heard now)."""
     store = Store()
-    operator = Operator(name, store, Controller(None, store, clock=lambda: world.now))  # type: ignore[arg-type]
+    controller = Controller(None, store, clock=lambda: world.now)  # type: ignore[arg-type]
+    operator = Operator(name, store, controller)
+    operator.api = controller.client = SimApi(world, operator, die_at=None, refuse_at=None)
+
+    def seconds() -> float:  # the controller's lookups read a monotonic clock: the world's here
+        return world.now.timestamp()
+
+    controller.usage = UsageLookup(operator.api, clock=seconds)
+    controller.traffic = TrafficLookup(operator.api, clock=seconds)
     store.put_resource(world.fts)
     for pod in world.pods.values():
         store.put_pod(pod)
@@ -866,26 +894,27 @@ def reconcile(
     die_at: int | None = None,
     refuse_at: int | None = None,
 ) -> bool:
-    """One reconcile on the operator's view as it is; True when it ran to its end."""
-    observed = observe(operator.store, KEY, world.now)
-    if observed is None:
-        return False
-    if world.parsed.health.metrics is not None:
-        samples = {} if world.metrics_down else dict(world.usage)
-        problem = "metrics API unavailable" if world.metrics_down else ""
-        observed = replace(observed, usage=samples, metrics_problem=problem)
-    from ftso.reconcile import decide
-
-    plan = decide(observed)
-    api = SimApi(world, operator, die_at=die_at, refuse_at=refuse_at)
-    controller = operator.controller
-    controller.client = api
-    controller._limit_node_loss(KEY, plan)
+    """One reconcile by the real controller on the operator's view as it is; True when it ran to its end."""
+    operator.api.writes, operator.api.die_at, operator.api.refuse_at = 0, die_at, refuse_at
     try:
-        loop.run_until_complete(controller.execute(KEY, observed, plan))
+        loop.run_until_complete(operator.controller.reconcile(KEY))
     except (Abort, StaleStatus, ApiError):
         return False
     return True
+
+
+def close(loop: asyncio.AbstractEventLoop) -> None:
+    """Background reads still pending (the usage lookup's) end with the run."""
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+
+    async def ended() -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    if pending:
+        loop.run_until_complete(ended())
+    loop.close()
 
 
 def restart(world: World, operator: Operator) -> Operator:

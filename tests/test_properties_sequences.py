@@ -407,7 +407,7 @@ def _steady(setting: Setting) -> bytes:
             sim.sync(world, operator, len(world.log))
             sim.reconcile(world, operator, loop)
     finally:
-        loop.close()
+        sim.close(loop)
     assert not world.violations.found, world.violations.found
     world.compact_log()
     return pickle.dumps(world)
@@ -428,7 +428,7 @@ def play(setting: Setting, sequence: list[Step], rules: tuple[str, ...]) -> None
             broken = [v for v in world.violations.found if v.split(":", 1)[0] in rules]
             assert not broken, f"step {number}: {broken[0]}"
     finally:
-        loop.close()
+        sim.close(loop)
 
 
 def _operate(run: Run, step: Reconcile | None) -> sim.Operator | None:
@@ -544,7 +544,7 @@ def test_no_recovery_while_data_may_live(setting: Setting, sequence: list[Step])
     # The default maxPerHour (12) against thirteen failovers of a blinking primary within four minutes.
     [step for ordinal in [0, 1] * 6 + [0] for step in blink(ordinal)],
 )
-@given(settings_of(), sequences(pod_events, clock_events))
+@given(settings_of(), sequences(pod_events, clock_events, metrics_events))
 def test_failovers_stay_within_max_per_hour(setting: Setting, sequence: list[Step]) -> None:
     play(setting, sequence, RULES["max-per-hour"])
 
