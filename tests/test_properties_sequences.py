@@ -512,6 +512,19 @@ def test_the_term_never_goes_backwards(setting: Setting, sequence: list[Step]) -
     # replaceAfterSeconds 0 is "never replace": the primary is failed over from, never deleted.
     [(Load(0, True), 1, leader()), *[(None, 15, leader())] * 4],
 )
+@example(
+    Setting(metrics=True, replicas=1),
+    # The only pod is replaced and its workload writes a term above the status's before the operator labels
+    # it: waiting for a newer status is right for a while, not forever (the service serves nothing meanwhile).
+    [
+        (PodCrash(0), 1, leader()),
+        (None, 1, leader()),
+        (None, 1, None),
+        (None, 1, None),
+        (WorkloadBumpsTerm(0, 1), 1, leader()),
+        (None, 400, leader()),
+    ],
+)
 @given(settings_of(metrics=st.just(True)), sequences(metrics_events, pod_events))
 def test_usage_never_empties_the_service(setting: Setting, sequence: list[Step]) -> None:
     play(setting, sequence, RULES["usage-never-empties"])
