@@ -283,7 +283,7 @@ class Reconcile:
     by: str  # "a": the leader; "b": the second operator on its older view
     lag: int  # watch events the leader's view is behind
     die_at: int | None  # the operator dies before this write (a crash, a restart), nothing after it lands
-    refuse_at: int | None  # this write is refused (409), the rest go on as the controller decides
+    refuse_at: int | None  # this write is refused: 409 if it has a precondition, else 403
     restart: bool  # the operator restarted before this reconcile: a fresh LIST, no memory
 
 
