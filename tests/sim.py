@@ -4,8 +4,8 @@ The world is the truth: the API objects (one FaultTolerantService, its pods, the
 what no API shows: the workload's processes, which keep running on a node the operator cannot reach, whether
 their pod was ever Ready (then they may hold the service's data), and each kubelet's clock (skewed per node in
 either direction). Operators see the world only through their own Store, fed from a log of watch events that
-may lag; they run the real `controller.observe`, `reconcile.decide` and `Controller.execute` against an API
-that answers as the API server does (`SimApi`): JSON merge patches as RFC 7386 (absent keys kept, null
+may lag; they run the real `Controller.reconcile` (observe, decide, execute; PodMetrics read by its usage
+lookup) against an API that answers as the API server does (`SimApi`): JSON merge patches as RFC 7386 (absent keys kept, null
 deletes), JSON patches as RFC 6902 with `test`, a `metadata.resourceVersion` in a patch as a precondition,
 uid preconditions on deletes, 404 and 409 answers. A write can fail, and the operator then stops half-way, as
 a process that died between two writes would.
@@ -26,11 +26,10 @@ from urllib.parse import unquote
 
 from ftso import kinds, names
 from ftso.api.spec import parse_spec, resolve_max_unavailable
-from ftso.builders import Owner
 from ftso.client import ApiError, KubeClient
 from ftso.controller import Controller, StaleStatus, TrafficLookup, UsageLookup
 from ftso.health import NODE_SILENT_AFTER_SECONDS, node_loss_confirmed_after
-from ftso.model import format_time, parse_time
+from ftso.model import format_time
 from ftso.store import Store
 from ftso.usage import PodUsage
 
@@ -931,11 +930,3 @@ def close(loop: asyncio.AbstractEventLoop) -> None:
 
 def restart(world: World, operator: Operator) -> Operator:
     return start_operator(world, operator.name)
-
-
-def owner() -> Owner:
-    return Owner(NAME, NAMESPACE, FTS_UID)
-
-
-def status_time(value: Any) -> datetime | None:
-    return parse_time(value)
