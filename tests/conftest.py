@@ -7,10 +7,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from ftso import metrics
 from ftso.names import CONTROLLER, ReconcileResult
 from ftso.probes import QueueSnapshot
+
+# Hypothesis profiles, registered here so that the plugin's --hypothesis-profile finds them (it loads the
+# profile after the initial conftests). "ci" is the default: every property test without its own
+# max_examples (tests/test_properties_sequences.py) runs 2,000 examples. "soak" is the long run:
+# `make unit PYTEST_ARGS=--hypothesis-profile=soak` (longer sequences too).
+_PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
+settings.register_profile("ci", max_examples=2_000, **_PROFILE)
+settings.register_profile("soak", max_examples=50_000, **_PROFILE)
+settings.load_profile("ci")
 
 
 def _free_port() -> int:
