@@ -27,7 +27,7 @@ from urllib.parse import unquote
 from ftso import kinds, names
 from ftso.api.spec import parse_spec, resolve_max_unavailable
 from ftso.client import ApiError, KubeClient
-from ftso.controller import Controller, StaleStatus, TrafficLookup, UsageLookup
+from ftso.controller import UNSEEN_PRIMARY_GRACE_SECONDS, Controller, StaleView, TrafficLookup, UsageLookup
 from ftso.health import NODE_SILENT_AFTER_SECONDS, node_loss_confirmed_after
 from ftso.model import format_time
 from ftso.store import Store
@@ -99,6 +99,7 @@ class Operator:
     controller: Controller
     cursor: int = 0  # watch events of the world's log applied to the store
     api: SimApi = field(init=False)
+    started_at: datetime | None = None  # by the world's clock
 
 
 @dataclass
@@ -739,7 +740,9 @@ def check_delete(world: World, operator: Operator, pod: Mapping[str, Any], force
     v = world.violations
     name, node_name = pod["metadata"]["name"], pod["spec"].get("nodeName") or ""
     how = "force-deleted" if force else "deleted"
-    if node_name and node_name not in operator.store.nodes:
+    if force and node_name and node_name not in operator.store.nodes:
+        # A graceful delete goes through that node's kubelet, and is decided on the pod's own state (it
+        # failed, was fenced, scaled away): only a force delete, for node loss, says the node is lost.
         v.add("no-delete-on-unknown-node", f"{name} {how} on {node_name}, a node the operator has not seen")
     renewed = operator.store.lease_renewed_at.get(node_name)
     confirm = node_loss_confirmed_after(world.parsed.failover.node_lost_after_seconds)
@@ -834,6 +837,8 @@ def check_world(world: World, fresh_reconcile: Operator | None) -> None:
         and (world.now - (world.term_ahead_since or world.now)).total_seconds() < VIEW_BEHIND_BOUND_SECONDS
     ):
         return  # a pod carries a newer term than the status: waiting for the status is right, for a while
+    if _waits_for_unseen_primary(world, fresh_reconcile):
+        return  # a new process waits briefly for a primary its watch may still bring
     capable = [
         p["metadata"]["name"]
         for p in world.pods.values()
@@ -850,18 +855,28 @@ def check_world(world: World, fresh_reconcile: Operator | None) -> None:
         )
 
 
+def _waits_for_unseen_primary(world: World, operator: Operator) -> bool:
+    """The status names a primary this process never saw, and it started less than the grace ago."""
+    primary = str((world.fts.get("status") or {}).get("primary") or "")
+    seen = primary in operator.store.pod_names_seen.get(KEY, ())
+    started = operator.started_at or world.now
+    young = (world.now - started).total_seconds() < UNSEEN_PRIMARY_GRACE_SECONDS + 1
+    return bool(primary) and not seen and young
+
+
 # The operators
 
 
 def start_operator(world: World, name: str) -> Operator:
     """A new process: its view is a LIST of the world now (every Lease counts as heard now)."""
-    store = Store()
-    controller = Controller(None, store, clock=lambda: world.now)  # type: ignore[arg-type]
-    operator = Operator(name, store, controller)
-    operator.api = controller.client = SimApi(world, operator, die_at=None, refuse_at=None)
+    store = Store(clock=lambda: world.now)
 
-    def seconds() -> float:  # the controller's lookups read a monotonic clock: the world's here
+    def seconds() -> float:  # the controller and its lookups read a monotonic clock: the world's here
         return world.now.timestamp()
+
+    controller = Controller(None, store, clock=lambda: world.now, monotonic=seconds)  # type: ignore[arg-type]
+    operator = Operator(name, store, controller, started_at=world.now)
+    operator.api = controller.client = SimApi(world, operator, die_at=None, refuse_at=None)
 
     controller.usage = UsageLookup(operator.api, clock=seconds)
     controller.traffic = TrafficLookup(operator.api, clock=seconds)
@@ -909,7 +924,7 @@ def reconcile(
     operator.api.writes, operator.api.die_at, operator.api.refuse_at = 0, die_at, refuse_at
     try:
         loop.run_until_complete(operator.controller.reconcile(KEY))
-    except (Abort, StaleStatus, ApiError):
+    except (Abort, StaleView, ApiError):
         return False
     return True
 
