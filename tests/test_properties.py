@@ -95,7 +95,7 @@ def _final_roles(state: Observed, plan: Plan) -> dict[str, str]:
     return roles
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow])  # examples: the profile (tests/conftest.py)
 @given(states())
 def test_decide_keeps_the_safety_properties(drawn: tuple[Observed, int]) -> None:
     state, term = drawn

@@ -21,7 +21,7 @@ pod_states = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(deadline=None)
 @given(
     states=st.lists(pod_states, min_size=0, max_size=5),
     replicas=st.integers(min_value=0, max_value=5),
@@ -51,7 +51,7 @@ def test_one_primary_and_terms_never_go_back(
         assert chosen["health"] in ("Healthy", "Starting", "Degraded")
 
 
-@settings(max_examples=100, deadline=None)
+@settings(deadline=None)
 @given(states=st.lists(pod_states, min_size=1, max_size=5))
 def test_decide_is_idempotent_on_its_own_output(states: list[dict[str, object]]) -> None:
     pods = [pod(i, **s) for i, s in enumerate(states)]  # type: ignore[arg-type]

@@ -171,7 +171,7 @@ def _without_nulls(value: Any) -> Any:
     return value
 
 
-@settings(max_examples=300)
+@settings(deadline=None)
 @given(old=json_objects, new=json_objects)
 def test_the_merge_patch_from_old_to_new_makes_new(old: dict[str, Any], new: dict[str, Any]) -> None:
     from ftso.patches import merge_patch
