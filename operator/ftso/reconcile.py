@@ -859,7 +859,7 @@ def _replacement(
     if pod.deleting:
         return None
     if verdict.health in (Health.LOST, Health.FAILED) and _last_holders(j, pod):
-        return None  # deleting it would throw away data that may come back with its node
+        return None  # deleting it would throw away data that may come back (with its node, or Ready)
     if verdict.health in (Health.LOST, Health.FAILED):
         lost = verdict.health == Health.LOST
         reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED
