@@ -535,6 +535,17 @@ def test_usage_never_empties_the_service(setting: Setting, sequence: list[Step])
     # The only pod's node goes silent: its process may still run with the data, so no recovery yet.
     [(NodeSilent(2), 1, leader()), *[(None, 10, leader())] * 4],
 )
+@example(
+    Setting(replicas=3, nodes=1, max_per_hour=1, min_interval_seconds=0, checkpoint=True),
+    # The primary is unready past unreadyTimeoutSeconds while the replicas crash or are deleted (NodeSilent(1)
+    # names no node of this one-node cluster): its process still runs with the data, so no recovery.
+    [
+        (PodUnready(0), 1, None),
+        (PodCrash(2), 1, leader()),
+        (NodeSilent(1), 25, None),
+        (PodDeleted(1), 5, leader()),
+    ],
+)
 @given(settings_of(checkpoint=st.just(True)), sequences(node_events, pod_events))
 def test_no_recovery_while_data_may_live(setting: Setting, sequence: list[Step]) -> None:
     play(setting, sequence, RULES["no-recovery-while-data-may-live"])

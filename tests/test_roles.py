@@ -48,7 +48,12 @@ def test_one_primary_and_terms_never_go_back(
     assert all(p.name == status["primary"] for p in labelled_primaries)
     if status["primary"]:
         chosen = next(p for p in status["pods"] if p["name"] == status["primary"])
-        assert chosen["health"] in ("Healthy", "Starting", "Degraded")
+        # A primary that failed only its readiness may still hold the data: when nobody can take over it
+        # stays primary, out of the Services. Nothing else that failed is ever primary.
+        held_back = status["primary"] == primary and chosen["reason"].startswith("pod not Ready for over")
+        assert chosen["health"] in ("Healthy", "Starting", "Degraded") or (
+            held_back and not chosen["serving"]
+        )
 
 
 @settings(deadline=None)

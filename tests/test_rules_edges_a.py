@@ -276,7 +276,37 @@ def test_a_pod_failed_only_for_its_usage_still_holds_its_data() -> None:
     view = pod_view(busy[0], "demo")
     replaced = Verdict(Health.FAILED, "cpu 950m above 800m for 300s: replaced", breached_at=NOW)
     assert may_hold_data(view, replaced, unreachable_node=False)
-    assert not may_hold_data(view, Verdict(Health.FAILED, "pod phase is Failed"), unreachable_node=False)
+    ended = pod_view(pod(0, spec=spec, phase="Failed", ready=False), "demo")
+    assert not may_hold_data(ended, Verdict(Health.FAILED, "pod phase is Failed"), unreachable_node=False)
+
+
+def test_a_pod_unready_too_long_whose_process_runs_still_holds_its_data() -> None:
+    """The primary's readiness probe fails for longer than unreadyTimeoutSeconds, the replicas die: its
+    container still runs, with the data, so no recovery from a checkpoint starts over it."""
+    spec = raw_spec(checkpoint=CHECKPOINT)
+    unready = pod(
+        0, spec=spec, role="primary", term=3, ready=False, ready_changed=NOW - timedelta(seconds=60)
+    )
+    pods = [
+        unready,
+        pod(1, spec=spec, term=3, deleting=True),
+        pod(2, spec=spec, term=3, ready=False, terminated=True),
+    ]
+    plan = decide(observed(pods, spec=spec, status=_c7("demo-0")))
+    assert not plan.status.get("recovery"), "a recovery over a pod whose process runs with the data"
+    # Nor does the operator throw the data away itself: nobody can take over, so it stays primary (out of the
+    # Services while unready), neither fenced nor deleted, as a primary on an unreachable node does.
+    assert plan.status["primary"] == "demo-0" and "demo-0" not in [d.name for d in plan.deletes]
+    # The rule itself: Failed for its readiness alone (running, Ready once) holds the data; a pod whose
+    # container failed, or one never Ready, does not.
+    timed_out = Verdict(Health.FAILED, "pod not Ready for over 30s")
+    assert may_hold_data(pod_view(unready, "demo"), timed_out, unreachable_node=False)
+    crashed = pod_view(pods[2], "demo")
+    assert not may_hold_data(
+        crashed, Verdict(Health.FAILED, crashed.container_failure), unreachable_node=False
+    )
+    fresh = pod_view(pod(0, spec=spec, ready=False, ready_changed=NOW - timedelta(minutes=10)), "demo")
+    assert not may_hold_data(fresh, Verdict(Health.FAILED, "pod never became Ready"), unreachable_node=False)
 
 
 def test_a_node_tainted_out_of_service_is_news_for_its_resources(tmp_path: Path) -> None:

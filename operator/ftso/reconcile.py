@@ -189,6 +189,15 @@ class Judgement:
             pod, self.verdicts[pod.name], unreachable_node=pod.node_name in self.unreachable_nodes
         )
 
+    def held_back(self, pod: PodView) -> bool:
+        """It may hold the data but cannot serve now, and may come back: its node is unreachable, or it failed
+        its readiness while its process runs. (A pod failed for its usage is busy: its budget rules it.)"""
+        verdict = self.verdicts[pod.name]
+        doubt = pod.node_name in self.unreachable_nodes or (
+            verdict.health == Health.FAILED and verdict.breached_at is None
+        )
+        return doubt and self.may_hold_data(pod)
+
     @property
     def now(self) -> datetime:
         return self.observed.now
@@ -473,7 +482,7 @@ def _candidacy(j: Judgement, history: Sequence[FailoverRecord]) -> Candidacy:
         for p in j.pods
         if node_problem(j.observed.nodes.get(p.node_name), p.node_name, j.now, NODE_SILENT_AFTER_SECONDS)
     }
-    stranded = {p.name for p in j.pods if p.node_name in j.unreachable_nodes and j.may_hold_data(p)}
+    stranded = {p.name for p in j.pods if j.held_back(p)}
     return Candidacy(frozenset(barred), frozenset(suspect), frozenset(stranded))
 
 
@@ -644,12 +653,20 @@ def _recovery_needed(j: Judgement, checkpoints: CheckpointPlan, decision: RoleDe
 
 def may_hold_data(pod: PodView, verdict: Verdict, *, unreachable_node: bool) -> bool:
     """A pod that has been Ready may come back with the data: one that is Healthy or Degraded, one judged
-    Failed only for its measured usage (busy, not empty), and one on an unreachable node (not proven
-    stopped). One that never was Ready holds none: after the last holder died it is a fresh pod that would
-    start empty, so it must not stop a recovery."""
+    Failed only for its measured usage (busy, not empty) or its readiness (unready too long, its containers
+    still running: the probe failed, not the process), and one on an unreachable node (not proven stopped).
+    One that never was Ready holds none: after the last holder died it is a fresh pod that would start
+    empty, so it must not stop a recovery."""
     if verdict.health in (Health.HEALTHY, Health.DEGRADED) or verdict.breached_at is not None:
         return True
+    if verdict.health == Health.FAILED and _still_running(pod):
+        return has_been_ready(pod)
     return unreachable_node and has_been_ready(pod)
+
+
+def _still_running(pod: PodView) -> bool:
+    """Its process runs, as its kubelet reports: Running, no container failed, not being deleted."""
+    return pod.phase == "Running" and not pod.container_failure and not pod.deleting
 
 
 # Phase 5: labels
@@ -841,8 +858,8 @@ def _replacement(
     verdict = j.verdicts[pod.name]
     if pod.deleting:
         return None
-    if verdict.health == Health.LOST and _last_holders(j, pod):
-        return None  # deleting it would throw away data that may come back with its node
+    if verdict.health in (Health.LOST, Health.FAILED) and _last_holders(j, pod):
+        return None  # deleting it would throw away data that may come back (with its node, or Ready)
     if verdict.health in (Health.LOST, Health.FAILED):
         lost = verdict.health == Health.LOST
         reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED
@@ -860,12 +877,8 @@ def _replacement(
 
 
 def _last_holders(j: Judgement, pod: PodView) -> bool:
-    """The pod is on an unreachable node, may hold the data, and no pod on a reachable node may."""
-    return (
-        pod.node_name in j.unreachable_nodes
-        and j.may_hold_data(pod)
-        and not any(j.may_hold_data(p) for p in j.pods if p.node_name not in j.unreachable_nodes)
-    )
+    """The pod is held back with the data (see Judgement.held_back), and no pod that is not may hold it."""
+    return j.held_back(pod) and not any(j.may_hold_data(p) and not j.held_back(p) for p in j.pods)
 
 
 def _unrestored(j: Judgement, pod: PodView, checkpoint: str) -> tuple[PodDelete, EventSpec, Reason] | None:
