@@ -737,23 +737,31 @@ def check_pod_write(world: World, before: Mapping[str, Any], after: Mapping[str,
 
 
 def check_delete(world: World, operator: Operator, pod: Mapping[str, Any], force: bool) -> None:
+    """The node rules judge deletions for node loss: force deletes, which remove the object at once and let a
+    pod of the same name start elsewhere. A graceful delete is decided on the pod's own state (its container
+    failed, it was fenced, scaled away, rolled) and is carried out by its node's kubelet: on a node that
+    cannot be reached the kubelet cannot act, the object stays Terminating and its name stays taken, so
+    nothing is stopped or started on the strength of the node's silence. The silence is measured in the
+    deleting operator's view, which is what it decided on (a view that stopped syncing sees every node
+    silent, as a second operator's does)."""
     v = world.violations
     name, node_name = pod["metadata"]["name"], pod["spec"].get("nodeName") or ""
-    how = "force-deleted" if force else "deleted"
     if force and node_name and node_name not in operator.store.nodes:
-        # A graceful delete goes through that node's kubelet, and is decided on the pod's own state (it
-        # failed, was fenced, scaled away): only a force delete, for node loss, says the node is lost.
-        v.add("no-delete-on-unknown-node", f"{name} {how} on {node_name}, a node the operator has not seen")
+        v.add(
+            "no-delete-on-unknown-node",
+            f"{name} force-deleted on {node_name}, a node the operator has not seen",
+        )
     renewed = operator.store.lease_renewed_at.get(node_name)
     confirm = node_loss_confirmed_after(world.parsed.failover.node_lost_after_seconds)
-    if node_name in operator.store.nodes and renewed is not None:
+    if force and node_name in operator.store.nodes and renewed is not None:
         age = (world.now - renewed).total_seconds()
         if NODE_SILENT_AFTER_SECONDS < age < confirm:
             v.add(
                 "no-delete-on-unconfirmed-node",
-                f"{name} {how} on {node_name}, silent for {age:.0f}s (loss confirmed only after {confirm:.0f}s)",
+                f"{name} force-deleted on {node_name}, silent for {age:.0f}s in operator {operator.name}'s view "
+                f"(loss confirmed only after {confirm:.0f}s)",
             )
-    _check_usage_delete(world, operator, pod, how)
+    _check_usage_delete(world, operator, pod, "force-deleted" if force else "deleted")
 
 
 def usage_only(world: World, operator: Operator, pod: Mapping[str, Any]) -> bool:

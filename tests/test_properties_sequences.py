@@ -15,8 +15,9 @@ Each test checks one rule of docs/design.md after every write and every step:
   no-recovery-while-data-may-live  no checkpoint recovery starts while a process that held data runs, and a
                                    recovery elects only a pod that loaded its checkpoint
   max-per-hour                     failovers of a primary that could come back stay within maxPerHour
-  no-delete-on-unconfirmed-node    no pod is deleted on a node the operator has not seen, or one silent for
-                                   less than the confirmation age
+  no-delete-on-unconfirmed-node    no pod is force-deleted (for node loss) on a node the operator has not
+                                   seen, or one silent for less than the confirmation age; a graceful
+                                   delete, decided on the pod's own state, is its kubelet's to carry out
   one-serving-primary              at most one pod is labelled primary and serving at the current term
 
 The number of examples comes from the Hypothesis profile (tests/conftest.py): "ci" by default, "soak" with
@@ -577,6 +578,22 @@ def test_failovers_stay_within_max_per_hour(setting: Setting, sequence: list[Ste
     Setting(),
     # A node joins and a replacement lands on it before the operator's node watch shows the node.
     [(NodeJoins(), 1, None), (PodDeleted(2), 1, leader()), (None, 1, leader()), (None, 1, leader())],
+)
+@example(
+    Setting(),
+    # A node goes silent: its pods are force-deleted once its loss is confirmed (24 s), not at
+    # nodeLostAfterSeconds (20 s), when a node silenced with it may not have missed a renewal yet.
+    [(NodeSilent(1), 1, leader()), *[(None, 2, leader())] * 15],
+)
+@example(
+    Setting(max_per_hour=1, min_interval_seconds=0),
+    # A second operator restarts (its view: a LIST, every Lease heard then), sees demo-1's container crashed,
+    # and acts 15 s later on that view: demo-1's node is silent to it, though not to the world.
+    [
+        (NodeGone(2), 1, None),
+        (PodCrash(1), 1, second(restart=True)),
+        (NodeSilent(0), 15, second()),
+    ],
 )
 @given(settings_of(), sequences(node_events, pod_events))
 def test_no_delete_on_an_unknown_or_unconfirmed_node(setting: Setting, sequence: list[Step]) -> None:

@@ -193,6 +193,23 @@ def test_a_node_seen_deleted_loses_its_pods_only_after_the_confirmation() -> Non
     assert [(d.name, d.force) for d in confirmed.deletes] == [("demo-0", True)]
 
 
+def test_a_failed_pod_on_a_silent_node_is_deleted_gracefully_never_forced() -> None:
+    """A node silent for 15 s (or seen so by a view that stopped syncing) is not lost before 24 s. A pod there
+    whose own state says it failed is still replaced, by a graceful delete its kubelet carries out (on a node
+    that cannot be reached it stays Terminating, its name taken), never by a force delete for node loss."""
+    bodies = [
+        pod(0, role="primary", node_name="node-0"),
+        pod(1, node_name="node-1", ready=False, terminated=True),
+        pod(2, node_name="node-2"),
+    ]
+    seen = observed(bodies, status=dict(PRIMARY), nodes=NODES)
+    heard = {"node-0": NOW, "node-1": NOW - timedelta(seconds=15), "node-2": NOW}
+    nodes = {name: dataclasses.replace(n, lease_renewed_at=heard[name]) for name, n in seen.nodes.items()}
+    plan = decide(dataclasses.replace(seen, nodes=nodes))
+    assert [(d.name, d.force) for d in plan.deletes] == [("demo-1", False)]
+    assert plan.status["primary"] == "demo-0" and plan.status["term"] == 1
+
+
 def test_the_store_remembers_only_nodes_it_held_deleted_and_only_so_many() -> None:
     store = Store(clock=lambda: NOW)
     store.drop_node("never-seen")
