@@ -331,3 +331,32 @@ def test_hostile_failover_times_and_unreachable_pods_in_status_are_ignored() -> 
         status = {"primary": "demo-0", "term": 1, "failoverTimes": times, "unreachablePods": entries}
         plan = decide(observed([pod(0, role="primary"), pod(1), pod(2)], status=status))
         assert plan.status["failoverTimes"] == [] and plan.status["unreachablePods"] == []
+
+
+def test_a_primary_unready_past_its_timeout_is_still_a_soft_failure_under_the_limits() -> None:
+    """Unready for longer than unreadyTimeoutSeconds is still only unready: the process runs and may come
+    back, so a throttled failover keeps waiting (it is no hard failure), and the primary is not deleted."""
+    spec = raw_spec(failover={"maxPerHour": 1, "minIntervalSeconds": 0})
+    records = [
+        {"term": 2, "kind": "Failover", "reason": "Failover", "from": "demo-1", "to": "demo-0"}
+        | {
+            "detectedAt": format_time(NOW - timedelta(minutes=20)),
+            "decidedAt": format_time(NOW - timedelta(minutes=20)),
+        }
+    ]
+    status = {"primary": "demo-0", "term": 2, "failovers": records}
+    unready = [
+        pod(0, role="primary", term=2, ready=False, ready_changed=NOW - timedelta(seconds=45)),
+        pod(1, term=2, node_name="node-1"),
+        pod(2, term=2, node_name="node-2"),
+    ]
+    plan = decide(observed(unready, spec=spec, status=status))
+    assert (plan.status["primary"], plan.status["term"]) == ("demo-0", 2), (
+        "a soft failure waits for the limits"
+    )
+    failing = next(c for c in plan.status["conditions"] if c["type"] == "FailingOver")
+    assert failing["reason"] == "Throttled"
+    assert [d.name for d in plan.deletes] == [], "the throttled primary is not deleted meanwhile"
+    # Gone for good (its container terminated): now the limits no longer hold it.
+    crashed = [pod(0, role="primary", term=2, terminated=True), *unready[1:]]
+    assert decide(observed(crashed, spec=spec, status=status)).status["term"] == 3

@@ -20,6 +20,8 @@ class Verdict:
     deadline: datetime | None = None
     # Set when measured usage, not a probe, judged the pod (health.metrics): since when it is so.
     breached_at: datetime | None = None
+    # Failed only for staying unready: its containers run, and it may turn Ready again (a soft failure).
+    unready: bool = False
 
     @property
     def gone(self) -> bool:
@@ -165,5 +167,7 @@ def _judge_own_state(pod: PodView, health: HealthSpec, now: datetime) -> Verdict
         return Verdict(Health.STARTING, "pod is not Ready yet", deadline)
     deadline = (pod.ready_seen_at or now) + timedelta(seconds=health.unready_timeout_seconds)
     if now >= deadline:
-        return Verdict(Health.FAILED, f"pod not Ready for over {health.unready_timeout_seconds}s")
+        return Verdict(
+            Health.FAILED, f"pod not Ready for over {health.unready_timeout_seconds}s", unready=True
+        )
     return Verdict(Health.DEGRADED, "pod is not Ready", deadline)

@@ -860,6 +860,8 @@ def _replacement(
         return None
     if verdict.health in (Health.LOST, Health.FAILED) and _last_holders(j, pod):
         return None  # deleting it would throw away data that may come back (with its node, or Ready)
+    if verdict.unready and pod.name == roles.primary:
+        return None  # a primary that is only unready goes once it was failed over from (the limits may wait)
     if verdict.health in (Health.LOST, Health.FAILED):
         lost = verdict.health == Health.LOST
         reason = EventReason.POD_LOST if lost else EventReason.POD_FAILED

@@ -148,8 +148,9 @@ def _judge_primary(
 
 def hard_failure(pod: PodView | None, verdict: Verdict | None) -> bool:
     """The primary cannot come back: deleted, deleting, terminated, or on a lost node. Its measured usage is
-    never one: the pod is alive, and its load moves with the primary, so it is a soft failure under the limits."""
-    return pod is None or verdict is None or (verdict.gone and not by_usage(verdict))
+    never one: the pod is alive, and its load moves with the primary, so it is a soft failure under the limits.
+    Nor is staying unready, however long: its process runs and may turn Ready again."""
+    return pod is None or verdict is None or (verdict.gone and not by_usage(verdict) and not verdict.unready)
 
 
 def by_usage(verdict: Verdict | None) -> bool:
