@@ -5,10 +5,10 @@ what no API shows: the workload's processes, which keep running on a node the op
 their pod was ever Ready (then they may hold the service's data), and each kubelet's clock (skewed per node in
 either direction). Operators see the world only through their own Store, fed from a log of watch events that
 may lag; they run the real `Controller.reconcile` (observe, decide, execute; PodMetrics read by its usage
-lookup) against an API that answers as the API server does (`SimApi`): JSON merge patches as RFC 7386 (absent keys kept, null
-deletes), JSON patches as RFC 6902 with `test`, a `metadata.resourceVersion` in a patch as a precondition,
-uid preconditions on deletes, 404 and 409 answers. A write can fail, and the operator then stops half-way, as
-a process that died between two writes would.
+lookup) against an API that answers as the API server does (`SimApi`): JSON merge patches as RFC 7386 (absent
+keys kept, null deletes), JSON patches as RFC 6902 with `test`, a `metadata.resourceVersion` in a patch as a
+precondition, uid and resourceVersion preconditions on deletes, 404 and 409 answers. A write can fail, and the
+operator then stops half-way, as a process that died between two writes would.
 
 Every write the API accepts is checked at once against the invariants (`Violations`); the world's state is
 checked again after each step."""
@@ -579,9 +579,13 @@ class SimApi(KubeClient):
             raise ApiError(404, "NotFound", f'pods "{name}" not found')
         uid = current["metadata"]["uid"]
         if method == "DELETE":
+            # Both preconditions of DeleteOptions, as the API server checks them: a delete decided on a view
+            # older than the pod (a watch an event behind its turning Ready) is refused, not carried out.
             preconditions = (body or {}).get("preconditions") or {}
             if preconditions.get("uid") not in (None, uid):
                 raise ApiError(409, "Conflict", "uid precondition failed")
+            if preconditions.get("resourceVersion") not in (None, current["metadata"]["resourceVersion"]):
+                raise ApiError(409, "Conflict", "resourceVersion precondition failed")
             force = (body or {}).get("gracePeriodSeconds") == 0
             check_delete(world, self.operator, current, force)
             world.delete_pod(name, force=force)
@@ -766,7 +770,9 @@ def check_delete(world: World, operator: Operator, pod: Mapping[str, Any], force
 
 def usage_only(world: World, operator: Operator, pod: Mapping[str, Any]) -> bool:
     """Nothing but its measured usage could be held against this pod: Ready since it first was, no container
-    failure, on a node the operator knows and hears from."""
+    failure, on a node the operator knows and hears from. Judged on the world's truth, which a delete the API
+    accepts was decided on: it carries the view's resourceVersion of the pod, so a view behind the pod's last
+    report (say, its turning Ready) has its delete refused."""
     truth = world.truth.get(pod["metadata"]["uid"])
     node_name = pod["spec"].get("nodeName") or ""
     renewed = operator.store.lease_renewed_at.get(node_name)
