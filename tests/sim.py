@@ -29,7 +29,7 @@ from ftso.api.spec import parse_spec, resolve_max_unavailable
 from ftso.client import ApiError, KubeClient
 from ftso.controller import UNSEEN_PRIMARY_GRACE_SECONDS, Controller, StaleView, TrafficLookup, UsageLookup
 from ftso.health import NODE_SILENT_AFTER_SECONDS, node_loss_confirmed_after
-from ftso.model import format_time
+from ftso.model import format_time, node_view
 from ftso.store import Store
 from ftso.usage import PodUsage
 
@@ -757,7 +757,12 @@ def check_delete(world: World, operator: Operator, pod: Mapping[str, Any], force
         )
     renewed = operator.store.lease_renewed_at.get(node_name)
     confirm = node_loss_confirmed_after(world.parsed.failover.node_lost_after_seconds)
-    if force and node_name in operator.store.nodes and renewed is not None:
+    # NotReady is the API's own word (its kubelet's, or the node lifecycle controller's), not a guess from
+    # silence: only the silence of a node the view holds Ready waits for the confirmation age.
+    ready_in_view = (
+        node_view(operator.store.nodes[node_name]).ready if node_name in operator.store.nodes else False
+    )
+    if force and ready_in_view and renewed is not None:
         age = (world.now - renewed).total_seconds()
         if NODE_SILENT_AFTER_SECONDS < age < confirm:
             v.add(
@@ -796,6 +801,9 @@ def _check_usage_delete(world: World, operator: Operator, pod: Mapping[str, Any]
     metrics = world.parsed.health.metrics
     if metrics is None or world.recovering or not usage_only(world, operator, pod):
         return  # during a recovery, pods that did not load its checkpoint go whatever their usage
+    fenced = pod["metadata"]["labels"].get(names.LABEL_ROLE) == names.ROLE_FENCED
+    if fenced or pod["metadata"]["uid"] in world.fenced_uids:
+        return  # a failover for usage never fences (it demotes): a fenced pod goes for another failure
     name = pod["metadata"]["name"]
     if metrics.replace_after_seconds == 0:
         world.violations.add(

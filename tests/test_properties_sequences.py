@@ -537,6 +537,12 @@ def test_the_term_never_goes_backwards(setting: Setting, sequence: list[Step]) -
         (NodeJoins(), 90, leader(lag=1)),
     ],
 )
+@example(
+    Setting(max_per_hour=1, min_interval_seconds=0, metrics=True),
+    # The primary's node goes silent past the confirmation: it is failed over from and fenced. When the
+    # node is back, the fenced pod is deleted for its fence, not for its usage.
+    [(NodeSilent(2), 25, None), (PodCrash(1), 1, leader(lag=1)), (NodeBack(2), 1, leader())],
+)
 @given(settings_of(metrics=st.just(True)), sequences(metrics_events, pod_events))
 def test_usage_never_empties_the_service(setting: Setting, sequence: list[Step]) -> None:
     play(setting, sequence, RULES["usage-never-empties"])
@@ -605,6 +611,12 @@ def test_failovers_stay_within_max_per_hour(setting: Setting, sequence: list[Ste
         (PodCrash(1), 1, second(restart=True)),
         (NodeSilent(0), 15, second()),
     ],
+)
+@example(
+    Setting(max_per_hour=1, min_interval_seconds=0),
+    # A node reported NotReady is the API's word, not a guess from silence: its pods go at once, whatever the
+    # age of its heartbeat (their names wait for proof the node stopped).
+    [(NodeSilent(2), 2, None), (NodeNotReady(2), 1, None), (KubeletSkew(0, -600), 10, leader())],
 )
 @given(settings_of(), sequences(node_events, pod_events))
 def test_no_delete_on_an_unknown_or_unconfirmed_node(setting: Setting, sequence: list[Step]) -> None:
