@@ -14,11 +14,13 @@ from ftso.names import CONTROLLER, ReconcileResult
 from ftso.probes import QueueSnapshot
 
 # Hypothesis profiles, registered here so that the plugin's --hypothesis-profile finds them (it loads the
-# profile after the initial conftests). "ci" is the default: every property test without its own
-# max_examples (tests/test_properties_sequences.py) runs 2,000 examples. "soak" is the long run:
-# `make unit PYTEST_ARGS=--hypothesis-profile=soak` (longer sequences too).
+# profile after the initial conftests). "ci" is the default: every property test runs 2,000 examples, the
+# same ones each run (derandomized), so `make test` passes or fails with the code, not with the draw.
+# "explore" draws 2,000 new ones each run; "soak" is the long run, 50,000 and longer sequences:
+# `make unit PYTEST_ARGS=--hypothesis-profile=soak`. What they find is pinned with @example.
 _PROFILE = {"deadline": None, "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large]}
-settings.register_profile("ci", max_examples=2_000, **_PROFILE)
+settings.register_profile("ci", max_examples=2_000, derandomize=True, **_PROFILE)
+settings.register_profile("explore", max_examples=2_000, **_PROFILE)
 settings.register_profile("soak", max_examples=50_000, **_PROFILE)
 settings.load_profile("ci")
 
