@@ -33,6 +33,8 @@ from ftso.model import format_time, node_view
 from ftso.store import Store
 from ftso.usage import PodUsage
 
+from .fakeapi import apply_merge_patch
+
 NAMESPACE, NAME, FTS_UID = "ns", "demo", "uid-demo"
 KEY = (NAMESPACE, NAME)
 START = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
@@ -108,19 +110,6 @@ class Violations:
 
     def add(self, rule: str, message: str) -> None:
         self.found.append(f"{rule}: {message}")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386."""
-    if not isinstance(patch, Mapping):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, Mapping) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
 
 
 def _pointer(path: str) -> list[str]:
@@ -552,7 +541,7 @@ class SimApi(KubeClient):
         precondition = ((body or {}).get("metadata") or {}).get("resourceVersion")
         if precondition is not None and precondition != current["metadata"]["resourceVersion"]:
             raise ApiError(409, "Conflict", "the object has been modified")
-        return merge_patch(current, body)
+        return apply_merge_patch(current, body)
 
     def _status(self, method: str, subresource: str, body: Any, content_type: str) -> Any:
         world = self.world
